@@ -1,0 +1,39 @@
+"""adaptive: adaptive loss weighting and training-schedule control, with offline replay.
+
+Controllers (`AdaptiveLossWeighting`, `AdaptiveScheduler`) are small deterministic state
+machines; the trace (`adaptive.trace`) records what a run saw so `replay` can run the same
+controllers offline. Heavy submodules (torch) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from adaptive._version import __version__
+from adaptive.trace import Trace, TraceError, TraceWriter, read_trace
+
+if TYPE_CHECKING:
+    from adaptive.scheduler import AdaptiveScheduler
+    from adaptive.weighting import AdaptiveLossWeighting
+
+_LAZY = {
+    "AdaptiveLossWeighting": "adaptive.weighting",
+    "AdaptiveScheduler": "adaptive.scheduler",
+}
+
+__all__ = [
+    "AdaptiveLossWeighting",
+    "AdaptiveScheduler",
+    "Trace",
+    "TraceError",
+    "TraceWriter",
+    "__version__",
+    "read_trace",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'adaptive' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from adaptive._cli import main
+
+main()

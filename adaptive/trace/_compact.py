@@ -1,0 +1,101 @@
+"""Maintenance of trace directories: merge parts into one file, cut a trace back for resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from adaptive.trace import _format as F
+from adaptive.trace._reader import TraceError, read_trace
+from adaptive.trace._writer import part_files
+
+
+def _write_atomic(table: pa.Table, target: Path) -> None:
+    tmp = target.with_name(target.name + f".{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(
+        table,
+        tmp,
+        compression="zstd",
+        use_dictionary=[c for c in (F.RUN_ID, F.KIND, F.SPLIT) if c in table.column_names],
+        use_byte_stream_split=[
+            f.name for f in table.schema if pa.types.is_floating(f.type)
+        ],
+        row_group_size=1 << 20,
+    )
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def compact_trace(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Merge a trace directory's part files into one Parquet file and return its path.
+
+    Without `out` the directory is replaced by a single file of the same name. The merged
+    file is written under a temporary name and its row count checked against the parts
+    before anything is replaced.
+    """
+    src = Path(path)
+    if not src.is_dir():
+        raise TraceError(f"{src}: not a trace directory (nothing to compact)")
+    parts = [p for p in sorted(src.rglob("*.parquet")) if p.is_file()]
+    if not parts:
+        raise TraceError(f"{src}: directory holds no .parquet files")
+    tables = []
+    for p in parts:
+        try:
+            tables.append(pq.read_table(p))
+        except (pa.ArrowException, OSError) as exc:
+            raise TraceError(f"{p}: unreadable part, not compacting ({exc})") from None
+    table = pa.concat_tables(tables, promote_options="permissive")
+    table = table.replace_schema_metadata(tables[0].schema.metadata)
+    expected = sum(t.num_rows for t in tables)
+    dest = Path(out) if out is not None else src.with_name(src.name + ".compacted")
+    _write_atomic(table, dest)
+    got = pq.ParquetFile(dest).metadata.num_rows
+    if got != expected:
+        dest.unlink(missing_ok=True)
+        raise TraceError(f"{dest}: compacted file has {got} rows, parts had {expected}")
+    read_trace(dest)  # the merged file must be a valid trace
+    if out is None:
+        old = src.with_name(src.name + f".old-{uuid.uuid4().hex[:8]}")
+        os.replace(src, old)
+        os.replace(dest, src)
+        shutil.rmtree(old)
+        dest = src
+    return dest
+
+
+def truncate_trace(path: str | os.PathLike[str], *, through_epoch: int) -> int:
+    """Drop rows of epochs after `through_epoch` from a trace directory (for resume).
+
+    Each affected part is rewritten atomically; leftover temporary files are removed.
+    Returns the number of rows dropped.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return 0
+    for tmp in root.glob("*.tmp"):
+        tmp.unlink()
+    dropped = 0
+    for part in part_files(root):
+        try:
+            table = pq.read_table(part)
+        except (pa.ArrowException, OSError):
+            part.unlink()
+            continue
+        keep = pc.less_equal(table.column(F.EPOCH_COL), pa.scalar(through_epoch, pa.int32()))
+        kept = table.filter(keep)
+        if kept.num_rows == table.num_rows:
+            continue
+        dropped += table.num_rows - kept.num_rows
+        if kept.num_rows == 0:
+            part.unlink()
+        else:
+            _write_atomic(kept.replace_schema_metadata(table.schema.metadata), part)
+    return dropped

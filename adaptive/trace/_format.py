@@ -1,0 +1,72 @@
+"""Trace format v1: column names, types and metadata keys (see docs/TRACE_FORMAT.md)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TRACE_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# Schema key-value metadata keys.
+META_VERSION = "adaptive.trace_version"
+META_COMPONENTS = "adaptive.components"
+META_METRICS = "adaptive.metrics"
+META_RUN = "adaptive.run"
+
+STEP = "step"
+EPOCH = "epoch"
+KINDS = (STEP, EPOCH)
+
+# Fixed columns and their Arrow types.
+RUN_ID, KIND, SPLIT, EPOCH_COL, STEP_COL, TIME = "run_id", "kind", "split", "epoch", "step", "time"
+REQUIRED = (RUN_ID, KIND, SPLIT, EPOCH_COL, STEP_COL)
+
+LOSS_PREFIX = "loss/"
+WEIGHT_PREFIX = "weight/"
+WEIGHT_BASE_PREFIX = "weight_base/"
+PROPOSED_WEIGHT_PREFIX = "proposed/weight/"
+SCHEDULE_PREFIX = "schedule/"
+SCHEDULE_BASE_PREFIX = "schedule_base/"
+PROPOSED_SCHEDULE_PREFIX = "proposed/schedule/"
+METRIC_PREFIX = "metric/"
+
+FIXED_TYPES: dict[str, pa.DataType] = {
+    RUN_ID: pa.string(),
+    KIND: pa.string(),
+    SPLIT: pa.string(),
+    EPOCH_COL: pa.int32(),
+    STEP_COL: pa.int64(),
+    TIME: pa.float64(),
+    "loss_total": pa.float32(),
+    "grad_norm": pa.float32(),
+    "lr": pa.float32(),
+}
+
+_FLOAT32_PREFIXES = (
+    LOSS_PREFIX,
+    WEIGHT_PREFIX,
+    WEIGHT_BASE_PREFIX,
+    PROPOSED_WEIGHT_PREFIX,
+    SCHEDULE_PREFIX,
+    SCHEDULE_BASE_PREFIX,
+    PROPOSED_SCHEDULE_PREFIX,
+)
+
+
+def column_type(name: str) -> pa.DataType:
+    """Arrow type of a trace column; columns not named by the format are float64."""
+    if name in FIXED_TYPES:
+        return FIXED_TYPES[name]
+    if name.startswith(_FLOAT32_PREFIXES):
+        return pa.float32()
+    return pa.float64()
+
+
+def loss_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
+    """Component names from `loss/<c>` columns, in column order."""
+    return [c[len(LOSS_PREFIX) :] for c in columns if c.startswith(LOSS_PREFIX)]
+
+
+def metric_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
+    """Metric names from `metric/<m>` columns, in column order."""
+    return [c[len(METRIC_PREFIX) :] for c in columns if c.startswith(METRIC_PREFIX)]

@@ -49,7 +49,7 @@ def main_callback(
     """Adaptive loss weighting and schedule control with offline replay."""
 
 
-def _load(path: Path):  # noqa: ANN202 - returns adaptive.trace.Trace
+def _load(path: Path):
     import warnings
 
     from adaptive.trace import TraceError, TraceWarning, read_trace

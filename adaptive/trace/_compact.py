@@ -21,11 +21,9 @@ def _write_atomic(table: pa.Table, target: Path) -> None:
     pq.write_table(
         table,
         tmp,
-        compression="zstd",
+        compression="lz4",
         use_dictionary=[c for c in (F.RUN_ID, F.KIND, F.SPLIT) if c in table.column_names],
-        use_byte_stream_split=[
-            f.name for f in table.schema if pa.types.is_floating(f.type)
-        ],
+        use_byte_stream_split=[f.name for f in table.schema if pa.types.is_floating(f.type)],
         row_group_size=1 << 20,
     )
     with open(tmp, "rb+") as fh:

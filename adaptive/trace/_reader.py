@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,7 +91,8 @@ def _files(path: Path) -> list[Path]:
     files = sorted(
         p
         for p in path.rglob("*.parquet")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
     )
     if not files:
         raise TraceError(f"{path}: directory holds no .parquet files")
@@ -103,6 +106,13 @@ def _hive_values(root: Path, file: Path) -> dict[str, str]:
             k, v = part.split("=", 1)
             values[k] = v
     return values
+
+
+def _try_read(root: Path, file: Path) -> pa.Table | Exception:
+    try:
+        return _read_one(root, file)
+    except (pa.ArrowException, OSError) as exc:
+        return exc
 
 
 def _read_one(root: Path, file: Path) -> pa.Table:
@@ -124,12 +134,17 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     files = _files(root)
     tables: list[pa.Table] = []
     skipped: list[Path] = []
-    for file in files:
-        try:
-            tables.append(_read_one(root, file))
-        except (pa.ArrowException, OSError) as exc:
+    with ThreadPoolExecutor(max_workers=min(4, len(files))) as pool:
+        results = list(pool.map(lambda f: _try_read(root, f), files))
+    for file, result in zip(files, results, strict=True):
+        if isinstance(result, pa.Table):
+            tables.append(result)
+        else:
+            exc = result
             if root.is_file():
-                raise TraceError(f"{file}: not a readable Parquet file ({_first_line(exc)})") from None
+                raise TraceError(
+                    f"{file}: not a readable Parquet file ({_first_line(exc)})"
+                ) from None
             warnings.warn(
                 f"{file}: skipped unreadable part ({_first_line(exc)})", TraceWarning, stacklevel=2
             )
@@ -138,7 +153,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         raise TraceError(f"{root}: no readable Parquet part (all {len(files)} skipped)")
     meta = {k.decode(): v.decode() for k, v in (tables[0].schema.metadata or {}).items()}
     try:
-        table = pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
     except pa.ArrowException as exc:
         raise TraceError(f"{root}: parts have incompatible schemas ({_first_line(exc)})") from None
     return _to_trace(root, table, meta, skipped)
@@ -183,14 +198,16 @@ def _to_trace(root: Path, table: pa.Table, meta: dict[str, str], skipped: list[P
     epochs = _frame(table.filter(pc.invert(is_step)), keep=[])
     if steps[F.STEP_COL].isna().any() or steps[F.EPOCH_COL].isna().any():
         raise TraceError(f"{root}: step rows with a missing step or epoch value")
-    dup = steps.duplicated([F.RUN_ID, F.STEP_COL])
+    steps = _sorted(steps, [F.RUN_ID, F.STEP_COL])
+    run = steps[F.RUN_ID].to_numpy()
+    step = steps[F.STEP_COL].to_numpy()
+    dup = (step[1:] == step[:-1]) & (run[1:] == run[:-1])
     if dup.any():
-        first = steps[dup].iloc[0]
+        i = int(np.argmax(dup)) + 1
         raise TraceError(
             f"{root}: {int(dup.sum())} duplicate step row(s), first at run "
-            f"{first[F.RUN_ID]!r} step {int(first[F.STEP_COL])}"
+            f"{run[i]!r} step {int(step[i])}"
         )
-    steps = _sorted(steps, [F.RUN_ID, F.STEP_COL])
     epochs = _sorted(epochs, [F.RUN_ID, F.EPOCH_COL, F.SPLIT])
 
     components = _json_list(meta.get(F.META_COMPONENTS)) or F.loss_columns(names)
@@ -233,13 +250,15 @@ def _frame(table: pa.Table, keep: list[str]) -> pd.DataFrame:
     ]
     df = table.drop_columns(drop).to_pandas() if table.num_rows else table.to_pandas()
     for c in (F.RUN_ID, F.KIND, F.SPLIT):
-        df[c] = df[c].astype(str)
+        if df[c].dtype != "str":
+            df[c] = df[c].astype(str)
     return df
 
 
 def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     if len(df) < 2:
         return df.reset_index(drop=True)
-    if df[by[0]].nunique() == 1 and df[by[1]].is_monotonic_increasing and len(by) == 2:
+    first = df[by[0]].to_numpy()
+    if len(by) == 2 and (first[0] == first).all() and df[by[1]].is_monotonic_increasing:
         return df.reset_index(drop=True)
     return df.sort_values(by, kind="stable").reset_index(drop=True)

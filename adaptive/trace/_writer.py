@@ -6,9 +6,11 @@ import atexit
 import json
 import os
 import re
+import sys
 import time as _time
 import uuid
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,6 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
-
-
-def _is_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
 def part_files(directory: Path) -> list[Path]:
@@ -110,6 +108,7 @@ class TraceWriter:
             self._columns[c] = None
         for m in self.metrics:
             self._columns[F.METRIC_PREFIX + m] = None
+        self._names: dict[str, dict[str, str]] = defaultdict(dict)
         self._last_flush = _time.monotonic()
         self._closed = False
         self.rows_written = 0
@@ -124,8 +123,9 @@ class TraceWriter:
         """Append one raw row (column name -> value). Prefer `log_step` / `log_epoch`."""
         if self._closed:
             raise RuntimeError(f"{self.path}: trace writer is closed")
-        self._rows.append(dict(row))
-        if len(self._rows) >= self.flush_rows or (
+        rows = self._rows
+        rows.append(row if isinstance(row, dict) else dict(row))
+        if len(rows) >= self.flush_rows or (
             _time.monotonic() - self._last_flush >= self.flush_seconds
         ):
             self.flush()
@@ -157,6 +157,7 @@ class TraceWriter:
             F.STEP_COL: step,
             F.TIME: self.elapsed() if time is None else time,
         }
+        names = self._names
         for prefix, values in (
             (F.LOSS_PREFIX, losses),
             (F.WEIGHT_PREFIX, weights),
@@ -167,8 +168,12 @@ class TraceWriter:
             (F.PROPOSED_SCHEDULE_PREFIX, proposed_schedule),
         ):
             if values:
+                cache = names[prefix]
                 for k, v in values.items():
-                    row[prefix + k] = v
+                    name = cache.get(k)
+                    if name is None:
+                        name = cache[k] = prefix + k
+                    row[name] = v
         if loss_total is not None:
             row["loss_total"] = loss_total
         if grad_norm is not None:
@@ -228,20 +233,21 @@ class TraceWriter:
                 if k not in self._columns:
                     self._columns[k] = None
         cols = {c: [r.get(c) for r in rows] for c in self._columns}
+        torch = sys.modules.get("torch")
+        if torch is None:  # no tensor can have been logged
+            return cols
         # Move every tensor value to the host in one transfer per device.
         tensors: dict[Any, list[tuple[str, int, Any]]] = {}
         for c, values in cols.items():
-            for i, v in enumerate(values):
-                if v is not None and _is_tensor(v):
-                    tensors.setdefault(v.device, []).append((c, i, v))
-        if tensors:
-            import torch
-
-            for entries in tensors.values():
-                stacked = torch.stack([t.detach().reshape(()).double() for _, _, t in entries])
-                host = stacked.cpu().tolist()
-                for (c, i, _), value in zip(entries, host, strict=True):
-                    cols[c][i] = value
+            if any(issubclass(t, torch.Tensor) for t in set(map(type, values))):
+                for i, v in enumerate(values):
+                    if isinstance(v, torch.Tensor):
+                        tensors.setdefault(v.device, []).append((c, i, v))
+        for entries in tensors.values():
+            stacked = torch.stack([t.detach().reshape(()).double() for _, _, t in entries])
+            host = stacked.cpu().tolist()
+            for (c, i, _), value in zip(entries, host, strict=True):
+                cols[c][i] = value
         return cols
 
     def flush(self) -> None:
@@ -256,15 +262,13 @@ class TraceWriter:
         for c, values in cols.items():
             arrays.append(pa.array(values, type=F.column_type(c), from_pandas=False))
             names.append(c)
-        table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(
-            self._metadata()
-        )
+        table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(self._metadata())
         name = f"part-{self._next_part:06d}.parquet"
         tmp = self.path / (name + ".tmp")
         pq.write_table(
             table,
             tmp,
-            compression="zstd",
+            compression="lz4",
             use_dictionary=[F.RUN_ID, F.KIND, F.SPLIT],
             use_byte_stream_split=[
                 c for c, a in zip(names, arrays, strict=True) if pa.types.is_floating(a.type)
@@ -296,4 +300,3 @@ class TraceWriter:
             f"components={self.components!r}, flush_rows={self.flush_rows}, "
             f"flush_seconds={self.flush_seconds})"
         )
-

@@ -174,7 +174,9 @@ def register_method(name: str) -> Callable[[_M], _M]:
 
     def decorator(cls: _M) -> _M:
         if not (isinstance(cls, type) and issubclass(cls, WeightingMethod)):
-            raise TypeError(f"register_method({name!r}) expects a WeightingMethod subclass, got {cls!r}")
+            raise TypeError(
+                f"register_method({name!r}) expects a WeightingMethod subclass, got {cls!r}"
+            )
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not cls:
             raise ValueError(f"method {name!r} is already registered to {existing.__qualname__}")
@@ -370,11 +372,15 @@ class AdaptiveLossWeighting:
             or not math.isfinite(adjustment_range)
             or adjustment_range < 0
         ):
-            raise ValueError(f"adjustment_range must be a finite number >= 0, got {adjustment_range!r}")
+            raise ValueError(
+                f"adjustment_range must be a finite number >= 0, got {adjustment_range!r}"
+            )
         if not isinstance(dry_run, bool):
             raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
-            raise ValueError(f"log_every must be an int >= 0 (0 disables logging), got {log_every!r}")
+            raise ValueError(
+                f"log_every must be an int >= 0 (0 disables logging), got {log_every!r}"
+            )
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         valid = method_cls.param_names()
@@ -500,7 +506,7 @@ class AdaptiveLossWeighting:
         if losses.keys() != self._component_set:
             keys = set(losses.keys())
             missing = [c for c in self._components if c not in keys]
-            extra = sorted((str(k) for k in keys - self._component_set))
+            extra = sorted(str(k) for k in keys - self._component_set)
             if missing:
                 raise KeyError(
                     f"missing loss component(s) {missing!r}"
@@ -508,7 +514,8 @@ class AdaptiveLossWeighting:
                     + f"; expected exactly {list(self._components)!r}"
                 )
             raise KeyError(
-                f"unexpected loss component(s) {extra!r}; expected exactly {list(self._components)!r}"
+                f"unexpected loss component(s) {extra!r}; "
+                f"expected exactly {list(self._components)!r}"
             )
         values = [losses[c] for c in self._components]
         device: torch.device | None = None
@@ -530,7 +537,9 @@ class AdaptiveLossWeighting:
         if device is None:  # all Python floats (e.g. replay from a trace)
             return torch.tensor([float(v) for v in values], dtype=_DTYPE)
         tensors = [
-            v.reshape(()) if isinstance(v, Tensor) else torch.tensor(float(v), dtype=_DTYPE, device=device)
+            v.reshape(())
+            if isinstance(v, Tensor)
+            else torch.tensor(float(v), dtype=_DTYPE, device=device)
             for v in values
         ]
         dtype = tensors[0].dtype

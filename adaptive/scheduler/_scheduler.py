@@ -1,0 +1,822 @@
+"""Adaptive training-schedule controller (teacher forcing / free-run curriculum).
+
+The controller is a small deterministic state machine: per-batch loss and grad norm and
+per-epoch validation metrics go in, schedule values and diagnostics come out. It keeps
+one scalar ``delta`` in ``[-adjustment_range, adjustment_range]`` (positive = harder,
+i.e. more free run) applied on top of the stage schedule's base values. See
+``docs/SCHEDULER.md`` for the control law and its reasoning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["FREE_METRICS", "REASONS", "AdaptiveScheduler", "map_value"]
+
+_STATE_VERSION = 1
+_DEFAULT_LOGGER_NAME = "adaptive.scheduler"
+
+#: Reasons a change can carry (direction: -1 eases off, +1 pushes toward free run).
+REASONS: dict[str, int] = {
+    "nonfinite": -1,
+    "grad_spike": -1,
+    "loss_rising": -1,
+    "valfree_worse": +1,
+    "both_worse": -1,
+}
+#: Metric keys accepted for ``free_metric`` / ``val_metric`` (all: lower is better).
+FREE_METRICS = ("YawAbsDeg", "MPJPE", "RootDrift", "loss")
+
+# Config keys that may differ between a saved state and the loading instance.
+_NON_BEHAVIOURAL = frozenset({"dry_run", "log_every"})
+
+_SIGNAL_KEYS = (
+    # batch level (last window)
+    "window_size",
+    "window_nonfinite",
+    "loss_median",
+    "loss_baseline",
+    "loss_trend",
+    "grad_median",
+    "grad_max",
+    "grad_reference",
+    "grad_ratio",
+    # epoch level (last epoch)
+    "free_metric",
+    "free_trend",
+    "val_metric",
+    "val_trend",
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _enc(x: float | None) -> float | str | None:
+    """Float -> strict-JSON value (non-finite floats become "nan"/"inf"/"-inf")."""
+    if x is None:
+        return None
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "nan"
+    return "inf" if x > 0 else "-inf"
+
+
+def _dec(x: Any, name: str = "value") -> float | None:
+    """Inverse of :func:`_enc`."""
+    if x is None:
+        return None
+    if isinstance(x, str):
+        if x not in ("nan", "inf", "-inf"):
+            raise ValueError(f"state entry {name!r}: invalid encoded float {x!r}")
+        return float(x)
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise ValueError(f"state entry {name!r}: invalid encoded float {x!r}")
+    return float(x)
+
+
+def _is_real(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, numbers.Real)
+
+
+def _median(sorted_values: list[float]) -> float | None:
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    mid = n // 2
+    if n % 2:
+        return sorted_values[mid]
+    return (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
+
+
+def _rel_change(prev: float | None, cur: float | None) -> float | None:
+    """Relative change ``(cur - prev) / |prev|``; None if either side is missing/non-finite."""
+    if prev is None or cur is None or not math.isfinite(prev) or not math.isfinite(cur):
+        return None
+    if prev == 0.0:
+        return 0.0 if cur == 0.0 else math.copysign(math.inf, cur)
+    return (cur - prev) / abs(prev)
+
+
+def _to_host(items: list[torch.Tensor | float]) -> list[float]:
+    """Buffer of floats / 0-dim tensors -> floats, one device->host copy per (device, dtype).
+
+    ``torch.stack(...).cpu().tolist()`` yields exactly ``float(t)`` for every element, so
+    the values are bit-identical to what a replay reading ``float(loss)`` from a trace sees.
+    """
+    out: list[float] = [0.0] * len(items)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, v in enumerate(items):
+        if isinstance(v, torch.Tensor):
+            groups.setdefault((v.device, v.dtype), []).append(i)
+        else:
+            out[i] = v
+    for idx in groups.values():
+        host = torch.stack([items[i] for i in idx]).cpu().tolist()  # type: ignore[misc]
+        for i, val in zip(idx, host, strict=True):
+            out[i] = float(val)
+    return out
+
+
+def map_value(name: str, base: float, delta: float) -> float:
+    """Apply ``delta`` (positive = harder) to one base value; see docs/SCHEDULER.md.
+
+    * ``freerun_horizon``: ``max(1, floor(base·(1+δ) + 0.5))``; base 0 stays 0.
+    * ``tf_ratio``: the free-run fraction ``1 - tf`` is scaled,
+      ``clip(1 - (1-base)·(1+δ), 0, 1)``; base 1.0 (no free run) stays 1.0.
+    * anything else (``freerun_weight``, extras): ``base·(1+δ)``; base 0 stays 0.
+
+    ``delta == 0`` returns ``base`` exactly.
+    """
+    if delta == 0.0:
+        return base
+    if name == "freerun_horizon":
+        if base == 0.0:
+            return base
+        return float(max(1, math.floor(base * (1.0 + delta) + 0.5)))
+    if name == "tf_ratio":
+        free = 1.0 - base
+        if free == 0.0:
+            return base
+        return min(1.0, max(0.0, 1.0 - free * (1.0 + delta)))
+    if base == 0.0:
+        return base
+    return base * (1.0 + delta)
+
+
+def _validate_base_values(values: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise TypeError(f"base values must be a mapping name -> float, got {values!r}")
+    out: dict[str, float] = {}
+    for name, v in values.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"base value names must be non-empty str, got {name!r}")
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if not _is_real(v) or not math.isfinite(float(v)):
+            raise ValueError(f"base value {name!r} must be a finite number, got {v!r}")
+        f = float(v)
+        if name == "tf_ratio" and not 0.0 <= f <= 1.0:
+            raise ValueError(f"base value 'tf_ratio' must be in [0, 1], got {v!r}")
+        if name == "freerun_horizon" and (f < 0.0 or f != math.floor(f)):
+            raise ValueError(f"base value 'freerun_horizon' must be a whole number >= 0, got {v!r}")
+        out[name] = f
+    return out
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    ok = _is_real(value) and math.isfinite(float(value))
+    if ok:
+        f = float(value)
+        ok = (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
+    if not ok:
+        lo_s = f"({lo}" if lo_open else f"[{lo}"
+        hi_s = f"{hi})" if hi_open or hi == math.inf else f"{hi}]"
+        raise ValueError(f"{name} must be a finite number in {lo_s}, {hi_s}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, *, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- scheduler
+class AdaptiveScheduler:
+    """Adaptive teacher-forcing / free-run schedule controller.
+
+    Usage (live)::
+
+        sched = AdaptiveScheduler()
+        for epoch in ...:
+            sched.set_base_values(stage_schedule(epoch))   # tf_ratio, freerun_horizon, ...
+            for batch in ...:
+                v = sched.values()                          # use v["tf_ratio"], ...
+                ...
+                sched.step_batch(loss, grad_norm)           # tensors are not synced here
+            sched.step_epoch(valfree_metrics, val_metrics)
+
+    One scalar ``delta`` (positive = harder: longer horizon, more free-run weight, less
+    teacher forcing) is applied on top of the base values by :func:`map_value`. It moves
+    by ``adjustment_rate`` per decision, at most once per decision point (every
+    ``update_interval`` batches, and at each :meth:`step_epoch`), stays within
+    ``[-adjustment_range, adjustment_range]`` and freezes for ``cooldown`` decision
+    points after each change (non-finite inputs may still ease off).
+
+    Batch level (eases off only): over the last window of ``update_interval`` batches,
+    any NaN/inf loss or grad norm -> ``nonfinite``; else window max grad norm above
+    ``spike_ratio`` x grad baseline -> ``grad_spike``; else window median loss more than
+    ``rising_threshold`` (relative) above the loss baseline -> ``loss_rising``. Baselines
+    are EMAs (``baseline_momentum``) of past window medians, restarted whenever the
+    proposed values change.
+
+    Epoch level (lower metric = better; relative change vs the previous epoch, changes
+    within ``epoch_tolerance`` are flat): free-run metric worse while teacher-forced val
+    is not worse for ``patience`` consecutive epochs -> ``valfree_worse`` (delta up);
+    both worse for ``patience`` epochs -> ``both_worse`` (delta down); a non-finite
+    metric -> ``nonfinite`` at once; otherwise hold.
+
+    Decisions never depend on ``dry_run``: in dry-run :meth:`values` returns the base
+    values and :meth:`proposed` what would be applied, so a replay proposes exactly what
+    the live controller applies.
+
+    Args:
+        adjustment_rate: step of delta per change (> 0).
+        update_interval: batches per batch-level decision window (>= 1).
+        use_epoch_metrics: make epoch-level decisions (metrics are recorded anyway).
+        adjustment_range: bound on ``|delta|``, in ``[0, 1)``.
+        dry_run: apply nothing, only propose (switchable via the ``dry_run`` property).
+        free_metric: key of the free-run validation metric (``metrics`` of step_epoch).
+        val_metric: key in the teacher-forced ``val_metrics``; ``None`` = ``free_metric``.
+        spike_ratio: window max grad norm / grad baseline above this is a spike (> 1).
+        rising_threshold: relative rise of the window median loss over its baseline that
+            counts as rising (> 0).
+        baseline_momentum: EMA momentum of the window-median baselines, in ``[0, 1)``.
+        patience: consecutive epochs a trend must last before an epoch-level change.
+        epoch_tolerance: relative epoch-to-epoch change treated as flat (>= 0).
+        cooldown: decision points after a change during which delta is frozen (>= 0).
+        history_size: number of recent changes kept by :meth:`history` (>= 1).
+        log_every: INFO status line every ``log_every`` batch windows (0: off). Changes
+            are always logged at INFO.
+        logger: logger; default ``logging.getLogger("adaptive.scheduler")``.
+    """
+
+    def __init__(
+        self,
+        *,
+        adjustment_rate: float = 0.1,
+        update_interval: int = 50,
+        use_epoch_metrics: bool = True,
+        adjustment_range: float = 0.3,
+        dry_run: bool = False,
+        free_metric: str = "YawAbsDeg",
+        val_metric: str | None = None,
+        spike_ratio: float = 3.0,
+        rising_threshold: float = 0.1,
+        baseline_momentum: float = 0.8,
+        patience: int = 2,
+        epoch_tolerance: float = 0.01,
+        cooldown: int = 2,
+        history_size: int = 100,
+        log_every: int = 0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._rate = _check_number("adjustment_rate", adjustment_rate, lo=0.0, lo_open=True)
+        self._interval = _check_int("update_interval", update_interval, lo=1)
+        self._use_epoch = _check_bool("use_epoch_metrics", use_epoch_metrics)
+        self._range = _check_number(
+            "adjustment_range", adjustment_range, lo=0.0, hi=1.0, hi_open=True
+        )
+        self._dry_run = _check_bool("dry_run", dry_run)
+        if free_metric not in FREE_METRICS:
+            raise ValueError(f"free_metric must be one of {FREE_METRICS!r}, got {free_metric!r}")
+        if val_metric is not None and val_metric not in FREE_METRICS:
+            raise ValueError(
+                f"val_metric must be None or one of {FREE_METRICS!r}, got {val_metric!r}"
+            )
+        self._free_metric = free_metric
+        self._val_metric = val_metric
+        self._spike_ratio = _check_number("spike_ratio", spike_ratio, lo=1.0, lo_open=True)
+        self._rising = _check_number("rising_threshold", rising_threshold, lo=0.0, lo_open=True)
+        self._momentum = _check_number(
+            "baseline_momentum", baseline_momentum, lo=0.0, hi=1.0, hi_open=True
+        )
+        self._patience = _check_int("patience", patience, lo=1)
+        self._tolerance = _check_number("epoch_tolerance", epoch_tolerance, lo=0.0)
+        self._cooldown = _check_int("cooldown", cooldown, lo=0)
+        self._history_size = _check_int("history_size", history_size, lo=1)
+        self._log_every = _check_int("log_every", log_every, lo=0)
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
+        self._custom_logger = logger is not None
+        self._logger = logger if logger is not None else logging.getLogger(_DEFAULT_LOGGER_NAME)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._delta = 0.0
+        self._base: dict[str, float] = {}
+        self._batches = 0
+        self._epochs = 0
+        self._updates = 0
+        self._loss_buf: list[torch.Tensor | float] = []
+        self._grad_buf: list[torch.Tensor | float] = []
+        self._loss_baseline: float | None = None
+        self._grad_baseline: float | None = None
+        self._cooldown_left = 0
+        self._prev_free: float | None = None
+        self._prev_val: float | None = None
+        self._gap_streak = 0
+        self._both_streak = 0
+        self._last_reason: str | None = None
+        self._last_change_step: int | None = None
+        self._decision: dict[str, Any] | None = None
+        self._signals: dict[str, float | None] = dict.fromkeys(_SIGNAL_KEYS)
+        self._counts: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self._history: deque[dict[str, Any]] = deque(maxlen=self._history_size)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def delta(self) -> float:
+        """Current delta (positive = harder)."""
+        return self._delta
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    @dry_run.setter
+    def dry_run(self, value: bool) -> None:
+        self._dry_run = _check_bool("dry_run", value)
+
+    @property
+    def step(self) -> int:
+        """Number of :meth:`step_batch` calls so far (== 0-based index of the next batch)."""
+        return self._batches
+
+    @property
+    def epoch(self) -> int:
+        """Number of :meth:`step_epoch` calls so far."""
+        return self._epochs
+
+    @property
+    def base_values(self) -> dict[str, float]:
+        return dict(self._base)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain values (``logger`` excluded)."""
+        return {
+            "adjustment_rate": self._rate,
+            "update_interval": self._interval,
+            "use_epoch_metrics": self._use_epoch,
+            "adjustment_range": self._range,
+            "dry_run": self._dry_run,
+            "free_metric": self._free_metric,
+            "val_metric": self._val_metric,
+            "spike_ratio": self._spike_ratio,
+            "rising_threshold": self._rising,
+            "baseline_momentum": self._momentum,
+            "patience": self._patience,
+            "epoch_tolerance": self._tolerance,
+            "cooldown": self._cooldown,
+            "history_size": self._history_size,
+            "log_every": self._log_every,
+        }
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in self.config().items()]
+        if self._custom_logger:
+            parts.append(f"logger=logging.getLogger({self._logger.name!r})")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    # ------------------------------------------------------------------ values
+    def set_base_values(self, values: Mapping[str, float]) -> None:
+        """Set the stage schedule's base values (call at the start of every epoch).
+
+        Replaces the previous mapping. If the values differ from the previous ones the
+        loss / grad-norm baselines restart (the loss level legitimately moves).
+        """
+        base = _validate_base_values(values)
+        if base != self._base:
+            self._loss_baseline = None
+            self._grad_baseline = None
+        self._base = base
+
+    def proposed(self) -> dict[str, float]:
+        """Base values adjusted by the current delta (what live mode applies)."""
+        d = self._delta
+        return {k: map_value(k, b, d) for k, b in self._base.items()}
+
+    def values(self) -> dict[str, float]:
+        """Values to use now: :meth:`proposed`, or the base values in dry-run.
+
+        ``freerun_horizon`` is a whole-valued float (``int(v)`` is exact).
+        """
+        if self._dry_run:
+            return dict(self._base)
+        return self.proposed()
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _capture(x: Any, name: str) -> torch.Tensor | float:
+        if isinstance(x, torch.Tensor):
+            if x.numel() != 1:
+                raise ValueError(
+                    f"{name} must be a scalar (0-dim) tensor, got shape {tuple(x.shape)!r}"
+                )
+            # clone: async device copy, guards against later in-place updates.
+            return x.detach().reshape(()).clone()
+        if not _is_real(x):
+            raise TypeError(f"{name} must be a float or a scalar tensor, got {x!r}")
+        return float(x)
+
+    def step_batch(self, loss: torch.Tensor | float, grad_norm: torch.Tensor | float) -> None:
+        """Record one batch; every ``update_interval`` batches run a batch-level decision.
+
+        Tensors are buffered detached on their device; the window is copied to the host in
+        one transfer at the decision point, so there is no host sync per call.
+        """
+        loss_v = self._capture(loss, "loss")
+        grad_v = self._capture(grad_norm, "grad_norm")
+        self._loss_buf.append(loss_v)
+        self._grad_buf.append(grad_v)
+        self._batches += 1
+        if self._batches % self._interval == 0:
+            host = _to_host(self._loss_buf + self._grad_buf)
+            n = len(self._loss_buf)
+            self._loss_buf = []
+            self._grad_buf = []
+            self._batch_decision(host[:n], host[n:])
+
+    def step_epoch(
+        self, metrics: Mapping[str, float], val_metrics: Mapping[str, float] | None = None
+    ) -> None:
+        """Record the free-run (``metrics``) and teacher-forced (``val_metrics``) validation
+        metrics of the finished epoch and run an epoch-level decision."""
+        free = self._read_metric(metrics, self._free_metric, "metrics")
+        val = None
+        if val_metrics is not None:
+            val = self._read_metric(
+                val_metrics, self._val_metric or self._free_metric, "val_metrics"
+            )
+        self._epochs += 1
+        free_trend = _rel_change(self._prev_free, free)
+        val_trend = _rel_change(self._prev_val, val)
+        self._prev_free, self._prev_val = free, val
+        self._signals.update(
+            free_metric=free, free_trend=free_trend, val_metric=val, val_trend=val_trend
+        )
+
+        reason: str | None = None
+        detail = ""
+        name = self._free_metric
+        if not math.isfinite(free) or (val is not None and not math.isfinite(val)):
+            self._gap_streak = self._both_streak = 0
+            reason = "nonfinite"
+            detail = f"non-finite validation metric (valfree {name}={free!r}, val={val!r})"
+        elif free_trend is None or val_trend is None or free_trend <= self._tolerance:
+            # first epoch, no val metrics, or free-run metric flat/improving: hold.
+            self._gap_streak = self._both_streak = 0
+        elif val_trend > self._tolerance:
+            self._both_streak += 1
+            self._gap_streak = 0
+            if self._both_streak >= self._patience:
+                reason = "both_worse"
+                detail = (
+                    f"valfree {name} and val both worse for {self._both_streak} epoch(s) "
+                    f"(last: valfree {free_trend:+.2%}, val {val_trend:+.2%})"
+                )
+        else:
+            self._gap_streak += 1
+            self._both_streak = 0
+            if self._gap_streak >= self._patience:
+                reason = "valfree_worse"
+                detail = (
+                    f"valfree {name} worse for {self._gap_streak} epoch(s) while val is "
+                    f"not (last: valfree {free_trend:+.2%}, val {val_trend:+.2%})"
+                )
+
+        if not self._use_epoch:
+            self._decision = self._make_decision("epoch", reason, "disabled")
+            return
+        changed = self._decide("epoch", reason, detail)
+        if changed:
+            if reason == "both_worse":
+                self._both_streak = 0
+            elif reason == "valfree_worse":
+                self._gap_streak = 0
+
+    @staticmethod
+    def _read_metric(metrics: Mapping[str, float], key: str, what: str) -> float:
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"{what} must be a mapping name -> float, got {metrics!r}")
+        if key not in metrics:
+            raise KeyError(f"{what} has no key {key!r}; available keys: {sorted(metrics)!r}")
+        v = metrics[key]
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        if not _is_real(v):
+            raise TypeError(f"{what}[{key!r}] must be a number, got {v!r}")
+        return float(v)
+
+    # ------------------------------------------------------------------ control law
+    def _batch_decision(self, losses: list[float], grads: list[float]) -> None:
+        self._updates += 1
+        fin_l = sorted(x for x in losses if math.isfinite(x))
+        fin_g = sorted(x for x in grads if math.isfinite(x))
+        nonfinite = (len(losses) - len(fin_l)) + (len(grads) - len(fin_g))
+        loss_med = _median(fin_l)
+        grad_med = _median(fin_g)
+        grad_max = fin_g[-1] if fin_g else None
+        grad_ref = self._grad_baseline if self._grad_baseline is not None else grad_med
+        grad_ratio = None
+        if grad_max is not None and grad_ref is not None and grad_ref > 0.0:
+            grad_ratio = grad_max / grad_ref
+        loss_trend = None
+        if loss_med is not None and self._loss_baseline is not None and self._loss_baseline != 0.0:
+            loss_trend = (loss_med - self._loss_baseline) / abs(self._loss_baseline)
+        self._signals.update(
+            window_size=float(len(losses)),
+            window_nonfinite=float(nonfinite),
+            loss_median=loss_med,
+            loss_baseline=self._loss_baseline,
+            loss_trend=loss_trend,
+            grad_median=grad_med,
+            grad_max=grad_max,
+            grad_reference=grad_ref,
+            grad_ratio=grad_ratio,
+        )
+
+        reason: str | None = None
+        detail = ""
+        if nonfinite:
+            reason = "nonfinite"
+            detail = (
+                f"{nonfinite} non-finite loss/grad-norm value(s) in the last {len(losses)} batches"
+            )
+        elif grad_ratio is not None and grad_ratio > self._spike_ratio:
+            reason = "grad_spike"
+            detail = (
+                f"window max grad norm {grad_max:.6g} is {grad_ratio:.3g}x the baseline "
+                f"{grad_ref:.6g} (> {self._spike_ratio:g}x)"
+            )
+        elif loss_trend is not None and loss_trend > self._rising:
+            reason = "loss_rising"
+            detail = (
+                f"window median loss {loss_med:.6g} is {loss_trend:+.2%} vs baseline "
+                f"{self._loss_baseline:.6g} (> {self._rising:+.2%})"
+            )
+
+        changed = self._decide("batch", reason, detail)
+        if not changed:  # a change restarts the baselines instead (see _apply)
+            m = self._momentum
+            if loss_med is not None:
+                b = self._loss_baseline
+                self._loss_baseline = loss_med if b is None else m * b + (1.0 - m) * loss_med
+            if grad_med is not None:
+                b = self._grad_baseline
+                self._grad_baseline = grad_med if b is None else m * b + (1.0 - m) * grad_med
+
+        if self._log_every and self._updates % self._log_every == 0:
+            s = self._signals
+            self._logger.info(
+                "adaptive scheduler step=%d epoch=%d delta=%+.4f dry_run=%s grad_ratio=%s "
+                "loss_trend=%s nonfinite=%d cooldown_left=%d proposed=%s",
+                self._batches,
+                self._epochs,
+                self._delta,
+                self._dry_run,
+                _fmt(s["grad_ratio"]),
+                _fmt(s["loss_trend"]),
+                nonfinite,
+                self._cooldown_left,
+                self.proposed(),
+            )
+
+    def _make_decision(self, level: str, reason: str | None, action: str) -> dict[str, Any]:
+        return {
+            "level": level,
+            "step": self._batches,
+            "epoch": self._epochs,
+            "reason": reason,
+            "action": action,
+        }
+
+    def _decide(self, level: str, reason: str | None, detail: str) -> bool:
+        """One decision point. Returns True if delta changed."""
+        cooling = self._cooldown_left > 0
+        if cooling:
+            self._cooldown_left -= 1
+        if reason is None:
+            self._decision = self._make_decision(level, None, "hold")
+            return False
+        if cooling and reason != "nonfinite":
+            self._decision = self._make_decision(level, reason, "cooldown")
+            self._logger.debug(
+                "adaptive scheduler: %s held by cooldown at step %d: %s",
+                reason,
+                self._batches,
+                detail,
+            )
+            return False
+        old = self._delta
+        new = min(self._range, max(-self._range, old + REASONS[reason] * self._rate))
+        if new == old:
+            self._decision = self._make_decision(level, reason, "at_bound")
+            return False
+        self._apply(level, reason, old, new, detail)
+        self._decision = self._make_decision(level, reason, "change")
+        return True
+
+    def _apply(self, level: str, reason: str, old: float, new: float, detail: str) -> None:
+        self._delta = new
+        self._cooldown_left = self._cooldown
+        self._loss_baseline = None
+        self._grad_baseline = None
+        self._last_reason = reason
+        self._last_change_step = self._batches
+        self._counts[reason] += 1
+        self._history.append(
+            {
+                "step": self._batches,
+                "epoch": self._epochs,
+                "level": level,
+                "reason": reason,
+                "old_delta": old,
+                "new_delta": new,
+                "detail": detail,
+            }
+        )
+        self._logger.info(
+            "adaptive scheduler%s: delta %+.4f -> %+.4f (%s) at step %d epoch %d: %s; proposed=%s",
+            " [dry-run]" if self._dry_run else "",
+            old,
+            new,
+            reason,
+            self._batches,
+            self._epochs,
+            detail,
+            self.proposed(),
+        )
+
+    # ------------------------------------------------------------------ reporting
+    def history(self) -> list[dict[str, Any]]:
+        """The last ``history_size`` changes, oldest first (copies).
+
+        Each: ``step``, ``epoch``, ``level`` ("batch"/"epoch"), ``reason``,
+        ``old_delta``, ``new_delta``, ``detail`` (human-readable explanation).
+        """
+        return [dict(h) for h in self._history]
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Plain-value snapshot (no host sync; pending tensors are not read)."""
+        return {
+            "step": self._batches,
+            "batches_seen": self._batches,
+            "epoch": self._epochs,
+            "updates": self._updates,
+            "window_fill": len(self._loss_buf),
+            "delta": self._delta,
+            "dry_run": self._dry_run,
+            "last_reason": self._last_reason,
+            "last_change_step": self._last_change_step,
+            "decision": None if self._decision is None else dict(self._decision),
+            "cooldown_left": self._cooldown_left,
+            "gap_streak": self._gap_streak,
+            "both_streak": self._both_streak,
+            "signals": dict(self._signals),
+            "reason_counts": dict(self._counts),
+            "num_changes": sum(self._counts.values()),
+            "values": self.values(),
+            "proposed": self.proposed(),
+        }
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Plain strict-JSON state (NaN/inf encoded as "nan"/"inf"/"-inf").
+
+        Reads pending window tensors to the host (one sync), so a resume continues
+        bit-for-bit.
+        """
+        n = len(self._loss_buf)
+        host = _to_host(self._loss_buf + self._grad_buf)
+        config = self.config()
+        return {
+            "version": _STATE_VERSION,
+            "config": config,
+            "delta": self._delta,
+            "base_values": {k: _enc(v) for k, v in self._base.items()},
+            "batches_seen": self._batches,
+            "epochs_seen": self._epochs,
+            "updates": self._updates,
+            "window_loss": [_enc(v) for v in host[:n]],
+            "window_grad_norm": [_enc(v) for v in host[n:]],
+            "loss_baseline": _enc(self._loss_baseline),
+            "grad_baseline": _enc(self._grad_baseline),
+            "cooldown_left": self._cooldown_left,
+            "prev_free": _enc(self._prev_free),
+            "prev_val": _enc(self._prev_val),
+            "gap_streak": self._gap_streak,
+            "both_streak": self._both_streak,
+            "last_reason": self._last_reason,
+            "last_change_step": self._last_change_step,
+            "decision": None if self._decision is None else dict(self._decision),
+            "signals": {k: _enc(v) for k, v in self._signals.items()},
+            "reason_counts": dict(self._counts),
+            "history": [
+                {**h, "old_delta": _enc(h["old_delta"]), "new_delta": _enc(h["new_delta"])}
+                for h in self._history
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output. The config must match (``dry_run`` and
+        ``log_every`` may differ and are not restored: a dry-run state can go live)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        version = state.get("version")
+        if version != _STATE_VERSION:
+            raise ValueError(f"unsupported state version {version!r}, expected {_STATE_VERSION}")
+        saved = state.get("config")
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"state has no valid 'config' entry, got {saved!r}")
+        current = self.config()
+        mismatches = [
+            f"{k}: saved {saved.get(k)!r} != current {v!r}"
+            for k, v in current.items()
+            if k not in _NON_BEHAVIOURAL and saved.get(k) != v
+        ]
+        if mismatches:
+            raise ValueError(
+                "cannot load state: configuration mismatch (" + "; ".join(mismatches) + ")"
+            )
+        try:
+            base = _validate_base_values({k: _dec(v, k) for k, v in state["base_values"].items()})
+            delta = _dec(state["delta"], "delta")
+            if delta is None or not abs(delta) <= self._range:
+                raise ValueError(
+                    f"state entry 'delta' must be within +-{self._range}, got {state['delta']!r}"
+                )
+            ints = {}
+            for key in (
+                "batches_seen",
+                "epochs_seen",
+                "updates",
+                "cooldown_left",
+                "gap_streak",
+                "both_streak",
+            ):
+                ints[key] = _check_int(f"state entry {key!r}", state[key], lo=0)
+            wl = [_dec(v, "window_loss") for v in state["window_loss"]]
+            wg = [_dec(v, "window_grad_norm") for v in state["window_grad_norm"]]
+            if len(wl) != len(wg) or len(wl) != ints["batches_seen"] % self._interval:
+                raise ValueError(
+                    f"state window buffers have lengths {len(wl)}/{len(wg)}, expected "
+                    f"{ints['batches_seen'] % self._interval}"
+                )
+            signals = {k: _dec(state["signals"].get(k), k) for k in _SIGNAL_KEYS}
+            counts = {
+                k: _check_int(f"reason_counts[{k!r}]", state["reason_counts"].get(k, 0), lo=0)
+                for k in REASONS
+            }
+            history = [
+                {**h, "old_delta": _dec(h["old_delta"]), "new_delta": _dec(h["new_delta"])}
+                for h in state["history"]
+            ]
+            last_reason = state["last_reason"]
+            if last_reason is not None and last_reason not in REASONS:
+                raise ValueError(f"state entry 'last_reason' is invalid: {last_reason!r}")
+            decision = state.get("decision")
+            last_change_step = state.get("last_change_step")
+            loss_baseline = _dec(state["loss_baseline"], "loss_baseline")
+            grad_baseline = _dec(state["grad_baseline"], "grad_baseline")
+            prev_free = _dec(state["prev_free"], "prev_free")
+            prev_val = _dec(state["prev_val"], "prev_val")
+        except KeyError as e:
+            raise ValueError(f"state is missing entry {e.args[0]!r}") from None
+
+        self._delta = delta
+        self._base = base
+        self._batches = ints["batches_seen"]
+        self._epochs = ints["epochs_seen"]
+        self._updates = ints["updates"]
+        self._cooldown_left = ints["cooldown_left"]
+        self._gap_streak = ints["gap_streak"]
+        self._both_streak = ints["both_streak"]
+        self._loss_buf = list(wl)  # type: ignore[arg-type]
+        self._grad_buf = list(wg)  # type: ignore[arg-type]
+        self._loss_baseline = loss_baseline
+        self._grad_baseline = grad_baseline
+        self._prev_free = prev_free
+        self._prev_val = prev_val
+        self._last_reason = last_reason
+        self._last_change_step = last_change_step
+        self._decision = None if decision is None else dict(decision)
+        self._signals = signals
+        self._counts = counts
+        self._history = deque(history, maxlen=self._history_size)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"

@@ -1,0 +1,9 @@
+"""Test-suite settings: headless plotting, few threads, deterministic torch."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))

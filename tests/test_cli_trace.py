@@ -1,0 +1,76 @@
+"""CLI: inspect and compact, including bad input (one line on stderr, exit code 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from adaptive.trace import read_trace
+from cli import app
+from tests.test_trace import write_run
+
+runner = CliRunner()
+
+
+def test_version_and_help() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("adaptive ")
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "inspect" in res.output
+
+
+def test_inspect_writer_trace(tmp_path: Path) -> None:
+    path = tmp_path / "run.parquet"
+    write_run(path)
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "run id     r1" in res.output
+    assert "20 step, 4 epoch (valfree)" in res.output
+    assert "mean raw training loss per epoch" in res.output
+    assert "fk_pos" in res.output and "metric/MPJPE" in res.output
+
+
+def test_inspect_minimal_pyarrow_trace(tmp_path: Path) -> None:
+    path = tmp_path / "min.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "run_id": ["m"] * 3,
+                "kind": ["step"] * 3,
+                "split": ["train"] * 3,
+                "epoch": [0, 0, 1],
+                "step": [0, 1, 2],
+                "loss/x": [3.0, 1.0, 2.0],
+            }
+        ),
+        path,
+    )
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "components x" in res.output and "3 step, 0 epoch" in res.output
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    proc = subprocess.run(
+        [sys.executable, "-m", "adaptive", "inspect", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_compact(tmp_path: Path) -> None:
+    path = tmp_path / "run.parquet"
+    write_run(path, flush_rows=3)
+    res = runner.invoke(app, ["compact", str(path), "--out", str(tmp_path / "one.parquet")])
+    assert res.exit_code == 0, res.output
+    assert len(read_trace(tmp_path / "one.parquet").steps) == 20
+    res = runner.invoke(app, ["compact", str(tmp_path / "missing")])
+    assert res.exit_code == 2

@@ -1,0 +1,622 @@
+"""Tests of adaptive.weighting: a contract suite run over every registered method, plus
+method-specific checks against the published formulas."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adaptive.weighting import (
+    DWA,
+    AdaptiveLossWeighting,
+    UncertaintyWeighting,
+    WeightingDiagnostics,
+    WeightingMethod,
+    available_methods,
+    register_method,
+)
+from adaptive.weighting import _base as weighting_base
+
+COMPONENTS = ("fk_pos", "contact", "smooth")
+BASE = {"fk_pos": 1.0, "contact": 0.5, "smooth": 2.0}
+METHODS = available_methods()
+
+# Parameters making each method adapt strongly within a few dozen steps (so clamping and
+# state changes are actually exercised). Methods registered later run with defaults.
+AGGRESSIVE: dict[str, dict[str, Any]] = {
+    "dwa": {"temperature": 0.1},
+    "uncertainty": {"lr": 0.2},
+}
+# (parameter, bad value) per method: construction must fail and repeat the value.
+BAD_PARAMS: dict[str, list[tuple[str, Any]]] = {
+    "dwa": [("temperature", 0.0), ("temperature", -1.5), ("temperature", float("inf"))],
+    "uncertainty": [("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0)],
+}
+
+EPOCH = "EPOCH"  # marker in a schedule: call end_epoch()
+
+
+def make(method: str, **kwargs: Any) -> AdaptiveLossWeighting:
+    params = {"base_weights": BASE, "method": method, "log_every": 0}
+    params.update(AGGRESSIVE.get(method, {}))
+    params.update(kwargs)
+    components = params.pop("components", COMPONENTS)
+    return AdaptiveLossWeighting(components, **params)
+
+
+def f32(x: float) -> float:
+    """Round to the nearest float32 value (what a trace stores)."""
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def schedule(
+    epochs: int = 6, steps: int = 5, bad_steps: tuple[tuple[int, int], ...] = ()
+) -> list[Any]:
+    """Hand-made loss sequence (float32 values) with epoch boundaries; ``bad_steps``
+    inserts a NaN/inf step before step ``s`` of epoch ``e``."""
+    out: list[Any] = []
+    scale = {"fk_pos": 3.0, "contact": 0.2, "smooth": 0.05}
+    decay = {"fk_pos": 0.6, "contact": 0.9, "smooth": 1.1}
+    for e in range(epochs):
+        for s in range(steps):
+            if (e, s) in bad_steps:
+                bad = dict.fromkeys(COMPONENTS, 1.0)
+                bad["contact" if s % 2 else "smooth"] = math.nan if e % 2 else math.inf
+                out.append(bad)
+            out.append(
+                {
+                    c: f32(scale[c] * decay[c] ** e * (1.0 + 0.3 * math.sin(1.7 * s + i)))
+                    for i, c in enumerate(COMPONENTS)
+                }
+            )
+        out.append(EPOCH)
+    return out
+
+
+def run(
+    ctrl: AdaptiveLossWeighting, sched: list[Any], as_tensor: torch.dtype | None = None
+) -> list[tuple[torch.Tensor, WeightingDiagnostics]]:
+    results = []
+    for item in sched:
+        if item == EPOCH:
+            ctrl.end_epoch()
+            continue
+        losses = (
+            {c: torch.tensor(v, dtype=as_tensor) for c, v in item.items()}
+            if as_tensor is not None
+            else item
+        )
+        _, weights, diag = ctrl(losses)
+        results.append((torch.stack([weights[c] for c in ctrl.components]), diag))
+    return results
+
+
+def assert_same_results(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for (wa, da), (wb, db) in zip(a, b, strict=True):
+        assert torch.equal(wa, wb)
+        assert da.to_dict() == db.to_dict() or _nan_equal(da.to_dict(), db.to_dict())
+
+
+def _nan_equal(x: dict[str, float], y: dict[str, float]) -> bool:
+    return x.keys() == y.keys() and all(
+        (math.isnan(x[k]) and math.isnan(y[k])) or x[k] == y[k] for k in x
+    )
+
+
+@contextlib.contextmanager
+def forbid_host_sync() -> Iterator[None]:
+    """Make every tensor->host conversion raise (CPU proxy for CUDA sync checks)."""
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("host synchronisation on the per-step path")
+
+    names = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, boom)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+# ======================================================================================
+# Contract suite: every registered method
+# ======================================================================================
+
+
+def test_builtin_methods_registered() -> None:
+    assert {"dwa", "uncertainty"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+class TestContract:
+    def test_shapes_types_and_mean_one(self, method: str) -> None:
+        ctrl = make(method)
+        k = len(COMPONENTS)
+        for item in schedule():
+            if item == EPOCH:
+                ctrl.end_epoch()
+                continue
+            losses = {c: torch.tensor(v, requires_grad=True) for c, v in item.items()}
+            total, weights, diag = ctrl(losses)
+            assert total.shape == () and total.dtype == torch.float32
+            assert list(weights) == list(COMPONENTS)
+            for w in weights.values():
+                assert w.shape == () and w.dtype == torch.float64 and not w.requires_grad
+            for t in (diag.scales, diag.deltas, diag.applied, diag.proposed, diag.base):
+                assert t.shape == (k,) and t.dtype == torch.float64 and not t.requires_grad
+            assert diag.clamped.shape == (k,) and diag.clamped.dtype == torch.bool
+            assert diag.skipped.shape == () and diag.skipped.dtype == torch.bool
+            assert diag.skipped_steps.dtype == torch.int64
+            assert diag.scales.mean().item() == pytest.approx(1.0, abs=1e-12)
+            assert (diag.scales >= 0).all()
+
+    def test_clamp_bounds_and_formula(self, method: str) -> None:
+        r = 0.05
+        ctrl = make(method, adjustment_range=r)
+        base = torch.tensor([BASE[c] for c in COMPONENTS], dtype=torch.float64)
+        any_clamped = False
+        for _, diag in run(ctrl, schedule()):
+            excess = diag.scales - 1
+            assert torch.equal(diag.deltas, excess.clamp(-r, r))
+            assert torch.equal(diag.clamped, excess.abs() > r)
+            assert torch.equal(diag.proposed, base * (1 + diag.deltas))
+            assert torch.equal(diag.applied, diag.proposed)
+            assert (diag.applied >= base * (1 - r)).all() and (diag.applied <= base * (1 + r)).all()
+            any_clamped |= bool(diag.clamped.any())
+        assert any_clamped, "schedule should drive the method into the clamp"
+
+    def test_state_actually_adapts(self, method: str) -> None:
+        results = run(make(method, adjustment_range=10.0), schedule())
+        assert not torch.allclose(results[-1][1].scales, torch.ones(3, dtype=torch.float64))
+
+    def test_dry_run_returns_base_and_proposes(self, method: str) -> None:
+        live = run(make(method), schedule())
+        ctrl = make(method, dry_run=True)
+        base = torch.tensor([BASE[c] for c in COMPONENTS], dtype=torch.float64)
+        for item in [x for x in schedule() if x != EPOCH][:3]:
+            total, _, _ = make(method, dry_run=True)(item)
+            assert total.item() == pytest.approx(sum(BASE[c] * item[c] for c in COMPONENTS))
+        dry = run(ctrl, schedule())
+        for (w_live, d_live), (w_dry, d_dry) in zip(live, dry, strict=True):
+            assert torch.equal(w_dry, base)
+            assert torch.equal(d_dry.applied, base)
+            assert torch.equal(d_dry.proposed, w_live)
+            assert torch.equal(d_dry.proposed, d_live.proposed)
+            assert d_dry.dry_run
+
+    def test_zero_range_returns_base_exactly(self, method: str) -> None:
+        base = torch.tensor([BASE[c] for c in COMPONENTS], dtype=torch.float64)
+        for w, diag in run(make(method, adjustment_range=0.0), schedule()):
+            assert torch.equal(w, base)
+            assert torch.equal(diag.proposed, base)
+            assert (diag.deltas == 0).all()
+
+    @pytest.mark.parametrize("split", [1, 7, 13, 24])
+    def test_state_dict_json_resume_bit_exact(self, method: str, split: int) -> None:
+        sched = schedule(bad_steps=((1, 2), (3, 0)))
+        full = run(make(method), sched)
+
+        first = make(method)
+        head = run(first, sched[:split])
+        first.set_base_weights(BASE)  # no-op, exercises the path
+        state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+        resumed = make(method, base_weights=None)  # base weights come from the state
+        resumed.load_state_dict(state)
+        assert resumed.state_dict() == state
+        tail = run(resumed, sched[split:])
+        assert_same_results(full, head + tail)
+
+    def test_determinism(self, method: str) -> None:
+        sched = schedule(bad_steps=((2, 1),))
+        assert_same_results(run(make(method), sched), run(make(method), sched))
+
+    def test_float32_live_equals_float_replay(self, method: str) -> None:
+        """Trainer passes float32 tensors; replay passes Python floats or float64 tensors."""
+        sched = schedule(bad_steps=((2, 3),))
+        live_ctrl, replay_ctrl, replay64_ctrl = make(method), make(method), make(method)
+        live = run(live_ctrl, sched, as_tensor=torch.float32)
+        replay = run(replay_ctrl, sched)
+        replay64 = run(replay64_ctrl, sched, as_tensor=torch.float64)
+        assert_same_results(live, replay)
+        assert_same_results(live, replay64)
+        assert live_ctrl.state_dict() == replay_ctrl.state_dict() == replay64_ctrl.state_dict()
+
+    def test_permuting_components_permutes_output(self, method: str) -> None:
+        sched = schedule(bad_steps=((1, 1),))
+        perm = ("smooth", "fk_pos", "contact")
+        a = run(make(method), sched)
+        b = run(make(method, components=perm), sched)
+        idx = [COMPONENTS.index(c) for c in perm]
+        for (wa, da), (wb, db) in zip(a, b, strict=True):
+            torch.testing.assert_close(wb, wa[idx], rtol=1e-13, atol=0)
+            assert torch.equal(db.clamped, da.clamped[idx])
+            da_d, db_d = da.to_dict(), db.to_dict()
+            assert da_d.keys() == db_d.keys()
+            for key in da_d:
+                assert db_d[key] == pytest.approx(da_d[key], rel=1e-12, abs=1e-12, nan_ok=True)
+
+    def test_missing_and_extra_components(self, method: str) -> None:
+        ctrl = make(method)
+        with pytest.raises(KeyError, match="contact"):
+            ctrl({"fk_pos": 1.0, "smooth": 1.0})
+        with pytest.raises(KeyError, match="bogus"):
+            ctrl({"fk_pos": 1.0, "contact": 1.0, "smooth": 1.0, "bogus": 1.0})
+        with pytest.raises(ValueError, match="scalar"):
+            ctrl({"fk_pos": torch.ones(2), "contact": 1.0, "smooth": 1.0})
+        assert ctrl.step == 0  # failed calls change nothing
+
+    def test_construction_validation_repeats_bad_value(self, method: str) -> None:
+        with pytest.raises(ValueError, match=r"-0\.25"):
+            make(method, adjustment_range=-0.25)
+        with pytest.raises(ValueError, match="nan"):
+            make(method, adjustment_range=float("nan"))
+        with pytest.raises(ValueError, match=r"contact.*typo"):
+            make(method, base_weights={"fk_pos": 1.0, "typo": 1.0, "smooth": 1.0})
+        with pytest.raises(ValueError, match=r"-2\.0"):
+            make(method, base_weights={**BASE, "contact": -2.0})
+        with pytest.raises(ValueError, match=r"not_a_param.*valid parameters"):
+            make(method, not_a_param=3)
+        with pytest.raises(ValueError, match=r"-7"):
+            make(method, log_every=-7)
+        with pytest.raises(ValueError, match="duplicate"):
+            make(method, components=("a", "a"), base_weights=None)
+        for name, bad in BAD_PARAMS.get(method, []):
+            with pytest.raises(ValueError, match=f"{name}.*{re.escape(repr(bad))}"):
+                make(method, **{name: bad})
+
+    def test_repr_reproduces_constructor(self, method: str) -> None:
+        ctrl = make(method, adjustment_range=0.125, dry_run=True, log_every=7)
+        clone = eval(repr(ctrl), {"AdaptiveLossWeighting": AdaptiveLossWeighting})
+        assert clone.config() == ctrl.config()
+        assert repr(clone) == repr(ctrl)
+        custom = make(method, logger=logging.getLogger("my.trainer.weights"))
+        clone = eval(
+            repr(custom), {"AdaptiveLossWeighting": AdaptiveLossWeighting, "logging": logging}
+        )
+        assert clone.config() == custom.config()
+        assert clone._logger.name == "my.trainer.weights"
+
+    def test_nan_steps_are_skipped_and_weights_held(self, method: str) -> None:
+        bad = ((0, 0), (1, 2), (2, 4), (4, 1))
+        clean = run(make(method), schedule())
+        ctrl = make(method)
+        dirty = run(ctrl, schedule(bad_steps=bad))
+        kept = [(w, d) for w, d in dirty if not bool(d.skipped)]
+        skipped = [i for i, (_, d) in enumerate(dirty) if bool(d.skipped)]
+        assert len(skipped) == len(bad)
+        assert ctrl.skipped_steps == len(bad)
+        for n, i in enumerate(skipped, start=1):
+            w, d = dirty[i]
+            assert int(d.skipped_steps) == n
+            assert torch.equal(w, dirty[i + 1][0])  # held: same weights as the next step
+            assert d.to_dict()["skipped"] == 1.0
+        # The skipped steps left no trace: everything else is what a clean run gives.
+        for (wc, dc), (wd, dd) in zip(clean, kept, strict=True):
+            assert torch.equal(wc, wd)
+            assert torch.equal(dc.scales, dd.scales)
+
+    def test_nonfinite_total_is_returned_not_raised(self, method: str) -> None:
+        total, weights, diag = make(method)({"fk_pos": math.nan, "contact": 1.0, "smooth": 2.0})
+        assert math.isnan(total.item()) and bool(diag.skipped)
+        assert all(math.isfinite(w.item()) for w in weights.values())
+
+    def test_gradient_flows_only_through_losses(self, method: str) -> None:
+        ctrl = make(method)
+        for item in schedule()[:12]:
+            if item == EPOCH:
+                ctrl.end_epoch()
+                continue
+            for dtype in (torch.float64, torch.float32):
+                probe = make(method)
+                probe.load_state_dict(ctrl.state_dict())
+                losses = {
+                    c: torch.tensor(v, dtype=dtype, requires_grad=True) for c, v in item.items()
+                }
+                total, weights, _ = probe(losses)
+                total.backward()
+                for c in COMPONENTS:
+                    assert not weights[c].requires_grad
+                    assert torch.equal(losses[c].grad, weights[c].to(dtype))
+                assert total.item() == pytest.approx(
+                    sum(weights[c].item() * item[c] for c in COMPONENTS), rel=1e-6
+                )
+            ctrl(item)
+
+    def test_set_base_weights(self, method: str) -> None:
+        ctrl = make(method)
+        run(ctrl, schedule()[:20])
+        new = {"fk_pos": 0.0, "contact": 3.0, "smooth": 0.25}
+        ctrl.set_base_weights(new)
+        _, weights, diag = ctrl(dict.fromkeys(COMPONENTS, 1.0))
+        nb = torch.tensor([new[c] for c in COMPONENTS], dtype=torch.float64)
+        assert torch.equal(diag.applied, nb * (1 + diag.deltas))
+        assert weights["fk_pos"].item() == 0.0
+        assert ctrl.base_weights == new
+        with pytest.raises(ValueError, match="oops"):
+            ctrl.set_base_weights({"fk_pos": 1.0, "contact": 1.0, "oops": 1.0})
+
+    def test_to_dict_keys(self, method: str) -> None:
+        _, _, diag = make(method)(dict.fromkeys(COMPONENTS, 0.5))
+        d = diag.to_dict()
+        assert all(isinstance(v, float) for v in d.values())
+        expected = {"step", "epoch", "skipped", "skipped_steps"}
+        for prefix in ("scale", "delta", "clamped", "base", "applied", "proposed"):
+            expected |= {f"{prefix}/{c}" for c in COMPONENTS}
+        assert expected <= d.keys()
+        assert all(k.startswith(f"{method}/") for k in d.keys() - expected)
+        assert d["proposed/contact"] == diag.proposed[1].item()
+
+    def test_state_dict_config_mismatch(self, method: str) -> None:
+        state = make(method).state_dict()
+        with pytest.raises(ValueError, match="adjustment_range"):
+            make(method, adjustment_range=0.1).load_state_dict(state)
+        with pytest.raises(ValueError, match="components"):
+            make(method, components=("a", "b", "c"), base_weights=None).load_state_dict(state)
+        other = next((m for m in METHODS if m != method), None)
+        if other is not None:
+            with pytest.raises(ValueError, match="method"):
+                make(other).load_state_dict(state)
+        with pytest.raises(ValueError, match="version"):
+            make(method).load_state_dict({**state, "version": 99})
+
+    def test_no_host_sync_on_step_path(self, method: str) -> None:
+        ctrl = make(method)
+        sched = schedule(epochs=4, bad_steps=((1, 1),))
+        losses = [
+            item if item == EPOCH else {c: torch.tensor(v) for c, v in item.items()}
+            for item in sched
+        ]
+        with forbid_host_sync():
+            for item in losses:
+                if item == EPOCH:
+                    ctrl.end_epoch()
+                else:
+                    ctrl(item)
+
+    def test_logging_every_n_steps(self, method: str, caplog: pytest.LogCaptureFixture) -> None:
+        ctrl = make(method, log_every=3)
+        with caplog.at_level(logging.INFO, logger="adaptive.weighting"):
+            run(ctrl, schedule(epochs=2, steps=4, bad_steps=((1, 0),)))  # 9 steps
+        records = [r for r in caplog.records if r.name == "adaptive.weighting"]
+        assert len(records) == 3
+        msg = records[-1].getMessage()
+        assert "step=6" in msg and "fk_pos" in msg and "skipped_steps=1" in msg
+        assert "proposed=" in msg and "deltas=" in msg and "clamped=" in msg
+
+
+# ======================================================================================
+# Property tests (hypothesis) over every method
+# ======================================================================================
+
+_loss = st.floats(width=32, allow_nan=True, allow_infinity=True)
+_step = st.tuples(st.tuples(_loss, _loss, _loss), st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(METHODS),
+    r=st.floats(min_value=0.0, max_value=2.0),
+    base=st.tuples(*[st.floats(min_value=0.0, max_value=100.0)] * 3),
+    steps=st.lists(_step, min_size=1, max_size=40),
+)
+def test_weights_finite_and_within_range(
+    method: str, r: float, base: tuple[float, float, float], steps: list
+) -> None:
+    bw = dict(zip(COMPONENTS, base, strict=True))
+    ctrl = make(method, adjustment_range=r, base_weights=bw)
+    b = torch.tensor(base, dtype=torch.float64)
+    lo, hi = b * (1 - r), b * (1 + r)
+    n_bad = 0
+    for values, end_epoch in steps:
+        _, weights, diag = ctrl(dict(zip(COMPONENTS, values, strict=True)))
+        w = torch.stack([weights[c] for c in COMPONENTS])
+        assert torch.isfinite(w).all() and (w >= 0).all()
+        tol = 1e-12 * (1 + b)
+        assert (w >= lo - tol).all() and (w <= hi + tol).all()
+        assert torch.isfinite(diag.scales).all()
+        n_bad += not all(math.isfinite(v) for v in values)
+        assert bool(diag.skipped) == (not all(math.isfinite(v) for v in values))
+        if end_epoch:
+            ctrl.end_epoch()
+    assert ctrl.skipped_steps == n_bad
+    json.dumps(ctrl.state_dict(), allow_nan=False)
+
+
+# ======================================================================================
+# Registry
+# ======================================================================================
+
+
+def test_unknown_method_lists_available() -> None:
+    with pytest.raises(ValueError, match=r"'gradnorm'.*dwa.*uncertainty"):
+        AdaptiveLossWeighting(COMPONENTS, method="gradnorm")
+
+
+def test_register_new_method_plugs_in() -> None:
+    @register_method("fixed_test")
+    class Fixed(WeightingMethod):
+        def __init__(self, num_components: int, *, favour: int = 0) -> None:
+            super().__init__(num_components)
+            self.favour = favour
+
+        def params(self) -> dict[str, Any]:
+            return {"favour": self.favour}
+
+        def scales(self) -> torch.Tensor:
+            s = torch.full((self.num_components,), 0.5, dtype=torch.float64, device=self.device)
+            s[self.favour] += 0.5 * self.num_components
+            return s
+
+        def observe(self, losses: torch.Tensor, finite: torch.Tensor) -> None:
+            pass
+
+        def state_tensors(self) -> dict[str, torch.Tensor]:
+            return {}
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state: Any) -> None:
+            pass
+
+    try:
+        assert "fixed_test" in available_methods()
+        ctrl = AdaptiveLossWeighting(
+            COMPONENTS, method="fixed_test", favour=1, adjustment_range=0.3
+        )
+        _, w, _ = ctrl(dict.fromkeys(COMPONENTS, 1.0))
+        assert [w[c].item() for c in COMPONENTS] == [0.7, 1.3, 0.7]
+        assert "favour=1" in repr(ctrl)
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("dwa")(Fixed)
+    finally:
+        weighting_base._REGISTRY.pop("fixed_test", None)
+
+
+# ======================================================================================
+# DWA against the published formula
+# ======================================================================================
+
+
+def _dwa_reference(ratios: list[float], temperature: float) -> list[float]:
+    """λ_c = K·exp(r_c/T) / Σ_j exp(r_j/T) (Liu et al. 2019, eq. 7; mtan code)."""
+    e = [math.exp(x / temperature) for x in ratios]
+    return [len(ratios) * v / sum(e) for v in e]
+
+
+def test_dwa_matches_published_formula() -> None:
+    t = 2.0
+    epochs = [
+        [(1.0, 4.0), (3.0, 2.0)],  # means (2, 3)
+        [(1.0, 2.0), (1.0, 1.0), (1.0, 0.0)],  # means (1, 1)
+        [(0.5, 1.0), (math.nan, 5.0), (0.5, 1.0)],  # NaN step skipped -> means (0.5, 1)
+        [(0.25, 2.0), (0.25, 2.0)],  # means (0.25, 2)
+        [(7.0, 7.0)],
+    ]
+    means = [
+        [
+            sum(s[c] for s in ep if all(map(math.isfinite, s)))
+            / sum(1 for s in ep if all(map(math.isfinite, s)))
+            for c in (0, 1)
+        ]
+        for ep in epochs
+    ]
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="dwa", temperature=t, adjustment_range=100.0)
+    for e, ep in enumerate(epochs):
+        if e < 2:
+            expected = [1.0, 1.0]
+            exp_ratio = [1.0, 1.0]
+        else:
+            exp_ratio = [means[e - 1][c] / means[e - 2][c] for c in (0, 1)]
+            expected = _dwa_reference(exp_ratio, t)
+        for a, b in ep:
+            _, w, diag = ctrl({"a": a, "b": b})
+            assert [w["a"].item(), w["b"].item()] == pytest.approx(expected, rel=1e-14)
+            assert diag.method_state["ratio"].tolist() == pytest.approx(exp_ratio, rel=1e-15)
+        ctrl.end_epoch()
+
+
+def test_dwa_zero_and_undefined_means_give_neutral_ratio() -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="dwa", adjustment_range=100.0, temperature=0.5)
+    feed = [
+        [(0.0, 1.0)],  # epoch 0 means (0, 1)
+        [(1.0, 2.0)],  # epoch 1 means (1, 2): ratio a = 1/0 -> neutral 1, b = 2
+        [(math.nan, 1.0), (1.0, math.inf)],  # epoch 2: no finite step -> undefined means
+        [(2.0, 2.0)],  # epoch 3: ratios NaN/.. -> neutral
+        [(3.0, 3.0)],  # epoch 4: ratios 2/undefined -> neutral
+        [(1.0, 1.0)],  # epoch 5: ratios 3/2 for both -> equal scales
+    ]
+    expected_ratios = [[1, 1], [1, 1], [1, 2], [1, 1], [1, 1], [1.5, 1.5]]
+    for ep, ratios in zip(feed, expected_ratios, strict=True):
+        for a, b in ep:
+            _, w, diag = ctrl({"a": a, "b": b})
+            assert diag.method_state["ratio"].tolist() == ratios
+            assert [w["a"].item(), w["b"].item()] == pytest.approx(_dwa_reference(ratios, 0.5))
+        ctrl.end_epoch()
+
+
+def test_dwa_temperature_validation_and_repr() -> None:
+    with pytest.raises(ValueError, match=r"temperature.*-2"):
+        DWA(3, temperature=-2)
+    assert repr(DWA(3, temperature=1.5)) == "DWA(3, temperature=1.5)"
+
+
+# ======================================================================================
+# Uncertainty weighting
+# ======================================================================================
+
+
+def test_uncertainty_converges_to_log_loss() -> None:
+    losses = {"a": 0.5, "b": 2.0, "c": 5.0}
+    ctrl = AdaptiveLossWeighting(
+        list(losses), method="uncertainty", lr=0.05, adjustment_range=100.0
+    )
+    for _ in range(1500):
+        _, w, diag = ctrl(losses)
+    expected_s = torch.tensor([math.log(v) for v in losses.values()], dtype=torch.float64)
+    torch.testing.assert_close(diag.method_state["log_var"], expected_s, atol=1e-6, rtol=0)
+    inv = [1 / v for v in losses.values()]
+    expected_scale = [x / (sum(inv) / 3) for x in inv]
+    assert [w[c].item() for c in losses] == pytest.approx(expected_scale, rel=1e-5)
+
+
+def test_uncertainty_matches_torch_adam_on_kendall_objective() -> None:
+    """Independent check: autograd + torch.optim.Adam on J(s) = Σ e^{-s} L + s, clamped."""
+    gen = torch.Generator().manual_seed(0)
+    mags = torch.tensor([0.05, 1.0, 20.0], dtype=torch.float64)
+    seq = (torch.rand(200, 3, generator=gen, dtype=torch.float64) * 2 * mags).tolist()
+    lr, s_min, s_max = 0.03, -1.0, 1.0
+    ctrl = AdaptiveLossWeighting(
+        ["a", "b", "c"], method="uncertainty", lr=lr, s_min=s_min, s_max=s_max
+    )
+    s = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([s], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    hit_bound = False
+    for row in seq:
+        _, _, diag = ctrl(dict(zip("abc", row, strict=True)))
+        torch.testing.assert_close(diag.method_state["log_var"], s.detach(), rtol=0, atol=1e-10)
+        loss_t = torch.tensor(row, dtype=torch.float64)
+        objective = (torch.exp(-s) * loss_t + s).sum()
+        assert diag.method_state["objective"].item() == pytest.approx(objective.item(), rel=1e-12)
+        opt.zero_grad()
+        objective.backward()
+        opt.step()
+        with torch.no_grad():
+            s.clamp_(s_min, s_max)
+            hit_bound |= bool(((s == s_min) | (s == s_max)).any())
+    assert hit_bound
+
+
+def test_uncertainty_vanishing_loss_is_bounded_and_total_nonnegative() -> None:
+    ctrl = AdaptiveLossWeighting(
+        ["a", "b"], method="uncertainty", lr=0.5, s_min=-3.0, s_max=3.0, adjustment_range=0.5
+    )
+    for _ in range(300):
+        total, w, diag = ctrl({"a": 0.0, "b": 0.01})
+        assert total.item() >= 0
+    s = diag.method_state["log_var"].tolist()
+    assert s[0] == -3.0  # held at the bound instead of running to -inf
+    assert all(math.isfinite(v.item()) for v in w.values())
+    # Kendall's objective can go negative, the total we return cannot.
+    assert diag.method_state["objective"].item() < 0
+
+
+def test_uncertainty_param_validation() -> None:
+    with pytest.raises(ValueError, match=r"s_min=2\.0, s_max=1\.0"):
+        UncertaintyWeighting(2, s_min=2.0, s_max=1.0)
+    with pytest.raises(ValueError, match=r"lr.*'fast'"):
+        UncertaintyWeighting(2, lr="fast")  # type: ignore[arg-type]

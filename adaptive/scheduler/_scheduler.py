@@ -558,7 +558,7 @@ class AdaptiveScheduler:
         elif grad_ratio is not None and grad_ratio > self._spike_ratio:
             reason = "grad_spike"
             detail = (
-                f"window max grad norm {grad_max:.6g} is {grad_ratio:.3g}x the baseline "
+                f"window max grad norm {grad_max:.6g} is {grad_ratio:.3g}x the reference "
                 f"{grad_ref:.6g} (> {self._spike_ratio:g}x)"
             )
         elif loss_trend is not None and loss_trend > self._rising:

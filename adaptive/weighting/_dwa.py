@@ -74,8 +74,8 @@ class DWA(WeightingMethod):
         return self._scales
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
-        self._sum = self._sum + torch.where(finite, losses, torch.zeros_like(losses))
-        self._count = self._count + finite.to(_DTYPE)
+        self._sum = self._sum + torch.where(finite, losses, 0.0)
+        self._count = self._count + finite  # float64 + bool -> float64
 
     def end_epoch(self) -> None:
         mean = self._sum / self._count  # count == 0 -> NaN (0/0): undefined epoch mean

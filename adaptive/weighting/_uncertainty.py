@@ -102,6 +102,7 @@ class UncertaintyWeighting(WeightingMethod):
         # beta1**t and beta2**t kept as running products (plain multiplications, no pow).
         self._b1_pow = torch.ones((), dtype=_DTYPE)
         self._b2_pow = torch.ones((), dtype=_DTYPE)
+        self._weighted_cache: tuple[Tensor, Tensor, Tensor] | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -123,7 +124,13 @@ class UncertaintyWeighting(WeightingMethod):
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
         s, m, v = self._s, self._m, self._v
-        grad = 1.0 - torch.exp(-s) * losses
+        cached = self._weighted_cache
+        if cached is not None and cached[0] is s and cached[1] is losses:
+            weighted = cached[2]  # exp(-s)·L already computed by diagnostics() this step
+        else:
+            weighted = torch.exp(-s) * losses
+        self._weighted_cache = None
+        grad = 1.0 - weighted
         m_new = torch.lerp(m, grad, 1.0 - self.beta1)
         v_new = torch.lerp(v, grad * grad, 1.0 - self.beta2)
         b1_pow = self._b1_pow * self.beta1
@@ -134,13 +141,16 @@ class UncertaintyWeighting(WeightingMethod):
         self._s = torch.where(finite, s_new, s)
         self._m = torch.where(finite, m_new, m)
         self._v = torch.where(finite, v_new, v)
-        self._t = self._t + finite.to(_DTYPE)
+        self._t = self._t + finite  # float64 + bool -> float64
         self._b1_pow = torch.where(finite, b1_pow, self._b1_pow)
         self._b2_pow = torch.where(finite, b2_pow, self._b2_pow)
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         s = self._s
-        return {"log_var": s, "objective": (torch.exp(-s) * losses + s).sum()}
+        weighted = torch.exp(-s) * losses
+        # Host-side identity check only (no sync): lets observe() reuse exp(-s)·L.
+        self._weighted_cache = (s, losses, weighted)
+        return {"log_var": s, "objective": (weighted + s).sum()}
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {

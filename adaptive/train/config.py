@@ -1,0 +1,249 @@
+"""Config pipeline: built-in TOML default <- config file <- `--set section.key=value` overrides.
+
+Configs are nested dicts of plain values. Every key must exist in the built-in default
+(`default.toml`); an unknown key is an error naming the closest valid one. Values are
+type-checked against the default (an int is accepted where a float is expected).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+Config = dict[str, Any]
+
+STAGE_KEYS = {
+    "name": str,
+    "epochs": int,
+    "tf_ratio": float,
+    "freerun_horizon": int,
+    "freerun_weight": float,
+    "lr": float,
+    "loss_weights": dict,
+}
+STAGE_REQUIRED = ("epochs", "tf_ratio", "freerun_horizon", "freerun_weight")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and the problem."""
+
+
+def default_config() -> Config:
+    """The built-in default configuration (a fresh copy)."""
+    text = resources.files("adaptive.train").joinpath("default.toml").read_text("utf-8")
+    cfg = tomllib.loads(text)
+    cfg["schedule"]["stages"] = validate_stages(cfg["schedule"]["stages"])
+    return cfg
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _all_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out.append(prefix + k)
+        if isinstance(v, dict):
+            out.extend(_all_keys(v, prefix + k + "."))
+    return out
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config:
+    """Merge `update` into a copy of `base`, validating keys and types against `base`."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if key not in out:
+            raise ConfigError(f"unknown config key {path!r}{_suggest(path, _all_keys(base, where))}")
+        current = out[key]
+        if key == "stages" and where == "schedule.":
+            out[key] = validate_stages(value)
+        elif isinstance(current, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: expected a table, got {value!r}")
+            out[key] = merge(current, value, where=path + ".")
+        else:
+            out[key] = _check_type(path, value, current)
+    return out
+
+
+def validate_stages(stages: Any) -> list[dict[str, Any]]:
+    """Check a stage list: known keys, required keys, numbers or [start, end] ramps."""
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"schedule.stages: expected a non-empty list of tables, got {stages!r}")
+    out = []
+    for i, stage in enumerate(stages):
+        where = f"schedule.stages[{i}]"
+        if not isinstance(stage, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {stage!r}")
+        for key in stage:
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"unknown stage key {where}.{key}{_suggest(key, STAGE_KEYS)}")
+        for key in STAGE_REQUIRED:
+            if key not in stage:
+                raise ConfigError(f"{where}: missing required key {key!r}")
+        clean = dict(stage)
+        if isinstance(clean["epochs"], bool) or not isinstance(clean["epochs"], int):
+            raise ConfigError(f"{where}.epochs: expected an integer, got {clean['epochs']!r}")
+        if clean["epochs"] < 1:
+            raise ConfigError(f"{where}.epochs: must be >= 1, got {clean['epochs']!r}")
+        for key in ("tf_ratio", "freerun_horizon", "freerun_weight", "lr"):
+            if key in clean:
+                clean[key] = _ramp(f"{where}.{key}", clean[key])
+        for key in ("tf_ratio",):
+            lo, hi = clean[key]
+            if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+                raise ConfigError(f"{where}.tf_ratio: must lie in [0, 1], got {stage[key]!r}")
+        if min(clean["freerun_horizon"]) < 1:
+            raise ConfigError(f"{where}.freerun_horizon: must be >= 1, got {stage['freerun_horizon']!r}")
+        if min(clean["freerun_weight"]) < 0:
+            raise ConfigError(f"{where}.freerun_weight: must be >= 0, got {stage['freerun_weight']!r}")
+        if "loss_weights" in clean:
+            lw = clean["loss_weights"]
+            if not isinstance(lw, Mapping):
+                raise ConfigError(f"{where}.loss_weights: expected a table, got {lw!r}")
+            clean["loss_weights"] = {
+                k: _check_type(f"{where}.loss_weights.{k}", v, 1.0) for k, v in lw.items()
+            }
+        out.append(clean)
+    return out
+
+
+def _ramp(where: str, value: Any) -> tuple[float, float]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (float(value), float(value))
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return (float(value[0]), float(value[1]))
+    raise ConfigError(f"{where}: expected a number or a [start, end] ramp, got {value!r}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); value parsed as TOML, else a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    """["a", "b"], v -> {"a": {"b": v}}."""
+    out: dict[str, Any] = {path[-1]: value}
+    for part in reversed(path[:-1]):
+        out = {part: out}
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve a config: default <- TOML file <- `extra` (first-class flags) <- `--set` overrides."""
+    cfg = default_config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = tomllib.loads(p.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+        try:
+            cfg = merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+    if extra:
+        cfg = merge(cfg, extra)
+    for text in overrides:
+        keys, value = parse_override(text)
+        cfg = merge(cfg, nest(keys, value))
+    return cfg
+
+
+# ---------------------------------------------------------------------------- TOML output
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if math.isnan(value):
+            return "nan"
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_fmt(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _fmt(k)
+
+
+def dumps_toml(cfg: Mapping[str, Any], _prefix: str = "") -> str:
+    """Write a config (nested tables, arrays of tables, scalars, lists) as TOML text."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in cfg.items() if not isinstance(v, Mapping) and not _is_aot(v)}
+    for k, v in scalars.items():
+        lines.append(f"{_key(k)} = {_fmt(v)}")
+    for k, v in cfg.items():
+        name = f"{_prefix}{_key(k)}"
+        if isinstance(v, Mapping):
+            body = dumps_toml(v, name + ".")
+            lines.append("")
+            lines.append(f"[{name}]")
+            lines.append(body)
+        elif _is_aot(v):
+            for item in v:
+                lines.append("")
+                lines.append(f"[[{name}]]")
+                lines.append(dumps_toml(item, name + "."))
+    return "\n".join(line for line in lines).strip("\n") + "\n"
+
+
+def _is_aot(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)

@@ -134,6 +134,162 @@ def compact(
     typer.echo(f"compacted {path} -> {dest}")
 
 
+def _param_value(text: str) -> tuple[str, object]:
+    from adaptive.train.config import ConfigError, parse_override
+
+    try:
+        keys, value = parse_override(text)
+    except ConfigError as exc:
+        fail(str(exc))
+    return ".".join(keys), value
+
+
+def _method_params(method: str, given: dict[str, object]) -> dict[str, object]:
+    """Keep the options that were given; refuse those the method does not take."""
+    from replay import method_parameters
+
+    valid = method_parameters(method)
+    params = {k: v for k, v in given.items() if v is not None}
+    for k in params:
+        if k not in valid:
+            fail(
+                f"--{k.replace('_', '-')} does not apply to method {method!r}; "
+                f"its parameters: {', '.join(valid)}"
+            )
+    return params
+
+
+class _Progress:
+    """A rich progress bar over replayed steps (silent with --quiet)."""
+
+    def __init__(self, total: int, label: str, quiet: bool) -> None:
+        self.quiet = quiet
+        if quiet:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total)
+
+    def __call__(self, n: int) -> None:
+        if not self.quiet:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if not self.quiet:
+            self.bar.stop()
+
+
+@app.command("replay")
+def replay_cmd(
+    path: Annotated[Path, typer.Argument(help="Trace: a .parquet file or a directory of parts.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="dwa, uncertainty or scheduler.")],
+    adjustment_range: Annotated[
+        float, typer.Option(help="Bound r on |delta| (0 reproduces the base values).")
+    ] = 0.3,
+    temperature: Annotated[float | None, typer.Option(help="dwa: softmax temperature T.")] = None,
+    lr: Annotated[float | None, typer.Option(help="uncertainty: Adam step size on s.")] = None,
+    s_min: Annotated[float | None, typer.Option(help="uncertainty: lower bound on s.")] = None,
+    s_max: Annotated[float | None, typer.Option(help="uncertainty: upper bound on s.")] = None,
+    adjustment_rate: Annotated[
+        float | None, typer.Option(help="scheduler: most the delta moves per update.")
+    ] = None,
+    update_interval: Annotated[
+        int | None, typer.Option(help="scheduler: batches between batch-level updates.")
+    ] = None,
+    use_epoch_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-epoch-metrics/--no-use-epoch-metrics", help="scheduler: react to val/valfree."
+        ),
+    ] = None,
+    free_metric: Annotated[
+        str | None, typer.Option(help="scheduler: YawAbsDeg, MPJPE, RootDrift or loss.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Any other method parameter, as key=value (repeatable)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the trace).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Replay a controller over a trace in dry-run: the weights / schedule it would have produced.
+
+    Writes replay-<method>.parquet (per-step scales, deltas, proposals) and
+    replay-<method>.png, and prints a short table.
+
+    Example:
+
+        adaptive replay runs/demo/trace.parquet --method dwa --temperature 2
+    """
+    if fmt not in ("png", "svg", "pdf"):
+        fail(f"--format must be png, svg or pdf, got {fmt!r}")
+    if adjustment_range < 0:
+        fail(f"--adjustment-range must be >= 0, got {adjustment_range!r}")
+    trace = _load(path)
+    from replay import (
+        ReplayError,
+        per_epoch_scale,
+        plot_result,
+        reason_counts,
+        replay,
+        scheduler_summary,
+        weighting_summary,
+        write_frame,
+    )
+
+    given: dict[str, object] = {
+        "temperature": temperature,
+        "lr": lr,
+        "s_min": s_min,
+        "s_max": s_max,
+        "adjustment_rate": adjustment_rate,
+        "update_interval": update_interval,
+        "use_epoch_metrics": use_epoch_metrics,
+        "free_metric": free_metric,
+    }
+    given.update(dict(_param_value(p) for p in param or []))
+    try:
+        params = _method_params(method, given)
+    except ReplayError as exc:
+        fail(str(exc))
+    params["adjustment_range"] = adjustment_range
+    bar = _Progress(len(trace.steps), f"replay {method}", quiet)
+    try:
+        result = replay(trace, method, progress=bar, **params)
+    except (ReplayError, ValueError, TypeError, KeyError) as exc:
+        bar.close()
+        fail(str(exc).strip("'\""))
+    bar.close()
+    dest = out if out is not None else path.parent
+    table = write_frame(result.frame, dest / f"replay-{method}.parquet")
+    figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=trace)
+    if result.kind == "weighting":
+        typer.echo(f"mean scale per epoch ({method}, before the ±{adjustment_range:g} clamp):")
+        typer.echo(per_epoch_scale(result).to_string(float_format=lambda v: f"{v:.4f}"))
+        typer.echo("")
+        typer.echo(weighting_summary(result).to_string(float_format=lambda v: f"{v:.4g}"))
+    else:
+        typer.echo(scheduler_summary(result).to_string(float_format=lambda v: f"{v:.4g}"))
+        counts = reason_counts(result)
+        typer.echo(
+            "changes by reason: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
+        )
+    typer.echo(f"wrote {table} and {figure}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="adaptive")

@@ -250,9 +250,8 @@ def replay_scheduler(
             ctrl.step_batch(float(loss[r]), float(grad[r]))
             d = ctrl.diagnostics()
             dec = d["decision"]
-            reason.append(
-                dec["reason"] if dec["action"] == "change" and dec["step"] == d["step"] else ""
-            )
+            changed = dec is not None and dec["action"] == "change" and dec["step"] == d["step"]
+            reason.append(dec["reason"] if changed else "")
             sig = d["signals"]
             for k in signals:
                 v = sig.get(k)
@@ -293,3 +292,22 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
 def metrics_by_epoch(trace: Trace, split: str) -> Mapping[int, Mapping[str, float]]:
     """Epoch metrics of one split as the trainer hands them to the scheduler."""
     return _epoch_metric_dicts(trace, split)
+
+
+def method_parameters(method: str) -> list[str]:
+    """Names of the parameters a method accepts (besides `adjustment_range`)."""
+    import inspect
+
+    if method == SCHEDULER:
+        from adaptive.scheduler import AdaptiveScheduler
+
+        sig = inspect.signature(AdaptiveScheduler)
+        skip = {"dry_run", "logger", "log_every", "history_size", "adjustment_range"}
+        return [p for p in sig.parameters if p not in skip]
+    from adaptive.weighting import available_methods
+    from adaptive.weighting._base import _get_method_class
+
+    if method not in available_methods():
+        valid = ", ".join([*available_methods(), SCHEDULER])
+        raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
+    return list(_get_method_class(method).param_names())

@@ -170,13 +170,19 @@ def integrate_root(
     return yaw, pos
 
 
-def local_positions(skeleton: Skeleton, frames: Tensor) -> Tensor:
-    """Joint positions (..., J, 3) in each frame's own heading frame (root at (0, h, 0))."""
+def local_positions(
+    skeleton: Skeleton, frames: Tensor, local_rot: Tensor | None = None
+) -> Tensor:
+    """Joint positions (..., J, 3) in each frame's own heading frame (root at (0, h, 0)).
+
+    ``local_rot`` may pass the already computed ``rot6d_to_matrix`` of the frames' 6D parts.
+    """
     parts = split_frames(frames, skeleton.num_joints)
     root = torch.stack(
         (torch.zeros_like(parts.height), parts.height, torch.zeros_like(parts.height)), dim=-1
     )
-    return forward_kinematics(skeleton, rot6d_to_matrix(parts.rot6d), root)
+    rot = rot6d_to_matrix(parts.rot6d) if local_rot is None else local_rot
+    return forward_kinematics(skeleton, rot, root)
 
 
 def global_positions(

@@ -14,8 +14,9 @@ def forward_kinematics(
     """Global joint positions (..., J, 3) from local rotations (..., J, 3, 3) and root positions.
 
     ``local_rot[..., 0]`` is the root's rotation in the world (or whatever frame ``root_pos`` is
-    in); joint ``j`` sits at ``pos[parent] + R_global[parent] @ offset[j]``. The root offset is
-    ignored. With ``return_rotations=True`` also returns global rotations (..., J, 3, 3).
+    in); joint ``j`` sits at ``pos[parent] + R_global[parent] @ offset[j]`` with
+    ``R_global[j] = R_global[parent] @ local_rot[j]``. The root offset is ignored. With
+    ``return_rotations=True`` also returns the global rotations (..., J, 3, 3).
     """
     j_count = skeleton.num_joints
     if local_rot.shape[-3:] != (j_count, 3, 3):
@@ -37,4 +38,3 @@ def forward_kinematics(
     if return_rotations:
         return positions, torch.stack(rots, dim=-3)
     return positions
-

@@ -82,8 +82,9 @@ class MotionJointLoss(nn.Module):
             )
         j = self.skeleton.num_joints
         p, t = split_frames(pred, j), split_frames(target, j)
-        fk = (local_positions(self.skeleton, pred) - local_positions(self.skeleton, target))
-        rot = rot6d_to_matrix(p.rot6d) - rot6d_to_matrix(t.rot6d)
+        rp, rt = rot6d_to_matrix(p.rot6d), rot6d_to_matrix(t.rot6d)
+        fk = local_positions(self.skeleton, pred, rp) - local_positions(self.skeleton, target, rt)
+        rot = rp - rt
         heading = wrap_angle(
             torch.cumsum(p.yaw_rate, dim=-1) - torch.cumsum(t.yaw_rate, dim=-1)
         )

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import CONTROL_DIM, FeatureStats, frame_dim, join_frames, split_frames
-from .rotations import matrix_to_rot6d, rot6d_to_matrix
+from .rotations import normalize_rot6d
 from .skeleton import Skeleton
 
 
@@ -14,7 +14,7 @@ class MotionModel(nn.Module):
     """GRU next-frame model: input frame t (+ control t), output frame t+1.
 
     Inputs are normalised with training statistics kept as buffers; the network predicts a
-    normalised residual ``frame_{t+1} - frame_t`` (scaled by ``delta_std``), and the 6D parts of
+    normalised residual ``frame_{t+1} - frame_t`` (scaled by ``out_scale``), and the 6D parts of
     the output are re-orthonormalised, so outputs are always valid frames in raw units. The last
     layer starts at zero: an untrained model predicts ``frame_t + mean delta``.
     """
@@ -47,6 +47,13 @@ class MotionModel(nn.Module):
         for name in ("frame_mean", "frame_std", "control_mean", "control_std", "delta_mean",
                      "delta_std"):
             self.register_buffer(name, getattr(stats, name).detach().clone().float())
+        # residual output scale: frame-difference std for the joint rotations, feature std for
+        # the root channels (velocity, yaw rate, height), which follow the controls rather than
+        # drifting slowly, so the network can reach their range quickly
+        scale = self.delta_std.clone()
+        j6 = 6 * self.num_joints
+        scale[j6:] = torch.maximum(self.frame_std[j6:], self.delta_std[j6:])
+        self.register_buffer("out_scale", scale)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -82,14 +89,13 @@ class MotionModel(nn.Module):
             dim=-1,
         )
         out, hidden = self.gru(self.encoder(x), hidden)
-        nxt = frames + self.decoder(out) * self.delta_std + self.delta_mean
+        nxt = frames + self.decoder(out) * self.out_scale + self.delta_mean
         return self.project(nxt), hidden
 
     def project(self, frames: Tensor) -> Tensor:
         """Re-orthonormalise the 6D rotation parts of frames (..., D)."""
         p = split_frames(frames, self.num_joints)
-        rot6d = matrix_to_rot6d(rot6d_to_matrix(p.rot6d))
-        return join_frames(rot6d, p.root_vel, p.yaw_rate, p.height)
+        return join_frames(normalize_rot6d(p.rot6d), p.root_vel, p.yaw_rate, p.height)
 
 
 def teacher_forced(model: MotionModel, frames: Tensor, controls: Tensor) -> Tensor:

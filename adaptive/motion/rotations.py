@@ -76,11 +76,25 @@ def rot6d_to_matrix(x: Tensor) -> Tensor:
     """
     if x.shape[-1] != 6:
         raise ValueError(f"6D rotations must have a last dimension of 6, got shape {tuple(x.shape)}")
+    b = normalize_rot6d(x)
+    b1, b2 = b[..., :3], b[..., 3:]
+    b3 = _cross(b1, b2)
+    return torch.stack((b1, b2, b3), dim=-1)
+
+
+def normalize_rot6d(x: Tensor) -> Tensor:
+    """Gram–Schmidt-orthonormalise 6D rotations (..., 6); equals matrix_to_rot6d(rot6d_to_matrix)."""
     a1, a2 = x[..., :3], x[..., 3:]
     b1 = F.normalize(a1, dim=-1, eps=1e-8)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1, eps=1e-8)
-    b3 = torch.cross(b1, b2, dim=-1)
-    return torch.stack((b1, b2, b3), dim=-1)
+    return torch.cat((b1, b2), dim=-1)
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    # elementwise formula: much faster than torch.cross for many tiny vectors on CPU
+    ax, ay, az = a.unbind(-1)
+    bx, by, bz = b.unbind(-1)
+    return torch.stack((ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx), dim=-1)
 
 
 def matrix_to_rot6d(matrix: Tensor) -> Tensor:

@@ -1,0 +1,69 @@
+"""Short tables of what a replayed controller did (the CLI prints these)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from replay._engine import ReplayResult
+
+
+def per_epoch_scale(result: ReplayResult) -> pd.DataFrame:
+    """Mean unclamped scale per component per epoch (weighting methods)."""
+    f = result.frame
+    cols = [f"scale/{c}" for c in result.names]
+    table = f.groupby("epoch")[cols].mean()
+    table.columns = result.names
+    return table
+
+
+def weighting_summary(result: ReplayResult) -> pd.DataFrame:
+    """Per component: share of steps at the clamp, largest step-to-step weight change."""
+    f = result.frame
+    rows = {}
+    for c in result.names:
+        w = f[f"proposed/weight/{c}"].to_numpy()
+        change = np.abs(np.diff(w)) if len(w) > 1 else np.zeros(1)
+        rows[c] = {
+            "at_clamp_%": 100.0 * float(f[f"clamped/{c}"].mean()),
+            "max_step_change": float(np.nanmax(change)) if change.size else 0.0,
+            "final_weight": float(w[-1]),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def scheduler_summary(result: ReplayResult) -> pd.DataFrame:
+    """Per parameter: base and proposed range, plus the delta's range and reasons."""
+    f = result.frame
+    rows = {}
+    for p in result.names:
+        prop = f[f"proposed/schedule/{p}"]
+        base = f[f"base/{p}"]
+        rows[p] = {
+            "base_min": float(base.min()),
+            "base_max": float(base.max()),
+            "proposed_min": float(prop.min()),
+            "proposed_max": float(prop.max()),
+            "steps_differing_%": 100.0 * float((prop != base).mean()),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def reason_counts(result: ReplayResult) -> dict[str, int]:
+    """How often each reason changed the scheduler's delta."""
+    counts: dict[str, int] = {}
+    for ev in result.events:
+        counts[ev["reason"]] = counts.get(ev["reason"], 0) + 1
+    return counts
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a replay table to Parquet atomically (never a partial file under the name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -290,6 +290,152 @@ def replay_cmd(
     typer.echo(f"wrote {table} and {figure}")
 
 
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train (run.epochs).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Parent folder of run folders (run.out).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Run folder name (run.name).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (run.seed).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (run.device).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder of .bvh files instead of built-in data.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Run folder to continue from its last checkpoint.")
+    ] = None,
+    adaptive_loss: Annotated[
+        str | None,
+        typer.Option("--adaptive-loss", "--adaptive_loss", help="none, dwa or uncertainty."),
+    ] = None,
+    adaptive_dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive-dry-run",
+            "--adaptive_dry_run",
+            help="Controllers compute and record proposals; base values are applied.",
+        ),
+    ] = None,
+    adjustment_range: Annotated[
+        float | None,
+        typer.Option("--adjustment-range", "--adjustment_range", help="Bound on |delta|."),
+    ] = None,
+    adaptive_log_every: Annotated[
+        int | None,
+        typer.Option(
+            "--adaptive-log-every",
+            "--adaptive_log_every",
+            help="Steps between controller log lines.",
+        ),
+    ] = None,
+    adaptive_scheduler: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive-scheduler",
+            "--adaptive_scheduler",
+            help="Turn on the adaptive TF / free-run scheduler.",
+        ),
+    ] = None,
+    adaptive_adjustment_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--adaptive-adjustment-rate",
+            "--adaptive_adjustment_rate",
+            help="Scheduler: most the delta moves per update.",
+        ),
+    ] = None,
+    adaptive_update_interval: Annotated[
+        int | None,
+        typer.Option(
+            "--adaptive-update-interval",
+            "--adaptive_update_interval",
+            help="Scheduler: batches between batch-level updates.",
+        ),
+    ] = None,
+    adaptive_use_epoch_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive-use-epoch-metrics/--no-adaptive-use-epoch-metrics",
+            help="Scheduler: react to val / valfree metrics.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the reference motion model and record its trace (runs/<name>/trace.parquet).
+
+    Built-in procedural locomotion data by default; --data DIR trains on your .bvh files.
+    Adaptive controllers are off unless asked for.
+
+    Example:
+
+        adaptive train --epochs 15 --adaptive-loss dwa --adaptive-dry-run
+    """
+    from adaptive.train.config import ConfigError, load_config
+
+    extra: dict[str, dict[str, object]] = {"run": {}, "data": {}, "adaptive": {}}
+    for key, value in (
+        ("epochs", epochs),
+        ("out", str(out) if out else None),
+        ("name", name),
+        ("seed", seed),
+        ("device", device),
+    ):
+        if value is not None:
+            extra["run"][key] = value
+    if data is not None:
+        extra["data"].update(source="bvh", path=str(data))
+    for key, value in (
+        ("loss", adaptive_loss),
+        ("dry_run", adaptive_dry_run),
+        ("adjustment_range", adjustment_range),
+        ("log_every", adaptive_log_every),
+        ("scheduler", adaptive_scheduler),
+        ("adjustment_rate", adaptive_adjustment_rate),
+        ("update_interval", adaptive_update_interval),
+        ("use_epoch_metrics", adaptive_use_epoch_metrics),
+    ):
+        if value is not None:
+            extra["adaptive"][key] = value
+    if adaptive_loss is not None and adaptive_loss not in ("none", "dwa", "uncertainty"):
+        from adaptive.weighting import available_methods
+
+        if adaptive_loss not in available_methods():
+            fail(
+                f"--adaptive-loss must be none or one of {', '.join(available_methods())}, "
+                f"got {adaptive_loss!r}"
+            )
+    if resume is not None:
+        if config is not None:
+            fail("--resume continues a run with its saved config; do not pass --config")
+        config = resume / "config.toml"
+        if not config.is_file():
+            fail(f"{resume}: not a run folder (no config.toml)")
+        extra["run"]["out"] = str(resume.parent)
+        extra["run"]["name"] = resume.name
+    try:
+        cfg = load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
+    except ConfigError as exc:
+        fail(str(exc))
+    from adaptive.train.run import run_training
+
+    try:
+        summary = run_training(cfg, resume=resume is not None, quiet=quiet)
+    except Exception as exc:  # one line for known input problems, traceback otherwise
+        from adaptive.train.trainer import TrainingError
+
+        if isinstance(exc, TrainingError | ValueError | FileNotFoundError):
+            fail(str(exc))
+        raise
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="adaptive")

@@ -1,6 +1,6 @@
 """Reference autoregressive motion-learning core: skeleton/FK, data, BVH, model, loss, task."""
 
-# from .bvh import BVHError, load_bvh, load_bvh_folder, write_bvh
+from .bvh import BVHError, load_bvh, load_bvh_folder, write_bvh
 from .data import (
     CONTROL_DIM,
     FeatureStats,

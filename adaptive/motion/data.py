@@ -170,9 +170,7 @@ def integrate_root(
     return yaw, pos
 
 
-def local_positions(
-    skeleton: Skeleton, frames: Tensor, local_rot: Tensor | None = None
-) -> Tensor:
+def local_positions(skeleton: Skeleton, frames: Tensor, local_rot: Tensor | None = None) -> Tensor:
     """Joint positions (..., J, 3) in each frame's own heading frame (root at (0, h, 0)).
 
     ``local_rot`` may pass the already computed ``rot6d_to_matrix`` of the frames' 6D parts.
@@ -259,9 +257,7 @@ class MotionDataset:
         if not self.clip_names:
             self.clip_names = tuple(f"clip{i:04d}" for i in range(off.numel() - 1))
         if len(self.clip_names) != off.numel() - 1:
-            raise ValueError(
-                f"need {off.numel() - 1} clip names, got {len(self.clip_names)}"
-            )
+            raise ValueError(f"need {off.numel() - 1} clip names, got {len(self.clip_names)}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
 
@@ -312,8 +308,12 @@ class MotionDataset:
             raise IndexError(f"clip index must be in [0, {self.num_clips}), got {i}")
         a, b = int(self.clip_offsets[i]), int(self.clip_offsets[i + 1])
         return MotionClip(
-            self.frames[a:b], self.controls[a:b], self.root_yaw[a:b], self.root_pos[a:b],
-            self.fps, self.clip_names[i],
+            self.frames[a:b],
+            self.controls[a:b],
+            self.root_yaw[a:b],
+            self.root_pos[a:b],
+            self.fps,
+            self.clip_names[i],
         )
 
     def window_starts(self, length: int) -> Tensor:

@@ -21,9 +21,10 @@ def forward_kinematics(
     j_count = skeleton.num_joints
     if local_rot.shape[-3:] != (j_count, 3, 3):
         raise ValueError(
-            f"local_rot must end in ({j_count}, 3, 3) for this skeleton, got {tuple(local_rot.shape)}"
+            f"local_rot must end in ({j_count}, 3, 3) for this skeleton, "
+            f"got {tuple(local_rot.shape)}"
         )
-    if root_pos.shape != local_rot.shape[:-3] + (3,):
+    if root_pos.shape != (*local_rot.shape[:-3], 3):
         raise ValueError(
             f"root_pos must have shape {(*local_rot.shape[:-3], 3)}, got {tuple(root_pos.shape)}"
         )

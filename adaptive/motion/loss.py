@@ -26,7 +26,7 @@ class MotionJointLoss(nn.Module):
 
     * ``fk_pos``   MSE (m^2) of joint positions from FK in each frame's own heading frame
       (root at (0, height, 0)): pose + height error, immune to global drift.
-    * ``rot``      MSE of local rotation matrices (all 9 entries, all joints; root heading-relative).
+    * ``rot``      MSE of local rotation matrices (9 entries, all joints; root heading-relative).
     * ``root_vel`` MSE ((m/s)^2) of the planar heading-frame root velocity.
     * ``yaw``      mean squared wrapped error (rad^2) of the heading accumulated over the window,
       ``wrap(cumsum(yaw_rate_pred) - cumsum(yaw_rate_true))``, i.e. heading drift along time.
@@ -85,9 +85,7 @@ class MotionJointLoss(nn.Module):
         rp, rt = rot6d_to_matrix(p.rot6d), rot6d_to_matrix(t.rot6d)
         fk = local_positions(self.skeleton, pred, rp) - local_positions(self.skeleton, target, rt)
         rot = rp - rt
-        heading = wrap_angle(
-            torch.cumsum(p.yaw_rate, dim=-1) - torch.cumsum(t.yaw_rate, dim=-1)
-        )
+        heading = wrap_angle(torch.cumsum(p.yaw_rate, dim=-1) - torch.cumsum(t.yaw_rate, dim=-1))
         return {
             "fk_pos": fk.pow(2).mean(),
             "rot": rot.pow(2).mean(),

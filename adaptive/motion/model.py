@@ -24,7 +24,7 @@ class MotionModel(nn.Module):
         skeleton: Skeleton,
         stats: FeatureStats,
         *,
-        hidden_size: int = 192,
+        hidden_size: int = 128,
         num_layers: int = 1,
         control_dim: int = CONTROL_DIM,
         seed: int | None = 0,
@@ -39,13 +39,22 @@ class MotionModel(nn.Module):
             raise ValueError(
                 f"hidden_size and num_layers must be >= 1, got {hidden_size} and {num_layers}"
             )
-        for name, want in (("frame", self.frame_dim), ("delta", self.frame_dim),
-                           ("control", control_dim)):
+        for name, want in (
+            ("frame", self.frame_dim),
+            ("delta", self.frame_dim),
+            ("control", control_dim),
+        ):
             got = getattr(stats, f"{name}_mean").shape
             if got != (want,):
                 raise ValueError(f"stats {name}_mean must have shape ({want},), got {tuple(got)}")
-        for name in ("frame_mean", "frame_std", "control_mean", "control_std", "delta_mean",
-                     "delta_std"):
+        for name in (
+            "frame_mean",
+            "frame_std",
+            "control_mean",
+            "control_std",
+            "delta_mean",
+            "delta_std",
+        ):
             self.register_buffer(name, getattr(stats, name).detach().clone().float())
         # residual output scale: frame-difference std for the joint rotations, feature std for
         # the root channels (velocity, yaw rate, height), which follow the controls rather than
@@ -62,7 +71,9 @@ class MotionModel(nn.Module):
             )
             self.gru = nn.GRU(hidden_size, hidden_size, num_layers, batch_first=True)
             self.decoder = nn.Sequential(
-                nn.Linear(hidden_size, hidden_size), nn.ELU(), nn.Linear(hidden_size, self.frame_dim)
+                nn.Linear(hidden_size, hidden_size),
+                nn.ELU(),
+                nn.Linear(hidden_size, self.frame_dim),
             )
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
@@ -76,7 +87,7 @@ class MotionModel(nn.Module):
         """
         if frames.ndim != 3 or frames.shape[-1] != self.frame_dim:
             raise ValueError(f"frames must be (B, T, {self.frame_dim}), got {tuple(frames.shape)}")
-        if controls.shape != frames.shape[:2] + (self.control_dim,):
+        if controls.shape != (*frames.shape[:2], self.control_dim):
             raise ValueError(
                 f"controls must be {(*frames.shape[:2], self.control_dim)}, "
                 f"got {tuple(controls.shape)}"

@@ -75,7 +75,9 @@ def rot6d_to_matrix(x: Tensor) -> Tensor:
     The 6D vector holds the first two *columns* of the matrix, ``[R[:, 0], R[:, 1]]``.
     """
     if x.shape[-1] != 6:
-        raise ValueError(f"6D rotations must have a last dimension of 6, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"6D rotations must have a last dimension of 6, got shape {tuple(x.shape)}"
+        )
     b = normalize_rot6d(x)
     b1, b2 = b[..., :3], b[..., 3:]
     b3 = _cross(b1, b2)
@@ -83,7 +85,7 @@ def rot6d_to_matrix(x: Tensor) -> Tensor:
 
 
 def normalize_rot6d(x: Tensor) -> Tensor:
-    """Gram–Schmidt-orthonormalise 6D rotations (..., 6); equals matrix_to_rot6d(rot6d_to_matrix)."""
+    """Gram–Schmidt-orthonormalise 6D rotations (..., 6) (= matrix_to_rot6d(rot6d_to_matrix))."""
     a1, a2 = x[..., :3], x[..., 3:]
     b1 = F.normalize(a1, dim=-1, eps=1e-8)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1, eps=1e-8)

@@ -45,9 +45,7 @@ class Skeleton:
             raise ValueError(f"joint 0 must be the root (parent -1), got parent {parents[0]}")
         for j, p in enumerate(parents[1:], start=1):
             if not 0 <= p < j:
-                raise ValueError(
-                    f"parent of joint {j} ({names[j]!r}) must be in [0, {j}), got {p}"
-                )
+                raise ValueError(f"parent of joint {j} ({names[j]!r}) must be in [0, {j}), got {p}")
         for j, off in enumerate(offsets):
             if len(off) != 3 or not all(math.isfinite(v) for v in off):
                 raise ValueError(f"offset of joint {names[j]!r} must be 3 finite floats, got {off}")

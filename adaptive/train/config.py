@@ -82,7 +82,9 @@ def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config
     for key, value in update.items():
         path = f"{where}{key}"
         if key not in out:
-            raise ConfigError(f"unknown config key {path!r}{_suggest(path, _all_keys(base, where))}")
+            raise ConfigError(
+                f"unknown config key {path!r}{_suggest(path, _all_keys(base, where))}"
+            )
         current = out[key]
         if key == "stages" and where == "schedule.":
             out[key] = validate_stages(value)
@@ -123,9 +125,13 @@ def validate_stages(stages: Any) -> list[dict[str, Any]]:
             if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
                 raise ConfigError(f"{where}.tf_ratio: must lie in [0, 1], got {stage[key]!r}")
         if min(clean["freerun_horizon"]) < 1:
-            raise ConfigError(f"{where}.freerun_horizon: must be >= 1, got {stage['freerun_horizon']!r}")
+            raise ConfigError(
+                f"{where}.freerun_horizon: must be >= 1, got {stage['freerun_horizon']!r}"
+            )
         if min(clean["freerun_weight"]) < 0:
-            raise ConfigError(f"{where}.freerun_weight: must be >= 0, got {stage['freerun_weight']!r}")
+            raise ConfigError(
+                f"{where}.freerun_weight: must be >= 0, got {stage['freerun_weight']!r}"
+            )
         if "loss_weights" in clean:
             lw = clean["loss_weights"]
             if not isinstance(lw, Mapping):
@@ -177,7 +183,7 @@ def load_config(
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Resolve a config: default <- TOML file <- `extra` (first-class flags) <- `--set` overrides."""
+    """Resolve a config: default <- TOML file <- `extra` (flags) <- `--set` overrides."""
     cfg = default_config()
     if path is not None:
         p = Path(path)

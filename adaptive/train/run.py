@@ -1,0 +1,100 @@
+"""Run a training job with a progress bar and an end-of-run summary (used by the CLI)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from adaptive.train.config import Config
+from adaptive.train.trainer import RunSummary, StepInfo, Trainer
+
+
+def run_dir_for(cfg: Config) -> Path:
+    """`run.out / run.name`, the name defaulting to a timestamp."""
+    name = cfg["run"]["name"] or time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg["run"]["out"]) / name
+
+
+def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> RunSummary:
+    """Train per `cfg`, showing progress (epoch, step, loss, ETA) unless `quiet`."""
+    import typer
+
+    run_dir = run_dir_for(cfg)
+    if not resume and (run_dir / "trace.parquet").exists():
+        from adaptive.train.trainer import TrainingError
+
+        raise TrainingError(f"{run_dir}: already holds a run; use --resume or another --name")
+    bar = None if quiet else _Bar(cfg)
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
+        if bar is not None:
+            bar.start(trainer)
+        summary = trainer.train()
+    finally:
+        if bar is not None:
+            bar.stop()
+    if not quiet:
+        typer.echo(format_summary(summary))
+    return summary
+
+
+def format_summary(s: RunSummary) -> str:
+    """A few lines: where the run is, how long it took, how valfree moved."""
+    lines = [
+        f"run        {s.run_dir}" + ("  (interrupted)" if s.interrupted else ""),
+        f"trace      {s.run_dir / 'trace.parquet'}",
+        f"trained    {s.epochs_done} epochs, {s.steps_done} steps in {s.seconds:.1f} s",
+    ]
+    for key, unit in (("MPJPE", "mm"), ("YawAbsDeg", "deg"), ("RootDrift", "m")):
+        if key in s.first and key in s.last:
+            lines.append(
+                f"valfree {key:<10} {s.first[key]:.4g} -> {s.last[key]:.4g} {unit} "
+                "(first -> last epoch)"
+            )
+    return "\n".join(lines)
+
+
+class _Bar:
+    """Rich progress: epoch, step, loss, ETA."""
+
+    def __init__(self, cfg: Config) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[phase]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = None
+        self.loss = "-"
+
+    def start(self, trainer: Trainer) -> None:
+        self.progress.start()
+        total = trainer.epochs * trainer.steps_per_epoch
+        self.task = self.progress.add_task(
+            "train",
+            total=total,
+            completed=trainer.step,
+            epoch=f"{trainer.epoch}/{trainer.epochs}",
+            loss="-",
+            phase="",
+        )
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.task is None:
+            return
+        if info.loss is not None:
+            self.loss = f"{info.loss:.4g}"
+        self.progress.update(
+            self.task,
+            completed=info.step,
+            epoch=f"{info.epoch + 1}/{info.epochs}",
+            loss=self.loss,
+            phase="(evaluating)" if info.phase == "eval" else "",
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,471 @@
+"""Reference autoregressive motion trainer with optional live adaptive controllers.
+
+The loop is the template users copy into their own trainer. Per epoch:
+
+1. `_apply_stage_schedule(epoch)` -> base values (schedule, loss weights, lr);
+2. hand them to the controllers: `scheduler.set_base_values`, `weighting.set_base_weights`;
+3. per batch: schedule values from `scheduler.values()` -> detailed (raw) losses ->
+   `weighting(raw)` -> backward -> grad norm -> `scheduler.step_batch(loss, grad_norm)`;
+   every step is recorded to the trace;
+4. `weighting.end_epoch()`; evaluation on `val` (teacher forced) and `valfree` (free run);
+   `scheduler.step_epoch(latest_epoch_metrics('valfree'), latest_epoch_metrics('val'))`;
+5. checkpoint (model, optimizer, RNG, controller states) and trace flush.
+
+With the adaptive features off the loop never touches a controller, so runs are what they
+were before the controllers existed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptive.motion import (
+    METRIC_KEYS,
+    FeatureStats,
+    MotionDataset,
+    MotionJointLoss,
+    MotionModel,
+    batch_loss,
+    evaluate,
+    make_splits,
+)
+from adaptive.trace import TraceWriter, truncate_trace
+from adaptive.train.config import Config, dumps_toml
+from adaptive.train.schedule import SCHEDULE_PARAMS, StageSchedule, StageValues
+
+log = logging.getLogger("adaptive.train")
+
+TRACE_NAME = "trace.parquet"
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.toml"
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (bad data path, mismatched checkpoint, ...)."""
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback sees after each optimizer step (host floats only when
+    `loss` is not None, which happens every `run.log_every` steps)."""
+
+    epoch: int
+    epochs: int
+    step: int
+    step_in_epoch: int
+    steps_per_epoch: int
+    loss: float | None = None
+    phase: str = "train"
+
+
+@dataclass
+class RunSummary:
+    """End-of-run figures."""
+
+    run_dir: Path
+    epochs_done: int
+    steps_done: int
+    seconds: float
+    first: dict[str, float] = field(default_factory=dict)  # valfree metrics, first epoch
+    last: dict[str, float] = field(default_factory=dict)  # valfree metrics, last epoch
+    interrupted: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise TrainingError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def load_datasets(cfg: Config) -> tuple[MotionDataset, MotionDataset]:
+    """Train / validation datasets from the config's data section."""
+    d = cfg["data"]
+    if d["source"] == "procedural":
+        return make_splits(
+            cfg["run"]["seed"], d["train_clips"], d["val_clips"], d["clip_frames"], d["fps"]
+        )
+    if d["source"] == "bvh":
+        from adaptive.motion.bvh import load_bvh_folder
+
+        if not d["path"]:
+            raise TrainingError("data.source = 'bvh' needs data.path (a folder of .bvh files)")
+        full = load_bvh_folder(d["path"], scale=d["bvh_scale"])
+        n = full.num_clips
+        if n < 2:
+            raise TrainingError(f"{d['path']}: need at least 2 BVH clips (train and val), got {n}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["run"]["seed"]))
+        n_val = max(1, round(n * d["val_clips"] / (d["train_clips"] + d["val_clips"])))
+        val_idx, train_idx = order[:n_val].tolist(), order[n_val:].tolist()
+        return (
+            MotionDataset.from_clips(full.skeleton, [full.clip(i) for i in sorted(train_idx)]),
+            MotionDataset.from_clips(full.skeleton, [full.clip(i) for i in sorted(val_idx)]),
+        )
+    raise TrainingError(f"data.source must be 'procedural' or 'bvh', got {d['source']!r}")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run in `run_dir`: trace, checkpoints, logs, resolved config."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        progress: Callable[[StepInfo], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        run = cfg["run"]
+        if run["threads"] > 0:
+            torch.set_num_threads(run["threads"])
+        self.device = resolve_device(run["device"])
+        self.epochs = int(run["epochs"])
+        tcfg = cfg["train"]
+        self.steps_per_epoch = int(tcfg["steps_per_epoch"])
+        self.train_set, self.val_set = load_datasets(cfg)
+        self.skeleton = self.train_set.skeleton
+        self.stats = FeatureStats.from_dataset(self.train_set)
+        self.model = MotionModel(
+            self.skeleton,
+            self.stats,
+            hidden_size=cfg["model"]["hidden_size"],
+            num_layers=cfg["model"]["num_layers"],
+            seed=run["seed"],
+        ).to(self.device)
+        self.loss_fn = MotionJointLoss(self.skeleton, cfg["loss"]["weights"])
+        self.components = list(self.loss_fn.components)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"]
+        )
+        self.stage_schedule = StageSchedule(
+            cfg["schedule"]["stages"], loss_weights=cfg["loss"]["weights"], lr=tcfg["lr"]
+        )
+        self.generator = torch.Generator().manual_seed(run["seed"] + 1_000_003)
+        self.train_gpu = self.train_set.to(self.device) if self.device.type != "cpu" else None
+        self.metric_history: dict[str, list[dict[str, float]]] = {"val": [], "valfree": []}
+        self.epoch = 0  # next epoch to run
+        self.step = 0  # optimizer steps done
+        self.weighting, self.scheduler = self._build_controllers()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._setup_logging()
+        if resume:
+            self._load_checkpoint()
+        self.trace = TraceWriter(
+            self.run_dir / TRACE_NAME,
+            run_id=self.run_dir.name,
+            components=self.components,
+            metrics=[*METRIC_KEYS],
+            columns=self._trace_columns(),
+            run_info={
+                "config": cfg,
+                "seed": run["seed"],
+                "device": str(self.device),
+                "time_offset": self._time_offset,
+            },
+            flush_rows=cfg["trace"]["flush_rows"],
+            flush_seconds=cfg["trace"]["flush_seconds"],
+            append=resume,
+        )
+        (self.run_dir / CONFIG_NAME).write_text(dumps_toml(cfg), "utf-8")
+
+    # ------------------------------------------------------------------ setup
+    def _build_controllers(self) -> tuple[Any, Any]:
+        a = self.cfg["adaptive"]
+        weighting = scheduler = None
+        if a["loss"] != "none":
+            from adaptive.weighting import AdaptiveLossWeighting
+
+            self.loss_fn.return_detailed_losses = True
+            weighting = AdaptiveLossWeighting(
+                self.components,
+                self.loss_fn.weights,
+                method=a["loss"],
+                adjustment_range=a["adjustment_range"],
+                dry_run=a["dry_run"],
+                log_every=a["log_every"],
+                **a.get(a["loss"], {}),
+            )
+        if a["scheduler"]:
+            from adaptive.scheduler import AdaptiveScheduler
+
+            law = dict(a["scheduler_law"])
+            law["val_metric"] = law.get("val_metric") or None
+            scheduler = AdaptiveScheduler(
+                adjustment_rate=a["adjustment_rate"],
+                update_interval=a["update_interval"],
+                use_epoch_metrics=a["use_epoch_metrics"],
+                adjustment_range=a["adjustment_range"],
+                dry_run=a["dry_run"],
+                log_every=a["log_every"],
+                **law,
+            )
+        return weighting, scheduler
+
+    def _trace_columns(self) -> list[str]:
+        cols = ["loss_total", "grad_norm", "lr"]
+        cols += [f"weight/{c}" for c in self.components]
+        cols += [f"weight_base/{c}" for c in self.components]
+        if self.weighting is not None:
+            cols += [f"proposed/weight/{c}" for c in self.components]
+        cols += [f"schedule/{p}" for p in SCHEDULE_PARAMS]
+        cols += [f"schedule_base/{p}" for p in SCHEDULE_PARAMS]
+        if self.scheduler is not None:
+            cols += [f"proposed/schedule/{p}" for p in SCHEDULE_PARAMS]
+        return cols
+
+    def _setup_logging(self) -> None:
+        logs = self.run_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        handler = logging.FileHandler(logs / "train.txt", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root = logging.getLogger("adaptive")
+        root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        self._log_handler = handler
+
+    # ------------------------------------------------------------------ public API
+    def latest_epoch_metrics(self, split: str) -> dict[str, float]:
+        """The most recent evaluation of `split` (`val`, `valfree`): metrics and losses."""
+        history = self.metric_history.get(split) or []
+        return dict(history[-1]) if history else {}
+
+    def _apply_stage_schedule(self, epoch: int) -> StageValues:
+        """Base values of `epoch` from the stage schedule, applied to loss and optimizer."""
+        sv = self.stage_schedule.base_values(epoch)
+        self.loss_fn.weights = sv.loss_weights
+        for group in self.optimizer.param_groups:
+            group["lr"] = sv.lr
+        return sv
+
+    # ------------------------------------------------------------------ loop
+    def _train_epoch(self, epoch: int, sv: StageValues) -> None:
+        tcfg = self.cfg["train"]
+        grad_clip = tcfg["grad_clip"] if tcfg["grad_clip"] > 0 else math.inf
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        data = self.train_gpu if self.train_gpu is not None else self.train_set
+        base_w = sv.loss_weights
+        log_every = max(1, self.cfg["run"]["log_every"])
+        for i in range(self.steps_per_epoch):
+            if self.scheduler is not None:
+                values = self.scheduler.values()
+                proposed_schedule = self.scheduler.proposed()
+            else:
+                values, proposed_schedule = sv.schedule, None
+            batch = data.sample_windows(
+                tcfg["batch_size"], self.cfg["data"]["window"], self.generator
+            )
+            total, raw = batch_loss(
+                self.model,
+                self.loss_fn,
+                batch,
+                tf_ratio=values["tf_ratio"],
+                freerun_horizon=int(values["freerun_horizon"]),
+                freerun_weight=values["freerun_weight"],
+                generator=self.generator,
+            )
+            weights: dict[str, Any] = base_w
+            proposed_weights = None
+            if self.weighting is not None:
+                total, weights, diag = self.weighting(raw)
+                proposed_weights = dict(zip(self.components, diag.proposed.unbind(0), strict=True))
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            self.optimizer.step()
+            loss_value = total.detach()
+            if self.scheduler is not None:
+                self.scheduler.step_batch(loss_value, grad_norm)
+            self.trace.log_step(
+                step=self.step,
+                epoch=epoch,
+                losses={c: v.detach() for c, v in raw.items()},
+                loss_total=loss_value,
+                weights=weights,
+                weights_base=base_w,
+                proposed_weights=proposed_weights,
+                schedule=values,
+                schedule_base=sv.schedule,
+                proposed_schedule=proposed_schedule,
+                grad_norm=grad_norm,
+                lr=sv.lr,
+            )
+            self.step += 1
+            if self.progress is not None or (i + 1) % log_every == 0:
+                shown = float(loss_value) if (i + 1) % log_every == 0 or i == 0 else None
+                if shown is not None:
+                    log.info("epoch %d step %d loss %.5g", epoch, self.step, shown)
+                if self.progress is not None:
+                    self.progress(
+                        StepInfo(epoch, self.epochs, self.step, i + 1, self.steps_per_epoch, shown)
+                    )
+
+    def _evaluate(self, epoch: int, sv: StageValues) -> None:
+        d = self.cfg["data"]
+        if self.progress is not None:
+            self.progress(
+                StepInfo(
+                    epoch,
+                    self.epochs,
+                    self.step,
+                    self.steps_per_epoch,
+                    self.steps_per_epoch,
+                    None,
+                    phase="eval",
+                )
+            )
+        val_data = self.val_set.to(self.device) if self.device.type != "cpu" else self.val_set
+        runs = {
+            "val": evaluate(
+                self.model,
+                val_data,
+                mode="tf",
+                loss_fn=self.loss_fn,
+                window=d["window"],
+                max_windows=d["val_windows"],
+            ),
+            "valfree": evaluate(
+                self.model,
+                val_data,
+                mode="free",
+                loss_fn=self.loss_fn,
+                seed_frames=d["val_seed_frames"],
+                horizon=d["val_horizon"],
+                max_windows=d["val_windows"],
+            ),
+        }
+        for split, res in runs.items():
+            losses = {c: res[c] for c in self.components}
+            metrics = {k: res[k] for k in res if k not in losses}
+            total = sum(sv.loss_weights[c] * losses[c] for c in self.components)
+            self.metric_history[split].append({**metrics, "loss": total})
+            self.trace.log_epoch(
+                split=split,
+                epoch=epoch,
+                step=self.step,
+                metrics=metrics,
+                losses=losses,
+                loss_total=total,
+            )
+            log.info(
+                "epoch %d %s %s",
+                epoch,
+                split,
+                " ".join(f"{k}={v:.4g}" for k, v in {**metrics, "loss": total}.items()),
+            )
+
+    def train(self) -> RunSummary:
+        """Run the remaining epochs; Ctrl-C stops cleanly (trace flushed, checkpoint intact)."""
+        t0 = time.monotonic()
+        interrupted = False
+        try:
+            while self.epoch < self.epochs:
+                epoch = self.epoch
+                sv = self._apply_stage_schedule(epoch)
+                if self.scheduler is not None:
+                    self.scheduler.set_base_values(sv.schedule)
+                if self.weighting is not None:
+                    self.weighting.set_base_weights(sv.loss_weights)
+                log.info("epoch %d stage %s base %s lr %.3g", epoch, sv.stage, sv.schedule, sv.lr)
+                self.model.train()
+                self._train_epoch(epoch, sv)
+                if self.weighting is not None:
+                    self.weighting.end_epoch()
+                self._evaluate(epoch, sv)
+                if self.scheduler is not None:
+                    self.scheduler.step_epoch(
+                        self.latest_epoch_metrics("valfree"), self.latest_epoch_metrics("val")
+                    )
+                self.epoch = epoch + 1
+                self.trace.flush()
+                self._save_checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning(
+                "interrupted at epoch %d step %d; trace flushed, last checkpoint kept",
+                self.epoch,
+                self.step,
+            )
+        finally:
+            self.trace.close()
+            logging.getLogger("adaptive").removeHandler(self._log_handler)
+            self._log_handler.close()
+        vf = self.metric_history["valfree"]
+        return RunSummary(
+            run_dir=self.run_dir,
+            epochs_done=self.epoch,
+            steps_done=self.step,
+            seconds=time.monotonic() - t0,
+            first=dict(vf[0]) if vf else {},
+            last=dict(vf[-1]) if vf else {},
+            interrupted=interrupted,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self) -> None:
+        state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "metric_history": json.dumps(self.metric_history),
+            "weighting": json.dumps(self.weighting.state_dict()) if self.weighting else "",
+            "scheduler": json.dumps(self.scheduler.state_dict()) if self.scheduler else "",
+            "config": json.dumps(self.cfg, default=list),
+            "time": self.trace.elapsed(),
+        }
+        _atomic_save(state, self.run_dir / CHECKPOINT_NAME)
+
+    _time_offset: float = 0.0
+
+    def _load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT_NAME
+        if not path.is_file():
+            raise TrainingError(f"{self.run_dir}: no {CHECKPOINT_NAME} to resume from")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.metric_history = json.loads(state["metric_history"])
+        if self.weighting is not None:
+            if not state["weighting"]:
+                raise TrainingError(
+                    "checkpoint has no adaptive loss state; resume with the same adaptive settings"
+                )
+            self.weighting.load_state_dict(json.loads(state["weighting"]))
+        if self.scheduler is not None:
+            if not state["scheduler"]:
+                raise TrainingError(
+                    "checkpoint has no scheduler state; resume with the same adaptive settings"
+                )
+            self.scheduler.load_state_dict(json.loads(state["scheduler"]))
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self._time_offset = float(state.get("time", 0.0))
+        truncate_trace(self.run_dir / TRACE_NAME, through_epoch=self.epoch - 1)
+        log.info("resumed %s at epoch %d step %d", self.run_dir, self.epoch, self.step)

@@ -127,8 +127,8 @@ def batch_loss(
     if return_info:
         info: dict[str, object] = {
             "freerun": draw,
-            "tf": {c: float(v) for c, v in raw_tf.items()},
-            "fr": {c: float(v) for c, v in raw_fr.items()},
+            "tf": {c: float(v.detach()) for c, v in raw_tf.items()},
+            "fr": {c: float(v.detach()) for c, v in raw_fr.items()},
         }
         return total, raw, info
     return total, raw

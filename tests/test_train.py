@@ -1,0 +1,240 @@
+"""Reference trainer: tiny runs, trace validity, resume, Ctrl-C, live/replay fidelity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adaptive.trace import read_trace
+from adaptive.train.config import ConfigError, load_config
+from adaptive.train.trainer import Trainer
+from cli import app
+from replay import replay
+
+TINY = [
+    "run.epochs=4",
+    "run.threads=1",
+    "data.train_clips=6",
+    "data.val_clips=2",
+    "data.clip_frames=90",
+    "data.window=24",
+    "data.val_windows=8",
+    "data.val_seed_frames=4",
+    "data.val_horizon=12",
+    "model.hidden_size=32",
+    "train.batch_size=8",
+    "train.steps_per_epoch=12",
+    "adaptive.update_interval=5",
+    "adaptive.log_every=5",
+    # short stages so every stage (and DWA's epoch-2 start) happens within 4 epochs
+    "schedule.stages=[{name='tf', epochs=1, tf_ratio=1.0, freerun_horizon=4, freerun_weight=0.0},"
+    " {name='mix', epochs=3, tf_ratio=[0.7, 0.3], freerun_horizon=[4, 12],"
+    " freerun_weight=[0.5, 1.0]}]",
+]
+
+
+def tiny(tmp_path: Path, *extra: str) -> dict:
+    return load_config(overrides=[*TINY, f"run.out={str(tmp_path)!r}", *extra])
+
+
+def run(cfg: dict, name: str, **kw) -> Path:
+    run_dir = Path(cfg["run"]["out"]) / name
+    Trainer(cfg, run_dir, **kw).train()
+    return run_dir
+
+
+def steps_of(run_dir: Path) -> pd.DataFrame:
+    return read_trace(run_dir / "trace.parquet").steps.drop(columns=["time", "run_id"])
+
+
+def test_tiny_run_learns_and_records_a_valid_trace(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, "run.epochs=6", "train.steps_per_epoch=20")
+    run_dir = run(cfg, "a")
+    tr = read_trace(run_dir / "trace.parquet")
+    assert len(tr.steps) == 120 and tr.components == ["fk_pos", "rot", "root_vel", "yaw"]
+    assert set(tr.epochs["split"]) == {"val", "valfree"} and len(tr.epochs) == 12
+    for col in (
+        "loss_total",
+        "grad_norm",
+        "lr",
+        "weight/fk_pos",
+        "weight_base/yaw",
+        "schedule/tf_ratio",
+        "schedule_base/freerun_horizon",
+    ):
+        assert col in tr.steps.columns
+    assert "proposed/weight/fk_pos" not in tr.steps.columns  # no controller, no proposals
+    vf = tr.split_metrics("valfree")
+    assert vf.loc[5, "metric/MPJPE"] < 0.8 * vf.loc[0, "metric/MPJPE"]  # it learns
+    assert tr.steps["loss_total"].gt(0).all()
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.toml").is_file()
+    assert "epoch 5 valfree" in (run_dir / "logs" / "train.txt").read_text()
+    assert json.loads(tr.metadata["adaptive.run"])["config"]["run"]["epochs"] == 6
+    # schedule follows the stages: epoch 0 is pure teacher forcing, the ramp ends at 0.3
+    sched = tr.steps.groupby("epoch")["schedule/tf_ratio"].first()
+    assert sched[0] == 1.0 and sched[3] == pytest.approx(0.3)
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    extra = ("adaptive.loss='uncertainty'", "adaptive.scheduler=true")
+    full = run(tiny(tmp_path, *extra), "full")
+    part = run(tiny(tmp_path, *extra, "run.epochs=2"), "part")
+    run(tiny(tmp_path, *extra), "part", resume=True)
+    a, b = steps_of(full), steps_of(part)
+    pd.testing.assert_frame_equal(a, b)
+    ea = read_trace(full / "trace.parquet").epochs.drop(columns=["time", "run_id"])
+    eb = read_trace(part / "trace.parquet").epochs.drop(columns=["time", "run_id"])
+    pd.testing.assert_frame_equal(ea, eb)
+
+
+def test_ctrl_c_keeps_trace_and_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path)
+    calls = {"n": 0}
+
+    def interrupt(info) -> None:
+        calls["n"] += 1
+        if info.epoch == 2 and info.step_in_epoch == 5:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "c"
+    summary = Trainer(cfg, run_dir, progress=interrupt).train()
+    assert summary.interrupted and summary.epochs_done == 2
+    tr = read_trace(run_dir / "trace.parquet")
+    assert len(tr.steps) == 2 * 12 + 5  # everything up to the interrupt was flushed
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+    Trainer(cfg, run_dir, resume=True).train()  # resume drops the partial epoch
+    assert len(read_trace(run_dir / "trace.parquet").steps) == 4 * 12
+
+
+def test_dry_run_trains_exactly_like_off(tmp_path: Path) -> None:
+    off = run(tiny(tmp_path), "off")
+    dry = run(
+        tiny(tmp_path, "adaptive.loss='dwa'", "adaptive.scheduler=true", "adaptive.dry_run=true"),
+        "dry",
+    )
+    a, b = steps_of(off), steps_of(dry)
+    shared = [c for c in a.columns]
+    pd.testing.assert_frame_equal(a[shared], b[shared])
+    assert any(c.startswith("proposed/weight/") for c in b.columns)
+    assert any(c.startswith("proposed/schedule/") for c in b.columns)
+
+
+def _max_rel(live: np.ndarray, rep: np.ndarray) -> float:
+    return float(np.max(np.abs(live - rep) / np.maximum(np.abs(live), 1e-12)))
+
+
+@pytest.mark.parametrize("method", ["dwa", "uncertainty"])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run: bool) -> None:
+    cfg = tiny(
+        tmp_path,
+        f"adaptive.loss={method!r}",
+        f"adaptive.dry_run={str(dry_run).lower()}",
+        "adaptive.adjustment_range=0.5",
+        "adaptive.uncertainty.lr=0.05",
+    )
+    run_dir = run(cfg, "f")
+    tr = read_trace(run_dir / "trace.parquet")
+    params = {"temperature": 2.0} if method == "dwa" else {"lr": 0.05}
+    res = replay(tr, method, adjustment_range=0.5, **params)
+    moved = False
+    for c in tr.components:
+        live = tr.steps[f"proposed/weight/{c}"].to_numpy(np.float64)
+        rep = res.frame[f"proposed/weight/{c}"].to_numpy()
+        assert _max_rel(live, rep) < 1e-5
+        applied = tr.steps[f"weight/{c}"].to_numpy(np.float64)
+        base = tr.steps[f"weight_base/{c}"].to_numpy(np.float64)
+        np.testing.assert_array_equal(applied, base if dry_run else live)
+        moved |= bool(np.any(np.abs(live - base) > 1e-3))
+    assert moved  # the method did something in 4 epochs
+
+
+def test_weighting_fidelity_across_resume(tmp_path: Path) -> None:
+    extra = ("adaptive.loss='dwa'",)
+    run(tiny(tmp_path, *extra, "run.epochs=3"), "r")
+    run_dir = run(tiny(tmp_path, *extra, "run.epochs=5"), "r", resume=True)
+    tr = read_trace(run_dir / "trace.parquet")
+    res = replay(tr, "dwa")
+    for c in tr.components:
+        live = tr.steps[f"weight/{c}"].to_numpy(np.float64)
+        assert _max_rel(live, res.frame[f"proposed/weight/{c}"].to_numpy()) < 1e-5
+    assert not np.allclose(
+        tr.steps["weight/fk_pos"].iloc[-1], tr.steps["weight_base/fk_pos"].iloc[-1]
+    )
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_scheduler_fidelity_live_vs_replay(tmp_path: Path, dry_run: bool) -> None:
+    cfg = tiny(
+        tmp_path,
+        "adaptive.scheduler=true",
+        f"adaptive.dry_run={str(dry_run).lower()}",
+        "adaptive.scheduler_law.spike_ratio=1.5",
+        "adaptive.scheduler_law.cooldown=0",
+    )
+    run_dir = run(cfg, "s")
+    tr = read_trace(run_dir / "trace.parquet")
+    res = replay(tr, "scheduler", update_interval=5, spike_ratio=1.5, cooldown=0)
+    for p in ("tf_ratio", "freerun_horizon", "freerun_weight"):
+        live = tr.steps[f"proposed/schedule/{p}"].to_numpy(np.float64)
+        rep = res.frame[f"proposed/schedule/{p}"].to_numpy()
+        np.testing.assert_allclose(rep, live, rtol=1e-5, atol=1e-7)
+        applied = tr.steps[f"schedule/{p}"].to_numpy(np.float64)
+        base = tr.steps[f"schedule_base/{p}"].to_numpy(np.float64)
+        np.testing.assert_array_equal(applied, base if dry_run else live)
+    assert res.events, "the scheduler should have changed something in this run"
+
+
+def test_bad_config_one_line_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--set", "train.lrr=0.1", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown config key 'train.lrr'; did you mean 'train.lr'?" in res.output
+    res = runner.invoke(app, ["train", "--adaptive-loss", "famo", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "famo" in res.output
+    with pytest.raises(ConfigError, match=r"schedule.stages\[0\].tf_ratio: must lie in \[0, 1\]"):
+        load_config(
+            overrides=[
+                "schedule.stages=[{epochs=1, tf_ratio=2, freerun_horizon=2, freerun_weight=0}]"
+            ]
+        )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlr = 'fast'\n")
+    res = runner.invoke(app, ["train", "--config", str(bad)])
+    assert res.exit_code == 2 and "train.lr: expected a number, got 'fast'" in res.output
+
+
+def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = [
+        "train",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "cli",
+        "--epochs",
+        "3",
+        "-q",
+        "--adaptive_loss",
+        "dwa",
+        "--adaptive-dry-run",
+    ]
+    for s in TINY:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    trace = tmp_path / "cli" / "trace.parquet"
+    res = runner.invoke(
+        app, ["replay", str(trace), "--method", "dwa", "--out", str(tmp_path / "o"), "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "replay-dwa.parquet").is_file()
+    assert (tmp_path / "o" / "replay-dwa.png").stat().st_size > 10_000
+    assert "mean scale per epoch" in res.output

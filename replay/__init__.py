@@ -1,5 +1,10 @@
-"""Offline replay: run the live controllers over recorded traces in dry-run, and plot them."""
+"""Offline replay: run the live controllers over recorded traces in dry-run, analyse, plot.
 
+`replay(trace, method, **params)` runs one controller; `compare` / `sweep` run several or a
+grid; `stability_metrics` / `stability_table` / `recommend` judge what they did.
+"""
+
+from replay._compare import plot_compare
 from replay._engine import (
     ReplayError,
     ReplayResult,
@@ -11,6 +16,15 @@ from replay._engine import (
     scheduler_inputs,
 )
 from replay._plots import plot_result, plot_scheduler, plot_weighting
+from replay._runs import load_runs
+from replay._stability import (
+    METRIC_DOCS,
+    recommend,
+    stability_metrics,
+    stability_rank_key,
+    stability_score,
+    stability_table,
+)
 from replay._summary import (
     per_epoch_scale,
     reason_counts,
@@ -18,22 +32,38 @@ from replay._summary import (
     weighting_summary,
     write_frame,
 )
+from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
+from replay._workflow import CompareOutput, compare
 
 __all__ = [
+    "METRIC_DOCS",
+    "CompareOutput",
     "ReplayError",
     "ReplayResult",
+    "SweepResult",
+    "compare",
+    "load_runs",
     "method_parameters",
     "metrics_by_epoch",
+    "parse_grid",
     "per_epoch_scale",
+    "plot_compare",
     "plot_result",
     "plot_scheduler",
     "plot_weighting",
     "reason_counts",
+    "recommend",
+    "recommended_toml",
     "replay",
     "replay_scheduler",
     "replay_weighting",
     "scheduler_inputs",
     "scheduler_summary",
+    "stability_metrics",
+    "stability_rank_key",
+    "stability_score",
+    "stability_table",
+    "sweep",
     "weighting_summary",
     "write_frame",
 ]

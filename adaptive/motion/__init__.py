@@ -27,6 +27,7 @@ from .rotations import (
     euler_to_matrix,
     matrix_to_euler,
     matrix_to_rot6d,
+    normalize_rot6d,
     rot6d_to_matrix,
     rotate_planar,
     wrap_angle,
@@ -42,6 +43,7 @@ from .task import (
     build_motion_task,
     evaluate,
     motion_metrics,
+    validate,
 )
 
 __all__ = [
@@ -83,10 +85,12 @@ __all__ = [
     "matrix_to_euler",
     "matrix_to_rot6d",
     "motion_metrics",
+    "normalize_rot6d",
     "rot6d_to_matrix",
     "rotate_planar",
     "split_frames",
     "teacher_forced",
+    "validate",
     "wrap_angle",
     "write_bvh",
     "yaw_from_matrix",

@@ -218,3 +218,23 @@ def evaluate(
     finally:
         model.train(was_training)
     return {k: v / count for k, v in sums.items()}
+
+
+def validate(
+    model: MotionModel,
+    dataset: MotionDataset,
+    config: MotionTaskConfig,
+    loss_fn: MotionJointLoss | None = None,
+) -> dict[str, dict[str, float]]:
+    """Both validation passes with the config's sizes: ``{"val": tf, "valfree": free}``."""
+    return {
+        "val": evaluate(model, dataset, mode="tf", loss_fn=loss_fn, window=config.eval_window),
+        "valfree": evaluate(
+            model,
+            dataset,
+            mode="free",
+            loss_fn=loss_fn,
+            seed_frames=config.eval_seed_frames,
+            horizon=config.eval_horizon,
+        ),
+    }

@@ -13,12 +13,14 @@ import logging
 import math
 import numbers
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["FREE_METRICS", "REASONS", "AdaptiveScheduler", "map_value"]
+__all__ = ["FREE_METRICS", "REASONS", "AdaptiveScheduler", "BlockRecord", "map_value"]
 
 _STATE_VERSION = 1
 _DEFAULT_LOGGER_NAME = "adaptive.scheduler"
@@ -149,6 +151,64 @@ def map_value(name: str, base: float, delta: float) -> float:
     if base == 0.0:
         return base
     return base * (1.0 + delta)
+
+
+@dataclass(eq=False)
+class BlockRecord:
+    """What one :meth:`AdaptiveScheduler.step_block` call did.
+
+    The block covers scheduler steps ``start_step .. start_step + length - 1`` (block
+    offset ``i`` = the ``i``-th ``step_batch`` equivalent). Windows closed after the
+    offsets in ``closes``; for each close, ``decisions`` / ``deltas`` / ``signals`` hold
+    the decision, delta and signal snapshot right after it (as ``diagnostics()`` would
+    show them). Nothing else can change inside a block, so the per-step views below are
+    piecewise constant between closes and exactly equal to per-step reads.
+    """
+
+    start_step: int
+    length: int
+    base_values: dict[str, float]  # base values in force during the block
+    delta_before: float  # delta when the block started
+    signals_before: dict[str, float | None]  # signals when the block started
+    closes: list[int] = field(default_factory=list)  # offsets after which a window closed
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # decision at each close
+    deltas: list[float] = field(default_factory=list)  # delta after each close
+    signals: list[dict[str, float | None]] = field(default_factory=list)  # after each close
+    changes: list[dict[str, Any]] = field(default_factory=list)  # every change (history())
+
+    def _counts(self, first: int) -> np.ndarray:
+        """Run lengths of [before, after close 0, after close 1, ...] where a value set at
+        close ``k`` applies from offset ``closes[k] + first``."""
+        edges = np.asarray([0, *[c + first for c in self.closes], self.length], dtype=np.int64)
+        return np.diff(np.minimum(edges, self.length))
+
+    def delta(self) -> np.ndarray:
+        """Per-step delta in force when batch ``i`` was read (what ``proposed()`` used)."""
+        return np.repeat(np.asarray([self.delta_before, *self.deltas]), self._counts(1))
+
+    def proposed(self) -> dict[str, np.ndarray]:
+        """Per-step ``proposed()`` values read before batch ``i``, via :func:`map_value`
+        (evaluated once per constant-delta run, then repeated)."""
+        counts = self._counts(1)
+        runs = [self.delta_before, *self.deltas]
+        return {
+            name: np.repeat(np.asarray([map_value(name, b, d) for d in runs]), counts)
+            for name, b in self.base_values.items()
+        }
+
+    def signal(self, key: str) -> np.ndarray:
+        """Per-step ``diagnostics()["signals"][key]`` after batch ``i`` (None -> NaN)."""
+        snaps = [self.signals_before, *self.signals]
+        vals = [math.nan if (v := sn[key]) is None else float(v) for sn in snaps]
+        return np.repeat(np.asarray(vals, dtype=np.float64), self._counts(0))
+
+    def reasons(self) -> list[str]:
+        """Per-step reason of a change made at the window end after batch ``i``, else ""."""
+        out = [""] * self.length
+        for off, dec in zip(self.closes, self.decisions, strict=True):
+            if dec["action"] == "change":
+                out[off] = dec["reason"]
+        return out
 
 
 def _validate_base_values(values: Mapping[str, float]) -> dict[str, float]:
@@ -364,6 +424,15 @@ class AdaptiveScheduler:
     def base_values(self) -> dict[str, float]:
         return dict(self._base)
 
+    @property
+    def num_changes(self) -> int:
+        """Total number of changes of delta so far (not limited by ``history_size``)."""
+        return sum(self._counts.values())
+
+    def last_change(self) -> dict[str, Any] | None:
+        """The most recent change record (as in :meth:`history`), or None before any."""
+        return dict(self._history[-1]) if self._history else None
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain values (``logger`` excluded)."""
         return {
@@ -443,11 +512,110 @@ class AdaptiveScheduler:
         self._grad_buf.append(grad_v)
         self._batches += 1
         if self._batches % self._interval == 0:
-            host = _to_host(self._loss_buf + self._grad_buf)
+            self._close_window([], [])
+
+    def step_block(
+        self,
+        loss: Sequence[Any] | np.ndarray | torch.Tensor,
+        grad_norm: Sequence[Any] | np.ndarray | torch.Tensor,
+    ) -> BlockRecord:
+        """Record ``T = len(loss)`` batches at once; exactly equivalent to ``T`` successive
+        ``proposed()`` reads each followed by ``step_batch(loss[i], grad_norm[i])``.
+
+        Between window ends delta cannot change, so the block is cut at the window ends
+        (every ``update_interval`` batches, counted globally as in :meth:`step_batch`) and
+        each full window goes through the same window-closing code :meth:`step_batch`
+        uses; a trailing partial window is buffered like ``step_batch`` buffers it, so
+        ``step_block`` and ``step_batch`` calls can be mixed freely.
+
+        Inputs: 1-D numpy arrays (any float/int dtype), 1-D tensors (read to the host in
+        one transfer: one sync per block) or sequences of numbers / 0-dim tensors. Values
+        become Python floats exactly as in :meth:`step_batch` (``float32 -> float64`` is
+        exact). Both inputs are validated before any state changes.
+
+        Returns a :class:`BlockRecord` (per-window decisions, per-step delta / proposed
+        values / signals on demand, and every change made inside the block).
+        """
+        losses = self._block_floats(loss, "loss")
+        grads = self._block_floats(grad_norm, "grad_norm")
+        n = len(losses)
+        if len(grads) != n:
+            raise ValueError(
+                f"loss and grad_norm must have the same length, got {n} and {len(grads)}"
+            )
+        rec = BlockRecord(
+            start_step=self._batches,
+            length=n,
+            base_values=dict(self._base),
+            delta_before=self._delta,
+            signals_before=dict(self._signals),
+        )
+        closes, decisions, deltas = rec.closes, rec.decisions, rec.deltas
+        signals, changes = rec.signals, rec.changes
+        interval = self._interval
+        i = 0
+        while i < n:
+            j = i + interval - len(self._loss_buf)  # end (exclusive) of the open window
+            if j > n:  # the window stays open: buffer the rest, as step_batch would
+                self._loss_buf.extend(losses[i:])
+                self._grad_buf.extend(grads[i:])
+                self._batches += n - i
+                break
+            self._batches += j - i
+            self._close_window(losses[i:j], grads[i:j])
+            decision = self._decision
+            closes.append(j - 1)
+            decisions.append(decision)
+            deltas.append(self._delta)
+            signals.append(dict(self._signals))
+            if decision is not None and decision["action"] == "change":
+                changes.append(dict(self._history[-1]))
+            i = j
+        return rec
+
+    @classmethod
+    def _block_floats(cls, x: Any, name: str) -> list[float]:
+        """A block of inputs -> Python floats, each exactly ``float(x[i])`` (step_batch's)."""
+        if isinstance(x, torch.Tensor):
+            if x.dim() != 1:
+                raise ValueError(f"{name} must be a 1-dim tensor, got shape {tuple(x.shape)!r}")
+            if x.dtype == torch.bool or x.is_complex():
+                raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+            vals = x.detach().cpu().tolist()
+            return vals if x.is_floating_point() else [float(v) for v in vals]
+        if isinstance(x, np.ndarray):
+            if x.ndim != 1:
+                raise ValueError(f"{name} must be a 1-dim array, got shape {x.shape!r}")
+            kind = x.dtype.kind
+            if kind == "f":  # float16/32 -> float64 is exact; float64 is a no-op
+                return x.astype(np.float64, copy=False).tolist()
+            if kind in "iu":
+                return [float(v) for v in x.tolist()]
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if isinstance(x, str | bytes) or not isinstance(x, Sequence):
+            raise TypeError(
+                f"{name} must be a 1-dim array, tensor or sequence of numbers, got {x!r}"
+            )
+        return _to_host([cls._capture(v, name) for v in x])
+
+    def _close_window(self, loss_tail: list[float], grad_tail: list[float]) -> None:
+        """End of a batch window: pending buffer (read to the host in one transfer per
+        (device, dtype)) + ``*_tail`` host floats -> one batch-level decision.
+
+        Shared by :meth:`step_batch` (empty tails) and :meth:`step_block`.
+        """
+        if self._loss_buf:
             n = len(self._loss_buf)
+            host = _to_host(self._loss_buf + self._grad_buf)
             self._loss_buf = []
             self._grad_buf = []
-            self._batch_decision(host[:n], host[n:])
+            losses = host[:n]
+            grads = host[n:]
+            losses += loss_tail
+            grads += grad_tail
+        else:
+            losses, grads = loss_tail, grad_tail
+        self._batch_decision(losses, grads)
 
     def step_epoch(
         self, metrics: Mapping[str, float], val_metrics: Mapping[str, float] | None = None

@@ -1,0 +1,104 @@
+"""One figure with aligned panels comparing several controllers replayed over one trace."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from adaptive.trace import Trace
+from replay._engine import ReplayResult
+from replay._plots import (
+    METHOD_TITLES,
+    _pyplot,
+    component_colors,
+    epoch_lines,
+    plot_weighting_ax,
+    save,
+)
+
+
+def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> Path:
+    """Raw losses (log), proposed weights per method, scheduler base vs proposed, grad norm,
+    valfree metrics per epoch; all panels share the optimizer-step axis."""
+    plt = _pyplot()
+    steps_df = trace.steps
+    steps = steps_df["step"].to_numpy()
+    epochs = steps_df["epoch"].to_numpy()
+    colors = component_colors(trace.components)
+    weighting = [r for r in results if r.kind == "weighting"]
+    schedulers = [r for r in results if r.kind == "schedule"]
+    has_grad = "grad_norm" in steps_df.columns
+    vf = trace.split_metrics("valfree") if len(trace.epochs) else None
+    has_vf = vf is not None and len(vf) > 0 and "step" in vf.columns
+    n = 1 + len(weighting) + len(schedulers) + int(has_grad) + int(has_vf)
+    fig, axes = plt.subplots(n, 1, figsize=(12, 2.3 * n + 0.6), sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
+    i = 0
+    ax = axes[i]
+    for c in trace.components:
+        y = steps_df[f"loss/{c}"].to_numpy(np.float64)
+        ax.plot(steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
+    ax.set_yscale("log")
+    ax.set_ylabel("raw loss (log)")
+    ax.set_title(f"Controllers replayed over run {trace.run_id} (dry-run, open loop)")
+    epoch_lines(ax, steps, epochs)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="component")
+    for r in weighting:
+        i += 1
+        ax = axes[i]
+        rr = float(r.params.get("adjustment_range", 0.0))
+        plot_weighting_ax(ax, r, colors, rr)
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.set_title(
+            f"{METHOD_TITLES.get(r.method, r.method)}: proposed weights "
+            f"(dashed: base, band: ±{rr:g} clamp)",
+            fontsize=9,
+        )
+    for r in schedulers:
+        i += 1
+        ax = axes[i]
+        pcolors = component_colors(r.names)
+        for p in r.names:
+            base = r.frame[f"base/{p}"].to_numpy()
+            prop = r.frame[f"proposed/schedule/{p}"].to_numpy()
+            ratio = np.divide(prop, base, out=np.ones_like(prop), where=base != 0)
+            ax.plot(r.frame["step"], ratio, color=pcolors[p], lw=1.3, label=p)
+        ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="base (= 1)")
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.set_ylabel("proposed / base")
+        ax.set_title("adaptive scheduler: proposed schedule relative to the stage schedule",
+                     fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if has_grad:
+        i += 1
+        ax = axes[i]
+        g = steps_df["grad_norm"].to_numpy(np.float64)
+        ax.plot(steps, np.where(g > 0, g, np.nan), color="0.2", lw=0.8, label="grad norm")
+        ax.set_yscale("log")
+        ax.set_ylabel("grad norm (L2, log)")
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if has_vf:
+        i += 1
+        ax = axes[i]
+        vsteps = vf["step"].to_numpy()
+        metrics = [m for m in ("MPJPE", "YawAbsDeg", "RootDrift") if f"metric/{m}" in vf.columns]
+        metrics = metrics or [m for m in trace.metrics if f"metric/{m}" in vf.columns][:3]
+        units = {"MPJPE": "mm", "YawAbsDeg": "deg", "RootDrift": "m"}
+        mcolors = ["tab:red", "tab:purple", "tab:brown"]
+        host = ax
+        for k, m in enumerate(metrics):
+            target = host if k == 0 else host.twinx()
+            if k > 1:
+                target.spines["right"].set_position(("axes", 1.0 + 0.08 * (k - 1)))
+            target.plot(vsteps, vf[f"metric/{m}"].to_numpy(), "o-", ms=3, lw=1.1,
+                        color=mcolors[k % 3], label=f"valfree {m}")
+            target.set_ylabel(f"{m} ({units.get(m, '')})", color=mcolors[k % 3])
+        if not metrics and "loss_total" in vf.columns:
+            ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.set_title("free-run validation (valfree) per epoch", fontsize=9)
+    axes[-1].set_xlabel("optimizer step")
+    return save(fig, path)

@@ -1,0 +1,99 @@
+"""Workflows behind `adaptive compare`, `adaptive sweep` and `adaptive demo`.
+
+Outputs are written under a temporary name and renamed, so a folder never holds a partial
+file presented as complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adaptive.trace import Trace
+from replay._engine import ReplayResult, replay
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write text atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(frame: pd.DataFrame, path: Path, **kw: Any) -> Path:
+    """Write a CSV table atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, **kw)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class CompareOutput:
+    """What `compare` produced."""
+
+    results: dict[str, list[ReplayResult]]  # run id -> one result per method
+    table: pd.DataFrame  # stability metrics, rows = metric, columns = method (pooled over runs)
+    per_run: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    recommendation: str = ""
+
+
+def compare(
+    traces: Mapping[str, Trace],
+    methods: Sequence[str],
+    out: Path,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    fmt: str = "png",
+    progress: Callable[[int], None] | None = None,
+) -> CompareOutput:
+    """Replay every method over every run; one figure per run, one stability table.
+
+    With several runs the table pools them: each metric is the mean over runs; the
+    per-run tables are written beside it.
+    """
+    from replay._compare import plot_compare
+    from replay._stability import recommend, stability_table
+
+    params = params or {}
+    results: dict[str, list[ReplayResult]] = {}
+    per_run: dict[str, pd.DataFrame] = {}
+    figures: list[Path] = []
+    files: list[Path] = []
+    many = len(traces) > 1
+    for rid, tr in traces.items():
+        rs = []
+        for m in methods:
+            rs.append(replay(tr, m, **dict(params.get(m, {}))))
+            if progress is not None:
+                progress(1)
+        results[rid] = rs
+        table = stability_table(rs)
+        per_run[rid] = table
+        name = f"compare-{_safe(rid)}.{fmt}" if many else f"compare.{fmt}"
+        figures.append(plot_compare(tr, rs, out / name))
+        if many:
+            files.append(write_csv(table, out / f"stability-{_safe(rid)}.csv"))
+    if many:
+        stacked = pd.concat(per_run.values(), keys=list(per_run), names=["run", "metric"])
+        pooled = stacked.groupby(level="metric", sort=False).mean()
+    else:
+        pooled = next(iter(per_run.values()))
+    files.append(write_csv(pooled, out / "stability.csv"))
+    text = recommend([r for rs in results.values() for r in rs])
+    files.append(write_text(out / "recommendation.md", text + "\n"))
+    return CompareOutput(results, pooled, per_run, figures, files, text)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

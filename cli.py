@@ -162,7 +162,7 @@ def _method_params(method: str, given: dict[str, object]) -> dict[str, object]:
 class _Progress:
     """A rich progress bar over replayed steps (silent with --quiet)."""
 
-    def __init__(self, total: int, label: str, quiet: bool) -> None:
+    def __init__(self, total: int, label: str, quiet: bool, unit: str = "steps") -> None:
         self.quiet = quiet
         if quiet:
             return
@@ -171,7 +171,7 @@ class _Progress:
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("{task.completed}/{task.total} " + unit),
             TimeRemainingColumn(),
             transient=True,
         )
@@ -434,6 +434,227 @@ def train(
         raise
     if summary.interrupted:
         raise typer.Exit(130)
+
+
+def _load_runs(path: Path) -> dict:
+    """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
+    import warnings
+
+    from adaptive.trace import TraceError, TraceWarning
+    from replay import load_runs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceWarning)
+        try:
+            runs = load_runs(path)
+        except TraceError as exc:
+            fail(str(exc))
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    return runs
+
+
+def _method_param_map(methods: list[str], params: list[str]) -> dict[str, dict[str, object]]:
+    """`--param dwa.temperature=1` -> {"dwa": {"temperature": 1}}; checked per method."""
+    from replay import ReplayError, method_parameters
+
+    out: dict[str, dict[str, object]] = {m: {} for m in methods}
+    for text in params:
+        key, value = _param_value(text)
+        if "." not in key:
+            fail(f"--param expects method.name=value, got {text!r}")
+        method, name = key.split(".", 1)
+        if method not in out:
+            fail(f"--param {text!r}: method {method!r} is not among {', '.join(methods)}")
+        try:
+            valid = ["adjustment_range", *method_parameters(method)]
+        except ReplayError as exc:
+            fail(str(exc))
+        if name not in valid:
+            fail(f"--param {text!r}: {method} has no parameter {name!r}; valid: {', '.join(valid)}")
+        out[method][name] = value
+    return out
+
+
+@app.command()
+def compare(
+    path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method", "-m", help="dwa, uncertainty, scheduler (repeatable; default all)."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="method.name=value, e.g. dwa.temperature=1 (repeatable)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: <run>/compare).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Replay several controllers over a trace: one aligned figure, one stability table.
+
+    With a folder of runs, one figure per run and a table pooled over runs (mean).
+
+    Example:
+
+        adaptive compare runs/base/trace.parquet -m dwa -m uncertainty -m scheduler
+    """
+    if fmt not in ("png", "svg", "pdf"):
+        fail(f"--format must be png, svg or pdf, got {fmt!r}")
+    methods = list(dict.fromkeys(method or ["dwa", "uncertainty", "scheduler"]))
+    from replay import ReplayError, method_parameters
+    from replay import compare as run_compare
+
+    for m in methods:
+        try:
+            method_parameters(m)
+        except ReplayError as exc:
+            fail(str(exc))
+    params = _method_param_map(methods, param or [])
+    runs = _load_runs(path)
+    dest = out if out is not None else _default_out(path, "compare")
+    bar = _Progress(len(runs) * len(methods), "compare", quiet, unit="replays")
+    try:
+        res = run_compare(runs, methods, dest, params=params, fmt=fmt, progress=bar)
+    except (ReplayError, ValueError, TypeError, KeyError) as exc:
+        bar.close()
+        fail(str(exc).strip("'\""))
+    bar.close()
+    title = "stability (pooled over runs: mean)" if len(runs) > 1 else "stability"
+    typer.echo(f"{title}:")
+    typer.echo(res.table.to_string(float_format=lambda v: f"{v:.4g}"))
+    typer.echo("")
+    typer.echo(res.recommendation)
+    typer.echo("")
+    for f in [*res.figures, *res.files]:
+        typer.echo(f"wrote {f}")
+
+
+def _default_out(path: Path, name: str) -> Path:
+    base = path.parent if path.name.endswith(".parquet") else path
+    return base / name
+
+
+@app.command()
+def sweep(
+    path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="dwa, uncertainty or scheduler.")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid", "-g", help="name=v1,v2,... (repeatable; the grid is their product)."
+        ),
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Fixed parameter name=value (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: <run>/sweep-<method>)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Replay every configuration of a grid, rank by stability score, recommend one.
+
+    Writes sweep.csv (ranked), a heat-map for two-parameter grids, and recommended.toml,
+    which `adaptive train --config` accepts to switch the chosen configuration on live.
+
+    Example:
+
+        adaptive sweep runs/base/trace.parquet -m dwa -g temperature=1,2 -g adjustment_range=0.1,0.3
+    """
+    if fmt not in ("png", "svg", "pdf"):
+        fail(f"--format must be png, svg or pdf, got {fmt!r}")
+    from replay import ReplayError, parse_grid, recommended_toml
+    from replay import sweep as run_sweep
+    from replay._sweep import grid_configs, plot_heatmap
+    from replay._workflow import write_csv, write_text
+
+    try:
+        g = parse_grid(method, grid)
+    except ReplayError as exc:
+        fail(str(exc))
+    fixed = _method_param_map([method], [f"{method}.{p}" for p in param or []])[method]
+    clash = sorted(set(fixed) & set(g))
+    if clash:
+        fail(f"{', '.join(clash)} given both as --param and --grid")
+    runs = _load_runs(path)
+    n = len(grid_configs(g)) * len(runs)
+    dest = out if out is not None else _default_out(path, f"sweep-{method}")
+    bar = _Progress(n, f"sweep {method}", quiet, unit="replays")
+    try:
+        res = run_sweep(runs, method, g, fixed=fixed, progress=bar)
+    except (ReplayError, ValueError, TypeError, KeyError) as exc:
+        bar.close()
+        fail(str(exc).strip("'\""))
+    bar.close()
+    files = [write_csv(res.table, dest / "sweep.csv", index=False)]
+    if len(runs) > 1:
+        for rid, t in res.per_run.items():
+            files.append(write_csv(t, dest / f"sweep-{rid}.csv", index=False))
+    heat = plot_heatmap(res, dest / f"sweep.{fmt}")
+    if heat is not None:
+        files.append(heat)
+    files.append(
+        write_text(dest / "recommended.toml", recommended_toml(method, res.best, source=str(path)))
+    )
+    pooled = " (pooled over runs: mean score)" if len(runs) > 1 else ""
+    typer.echo(f"{len(res.table)} configurations ranked by stability score{pooled}, best first:")
+    typer.echo(res.table.head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    typer.echo("")
+    typer.echo("recommended: " + ", ".join(f"{k}={v}" for k, v in res.best.items()))
+    for f in files:
+        typer.echo(f"wrote {f}")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: demo-output/<time>)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="A reduced size: seconds instead of a minute.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a training config key (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """The main job end to end on built-in data: record, replay, compare, sweep, recommend.
+
+    Trains the reference motion model with DWA and the scheduler in dry-run, replays dwa,
+    uncertainty and scheduler over its trace, sweeps DWA, and writes the comparison figure,
+    the stability table, a recommendation and a recommended config into one folder.
+
+    Example:
+
+        adaptive demo --out demo-output/first
+    """
+    from adaptive.train.config import ConfigError
+    from adaptive.train.trainer import TrainingError
+    from replay._demo import run_demo
+
+    try:
+        res = run_demo(out, quick=quick, overrides=set_ or [], quiet=quiet, echo=typer.echo)
+    except (ConfigError, TrainingError) as exc:
+        fail(str(exc))
+    typer.echo("")
+    typer.echo(res.text)
+    typer.echo("")
+    typer.echo(f"figure              {res.figure}")
+    typer.echo(f"stability table     {res.table}")
+    typer.echo(f"recommended config  {res.recommended_config}")
+    typer.echo(f"everything is in    {res.folder}")
 
 
 def main() -> None:

@@ -68,8 +68,9 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="base (= 1)")
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel("proposed / base")
-        ax.set_title("adaptive scheduler: proposed schedule relative to the stage schedule",
-                     fontsize=9)
+        ax.set_title(
+            "adaptive scheduler: proposed schedule relative to the stage schedule", fontsize=9
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if has_grad:
         i += 1
@@ -93,8 +94,15 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
             target = host if k == 0 else host.twinx()
             if k > 1:
                 target.spines["right"].set_position(("axes", 1.0 + 0.08 * (k - 1)))
-            target.plot(vsteps, vf[f"metric/{m}"].to_numpy(), "o-", ms=3, lw=1.1,
-                        color=mcolors[k % 3], label=f"valfree {m}")
+            target.plot(
+                vsteps,
+                vf[f"metric/{m}"].to_numpy(),
+                "o-",
+                ms=3,
+                lw=1.1,
+                color=mcolors[k % 3],
+                label=f"valfree {m}",
+            )
             target.set_ylabel(f"{m} ({units.get(m, '')})", color=mcolors[k % 3])
         if not metrics and "loss_total" in vf.columns:
             ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")

@@ -62,7 +62,9 @@ METRIC_DOCS: dict[str, str] = {
         "Mean over epochs of the std of w/base within the epoch (mean over components; "
         "scheduler: of delta)."
     ),
-    "sign_flips": ("Sign changes of delta, exact zeros ignored (weighting: max over components)."),
+    "sign_flips": (
+        "Sign changes of delta, |delta| ≤ 0.001 ignored (weighting: max over components)."
+    ),
     "sign_flips_per_1000": "sign_flips per 1000 steps (weighting: max over components).",
     "max_step_change": (
         "Largest single change of w/base between consecutive steps (weighting: max over "
@@ -82,7 +84,7 @@ METRIC_DOCS: dict[str, str] = {
     "mean_abs_delta/<c>": "Mean abs(delta) of the component (clamped Δ, relative to base).",
     "volatility_step/<c>": "Mean abs(change of w/base) from one step to the next.",
     "volatility_epoch/<c>": "Mean over epochs of the std of w/base within the epoch.",
-    "sign_flips/<c>": "Sign changes of the component's delta, exact zeros ignored.",
+    "sign_flips/<c>": "Sign changes of the component's delta, |delta| ≤ 0.001 ignored.",
     "sign_flips_per_1000/<c>": "sign_flips/<c> per 1000 steps.",
     "max_step_change/<c>": "Largest abs(change of w/base) between consecutive steps.",
     "settle_epoch/<c>": "Settle epoch of the component's per-epoch mean w/base (NaN: never).",
@@ -98,9 +100,12 @@ METRIC_DOCS: dict[str, str] = {
 
 
 # ------------------------------------------------------------------------------ helpers
+FLIP_DEADBAND = 1e-3  # |delta| below 0.1 % of base is "at base", not a side of an oscillation
+
+
 def _sign_flips(x: np.ndarray) -> int:
-    """Sign changes of `x` in order, ignoring exact zeros and NaN."""
-    s = np.sign(x[np.isfinite(x) & (x != 0)])
+    """Sign changes of `x` in order, ignoring NaN and values within ±FLIP_DEADBAND of 0."""
+    s = np.sign(x[np.isfinite(x) & (np.abs(x) > FLIP_DEADBAND)])
     return int(np.count_nonzero(s[1:] != s[:-1])) if s.size > 1 else 0
 
 

@@ -136,12 +136,24 @@ def sweep(
                 merged.setdefault(k, []).append(v)
             if progress is not None:
                 progress(1)
-        row = {"config": i, **cfg, "score": float(np.mean(scores)),
-               "mean_abs_delta": float(np.nanmean(effects)) if effects else math.nan}
-        for k in ("at_clamp_share_max", "at_bound_share", "sign_flips_per_1000",
-                  "volatility_step", "settle_epoch"):
-            if k in merged:
-                row[k] = float(np.nanmean(merged[k]))
+        row = {
+            "config": i,
+            **cfg,
+            "score": float(np.mean(scores)),
+            "mean_abs_delta": float(np.nanmean(effects)) if effects else math.nan,
+        }
+        for k in (
+            "at_clamp_share_max",
+            "at_bound_share",
+            "sign_flips_per_1000",
+            "volatility_step",
+            "settle_epoch",
+        ):
+            vals = np.asarray(merged.get(k, []), dtype=np.float64)
+            if np.isfinite(vals).any():
+                row[k] = float(np.nanmean(vals))
+            elif vals.size:
+                row[k] = math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     table = rank(table)
@@ -215,21 +227,31 @@ def plot_heatmap(result: SweepResult, path: Path) -> Path | None:
                 mat[i, j] = float(sel["score"].iloc[0])
     fig, ax = plt.subplots(figsize=(1.4 * len(result.grid[b]) + 3, 1.0 * len(result.grid[a]) + 2))
     im = ax.imshow(mat, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(result.grid[b])), [f"{v:g}" if isinstance(v, float) else str(v)
-                                              for v in result.grid[b]])
-    ax.set_yticks(range(len(result.grid[a])), [f"{v:g}" if isinstance(v, float) else str(v)
-                                              for v in result.grid[a]])
+    ax.set_xticks(
+        range(len(result.grid[b])),
+        [f"{v:g}" if isinstance(v, float) else str(v) for v in result.grid[b]],
+    )
+    ax.set_yticks(
+        range(len(result.grid[a])),
+        [f"{v:g}" if isinstance(v, float) else str(v) for v in result.grid[a]],
+    )
     ax.set_xlabel(b)
     ax.set_ylabel(a)
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
             if np.isfinite(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.3g}", ha="center", va="center", fontsize=8,
-                        color="white" if mat[i, j] > np.nanmean(mat) else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{mat[i, j]:.3g}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if mat[i, j] > np.nanmean(mat) else "black",
+                )
     ia = result.grid[a].index(result.best[a])
     ib = result.grid[b].index(result.best[b])
     ax.add_patch(plt.Rectangle((ib - 0.5, ia - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
     fig.colorbar(im, ax=ax, label="stability score (lower = more stable)")
-    ax.set_title(f"{result.method} sweep: stability score per configuration "
-                 "(red box: recommended)")
+    ax.set_title(f"{result.method} sweep: stability score per configuration (red box: recommended)")
     return save(fig, path)

@@ -1,0 +1,189 @@
+"""Fast scheduler replay: `AdaptiveScheduler.step_block` per epoch instead of per-step calls.
+
+Same calls, same order, same inputs as the trainer (and as `replay._engine.replay_scheduler`):
+per epoch `set_base_values` from the epoch's first step row, then the epoch's batches, then
+`step_epoch(valfree, val)` when the trace has valfree metrics for that epoch. The batches go
+through `AdaptiveScheduler.step_block`, which is exactly equivalent to reading `proposed()`
+and calling `step_batch` once per batch, and which runs the one window-decision code path
+the live `step_batch` runs. There is no second implementation of the control law here: this
+module only lays the block records out as per-step columns.
+
+Output columns are bit-identical to the per-step replay: `step`, `epoch`, `delta` (in force
+when the batch was read), `base/<p>`, `proposed/schedule/<p>`, `reason` (set on the step
+after which a window-end change happened, else ""), `signal/grad_ratio`,
+`signal/loss_trend`, `signal/free_trend` (the value `diagnostics()` shows after the step).
+The signal columns are piecewise constant: batch signals only change at window ends and
+`free_trend` only at `step_epoch`. `events` holds every change, in order (not truncated to
+`history_size`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from adaptive.trace import Trace
+    from replay._engine import ReplayResult
+
+__all__ = ["replay_scheduler_fast"]
+
+_SIGNALS = ("grad_ratio", "loss_trend", "free_trend")
+
+
+def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
+    """(parameter names, base values per step row) exactly as `replay_scheduler` reads them:
+    `schedule_base/<p>`, else `schedule/<p>`, else all three parameters at 1.0."""
+    from replay._engine import SCHEDULE_PARAMS, _col
+
+    steps = trace.steps
+    names = list(
+        dict.fromkeys(
+            [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule_base/")]
+            + [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule/")]
+        )
+    )
+    if not names:
+        return list(SCHEDULE_PARAMS), np.ones((len(steps), len(SCHEDULE_PARAMS)))
+    cols = []
+    for p in names:
+        col = _col(steps, f"schedule_base/{p}")
+        if col is None:
+            col = _col(steps, f"schedule/{p}")
+        cols.append(col)
+    return names, np.stack(cols, axis=1)
+
+
+def _ffill(rows: list[int], values: list[Any], n: int, dtype: Any = np.float64) -> np.ndarray:
+    """Per-row array from change points: ``values[k]`` applies from ``rows[k]`` on.
+
+    ``rows`` must start at 0 and be non-decreasing; of equal rows the last one wins."""
+    edges = np.asarray([*rows, n], dtype=np.int64)
+    return np.repeat(np.asarray(values, dtype=dtype), np.diff(edges), axis=0)
+
+
+def _run_id(trace: Trace) -> str:
+    """`trace.run_id` without scanning every row: with step rows present, the first run id
+    in order of appearance is the first step row's."""
+    col = trace.steps.get("run_id")
+    if col is None or len(col) == 0:
+        return trace.run_id
+    return str(col.iloc[:1].astype(str).iloc[0])
+
+
+def _sig(signals: dict[str, float | None]) -> tuple[float, ...]:
+    return tuple(math.nan if (v := signals[k]) is None else float(v) for k in _SIGNALS)
+
+
+def replay_scheduler_fast(
+    trace: Trace,
+    *,
+    progress: Callable[[int], None] | None = None,
+    **params: Any,
+) -> ReplayResult:
+    """Replay `AdaptiveScheduler` over a trace in dry-run, one `step_block` per epoch.
+
+    Same arguments and frame as `replay._engine.replay_scheduler`; `events` is the full list
+    of changes (the per-step replay returns only the last `history_size`).
+    """
+    from adaptive.scheduler import AdaptiveScheduler, map_value
+    from replay._engine import (
+        SCHEDULER,
+        ReplayError,
+        ReplayResult,
+        _epoch_bounds,
+        _epoch_metric_dicts,
+        scheduler_inputs,
+    )
+
+    steps = trace.steps
+    n = len(steps)
+    if n == 0:
+        raise ReplayError(f"{trace.path}: no step rows to replay")
+    loss, grad = scheduler_inputs(trace)
+    names, base = _schedule_base(trace)
+    valfree = _epoch_metric_dicts(trace, "valfree")
+    val = _epoch_metric_dicts(trace, "val")
+    params.pop("dry_run", None)
+    ctrl = AdaptiveScheduler(dry_run=True, **params)
+    epochs = steps["epoch"].to_numpy()
+
+    # Change points: delta in force before row r; signals after row r; reasons at row r.
+    d_rows: list[int] = [0]
+    d_vals: list[float] = [ctrl.delta]
+    s_rows: list[int] = [0]
+    s_vals: list[tuple[float, ...]] = []
+    r_rows: list[int] = []
+    r_vals: list[str] = []
+    seg_rows: list[int] = []  # epoch starts, with the base values set there
+    seg_base: list[dict[str, float]] = []
+    events: list[dict[str, Any]] = []
+    for ep, start, stop in _epoch_bounds(epochs):
+        bvals = {p: float(v) for p, v in zip(names, base[start], strict=True) if not math.isnan(v)}
+        ctrl.set_base_values(bvals)
+        seg_rows.append(start)
+        seg_base.append(ctrl.base_values)
+        rec = ctrl.step_block(loss[start:stop], grad[start:stop])
+        if not s_vals:
+            s_vals.append(_sig(rec.signals_before))
+        for off, dec, dlt, sig in zip(
+            rec.closes, rec.decisions, rec.deltas, rec.signals, strict=True
+        ):
+            row = start + off
+            d_rows.append(row + 1)
+            d_vals.append(dlt)
+            s_rows.append(row)
+            s_vals.append(_sig(sig))
+            if dec["action"] == "change":
+                r_rows.append(row)
+                r_vals.append(dec["reason"])
+        events.extend(rec.changes)
+        if ep in valfree:
+            changes = ctrl.num_changes
+            ctrl.step_epoch(valfree[ep], val.get(ep))
+            if ctrl.num_changes != changes:
+                events.append(ctrl.last_change())  # type: ignore[arg-type]
+            d_rows.append(stop)
+            d_vals.append(ctrl.delta)
+            s_rows.append(stop)
+            s_vals.append(_sig(ctrl.diagnostics()["signals"]))
+        if progress is not None:
+            progress(stop - start)
+
+    delta = _ffill(d_rows, d_vals, n)
+    sig_arr = _ffill(s_rows, s_vals, n)
+    seg_idx = _ffill(seg_rows, list(range(len(seg_rows))), n, dtype=np.int64)
+    # proposed(): map_value once per run of constant (base values, delta)
+    cut = np.flatnonzero((delta[1:] != delta[:-1]) | (seg_idx[1:] != seg_idx[:-1])) + 1
+    run_start = np.concatenate([[0], cut])
+    counts = np.diff(np.concatenate([run_start, [n]]))
+    run_delta = delta[run_start].tolist()
+    run_seg = seg_idx[run_start].tolist()
+    proposed = np.empty((len(run_start), len(names)))
+    for k, (d, si) in enumerate(zip(run_delta, run_seg, strict=True)):
+        b = seg_base[si]
+        proposed[k] = [map_value(p, b[p], d) if p in b else math.nan for p in names]
+    proposed = np.repeat(proposed, counts, axis=0)
+    reason: list[str] = [""] * n
+    for row, why in zip(r_rows, r_vals, strict=True):
+        reason[row] = why
+
+    frame = pd.DataFrame({"step": steps["step"].to_numpy(), "epoch": epochs, "delta": delta})
+    for j, p in enumerate(names):
+        frame[f"base/{p}"] = base[:, j]
+        frame[f"proposed/schedule/{p}"] = proposed[:, j]
+    frame["reason"] = reason
+    for j, k in enumerate(_SIGNALS):
+        frame[f"signal/{k}"] = sig_arr[:, j]
+    return ReplayResult(
+        method=SCHEDULER,
+        params=ctrl.config(),
+        frame=frame,
+        names=names,
+        run_id=_run_id(trace),
+        events=events,
+    )

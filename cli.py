@@ -238,7 +238,7 @@ def replay_cmd(
         fail(f"--format must be png, svg or pdf, got {fmt!r}")
     if adjustment_range < 0:
         fail(f"--adjustment-range must be >= 0, got {adjustment_range!r}")
-    trace = _load(path)
+    runs = _load_runs(path)
     from replay import (
         ReplayError,
         per_epoch_scale,
@@ -266,28 +266,42 @@ def replay_cmd(
     except ReplayError as exc:
         fail(str(exc))
     params["adjustment_range"] = adjustment_range
-    bar = _Progress(len(trace.steps), f"replay {method}", quiet)
+    bar = _Progress(sum(len(t.steps) for t in runs.values()), f"replay {method}", quiet)
+    results = {}
     try:
-        result = replay(trace, method, progress=bar, **params)
+        for rid, trace in runs.items():
+            results[rid] = replay(trace, method, progress=bar, **params)
     except (ReplayError, ValueError, TypeError, KeyError) as exc:
         bar.close()
         fail(str(exc).strip("'\""))
     bar.close()
-    dest = out if out is not None else path.parent
-    table = write_frame(result.frame, dest / f"replay-{method}.parquet")
-    figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=trace)
-    if result.kind == "weighting":
-        typer.echo(f"mean scale per epoch ({method}, before the ±{adjustment_range:g} clamp):")
-        typer.echo(per_epoch_scale(result).to_string(float_format=lambda v: f"{v:.4f}"))
-        typer.echo("")
-        typer.echo(weighting_summary(result).to_string(float_format=lambda v: f"{v:.4g}"))
-    else:
-        typer.echo(scheduler_summary(result).to_string(float_format=lambda v: f"{v:.4g}"))
-        counts = reason_counts(result)
-        typer.echo(
-            "changes by reason: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
-        )
-    typer.echo(f"wrote {table} and {figure}")
+    many = len(runs) > 1
+    base = out if out is not None else (path.parent if path.name.endswith(".parquet") else path)
+    summaries = []
+    for rid, result in results.items():
+        dest = base / rid if many else base
+        table = write_frame(result.frame, dest / f"replay-{method}.parquet")
+        figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=runs[rid])
+        if many:
+            typer.echo(f"== run {rid}")
+        if result.kind == "weighting":
+            typer.echo(f"mean scale per epoch ({method}, before the ±{adjustment_range:g} clamp):")
+            typer.echo(per_epoch_scale(result).to_string(float_format=lambda v: f"{v:.4f}"))
+            typer.echo("")
+            summary = weighting_summary(result)
+        else:
+            summary = scheduler_summary(result)
+            counts = reason_counts(result)
+            typer.echo(
+                "changes by reason: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
+            )
+        summaries.append(summary)
+        typer.echo(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+        typer.echo(f"wrote {table} and {figure}")
+    if many:
+        pooled = pd_mean(summaries)
+        typer.echo(f"== pooled over {len(runs)} runs (mean)")
+        typer.echo(pooled.to_string(float_format=lambda v: f"{v:.4g}"))
 
 
 @app.command()
@@ -534,6 +548,13 @@ def compare(
     typer.echo("")
     for f in [*res.figures, *res.files]:
         typer.echo(f"wrote {f}")
+
+
+def pd_mean(frames: list) -> object:
+    """Element-wise mean of same-shaped DataFrames (pooled per-run summaries)."""
+    import pandas as pd
+
+    return pd.concat(frames).groupby(level=0, sort=False).mean()
 
 
 def _default_out(path: Path, name: str) -> Path:

@@ -77,8 +77,10 @@ def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
             else:
                 ok = True
             if not ok:
-                kind = type(default).__name__ if default is not None else "str"
-                raise ReplayError(f"--grid {name}: value {item!r} is not a {kind}")
+                kind = {bool: "a boolean", int: "an integer", float: "a number"}.get(
+                    type(default), "a string"
+                )
+                raise ReplayError(f"--grid {name}: value {item!r} is not {kind}")
             values.append(float(value) if isinstance(default, float) else value)
         out[name] = values
     if not out:

@@ -6,7 +6,9 @@ import itertools
 import json
 import logging
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -588,3 +590,342 @@ def test_logging_of_changes(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert any("nonfinite" in m and "-0.1000" in m for m in msgs)
     assert any("step=10" in m for m in msgs)
+
+
+# ----------------------------------------------------------------------------- step_block
+_SIG_KEYS = ("grad_ratio", "loss_trend", "free_trend", "loss_median", "grad_reference")
+
+
+def _bits(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).view(np.uint64)
+
+
+def _per_step(s: AdaptiveScheduler, losses, grads) -> dict:
+    """Reference: what a per-step caller sees (proposed() read, then step_batch)."""
+    out: dict = {"delta": [], "reason": [], **{k: [] for k in _SIG_KEYS}}
+    out.update({f"p/{k}": [] for k in s.base_values})
+    for loss, grad in zip(losses, grads, strict=True):
+        prop = s.proposed()
+        for k, v in prop.items():
+            out[f"p/{k}"].append(v)
+        out["delta"].append(s.delta)
+        s.step_batch(loss, grad)
+        d = s.diagnostics()
+        dec = d["decision"]
+        changed = dec is not None and dec["action"] == "change" and dec["step"] == d["step"]
+        out["reason"].append(dec["reason"] if changed else "")
+        for k in _SIG_KEYS:
+            v = d["signals"][k]
+            out[k].append(math.nan if v is None else v)
+    return out
+
+
+def _from_block(rec) -> dict:
+    out = {"delta": rec.delta(), "reason": rec.reasons()}
+    out.update({k: rec.signal(k) for k in _SIG_KEYS})
+    out.update({f"p/{k}": v for k, v in rec.proposed().items()})
+    return out
+
+
+def _assert_same(ref: dict, got: list[dict]) -> None:
+    for k, v in ref.items():
+        parts = [g[k] for g in got]
+        if k == "reason":
+            assert [r for p in parts for r in p] == v
+        else:
+            joined = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+            np.testing.assert_array_equal(_bits(joined), _bits(v), err_msg=k)
+
+
+block_event = st.one_of(
+    st.tuples(st.just("b"), st.lists(st.tuples(signal, signal), min_size=1, max_size=40)),
+    st.tuples(st.just("e"), signal, signal),
+    st.tuples(st.just("s"), st.floats(0, 1), st.integers(0, 50)),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(block_event, max_size=25),
+    interval=st.integers(1, 9),
+    cooldown=st.integers(0, 2),
+    patience=st.integers(1, 2),
+    data=st.data(),
+)
+def test_step_block_equals_per_step_calls(events, interval, cooldown, patience, data):
+    kw = dict(update_interval=interval, cooldown=cooldown, patience=patience, history_size=10_000)
+    ref, blk = AdaptiveScheduler(**kw), AdaptiveScheduler(**kw)
+    for s in (ref, blk):
+        s.set_base_values(BASE)
+    changes: list = []
+    for kind, a, *rest in events:
+        if kind != "b":
+            before = blk.num_changes
+            play(ref, [(kind, a, *rest)])
+            play(blk, [(kind, a, *rest)])
+            if blk.num_changes != before:
+                changes.append(blk.last_change())
+            continue
+        losses, grads = [x for x, _ in a], [y for _, y in a]
+        expected = _per_step(ref, losses, grads)
+        cuts = sorted(set(data.draw(st.lists(st.integers(0, len(a)), max_size=4))))
+        got = []
+        for i, j in itertools.pairwise([0, *cuts, len(a)]):
+            rec = blk.step_block(losses[i:j], grads[i:j])
+            assert rec.start_step + rec.length == blk.step and rec.length == j - i
+            changes.extend(rec.changes)
+            got.append(_from_block(rec))
+        _assert_same(expected, got)
+        assert blk.diagnostics() == ref.diagnostics()
+    assert json.dumps(blk.state_dict()) == json.dumps(ref.state_dict())
+    assert changes == ref.history() == blk.history()
+    assert blk.num_changes == len(changes)
+
+
+def test_step_block_float32_array_equals_float32_tensor_steps():
+    rng = np.random.default_rng(3)
+    loss = rng.lognormal(0, 0.3, 997).astype(np.float32)
+    grad = rng.lognormal(0, 0.3, 997).astype(np.float32)
+    grad[[100, 400, 401]] = [40.0, np.nan, np.inf]
+    loss[700] = np.nan
+    live, blk = make(update_interval=7), make(update_interval=7)
+    for i in range(len(loss)):  # what the trainer passes: float32 0-dim tensors
+        live.step_batch(torch.from_numpy(loss[i : i + 1]).reshape(()), torch.tensor(grad[i]))
+    recs = [blk.step_block(loss[:500], grad[:500]), blk.step_block(loss[500:], grad[500:])]
+    assert blk.state_dict() == live.state_dict()
+    assert blk.history() == live.history() and len(live.history()) >= 3
+    assert [c for r in recs for c in r.changes] == live.history()
+    # other input kinds convert identically
+    for conv in (torch.from_numpy, list, lambda a: [np.float32(x) for x in a]):
+        s = make(update_interval=7)
+        s.step_block(conv(loss), conv(grad))
+        assert s.state_dict() == live.state_dict()
+    s = make(update_interval=7)
+    s.step_block(np.arange(20), torch.arange(20))
+    t = make(update_interval=7)
+    for i in range(20):
+        t.step_batch(i, float(i))
+    assert s.state_dict() == t.state_dict()
+
+
+def test_step_block_mixes_with_buffered_tensor_steps():
+    ref, mix = make(update_interval=8), make(update_interval=8)
+    vals = [(noisy(i), 30.0 if i == 13 else noisy(i + 1)) for i in range(40)]
+    for lo, g in vals:
+        ref.step_batch(lo, g)
+    for lo, g in vals[:5]:  # 5 buffered tensors, then a block closing that window
+        mix.step_batch(torch.tensor(lo, dtype=torch.float64), torch.tensor(g, dtype=torch.float64))
+    rec = mix.step_block([v[0] for v in vals[5:30]], np.array([v[1] for v in vals[5:30]]))
+    assert rec.closes == [2, 10, 18]  # windows end at steps 8, 16, 24
+    assert [d["step"] for d in rec.decisions] == [8, 16, 24]
+    assert rec.reasons()[10] == "grad_spike" and rec.changes[0]["step"] == 16
+    for lo, g in vals[30:]:
+        mix.step_batch(lo, g)
+    assert mix.state_dict() == ref.state_dict()
+
+
+def test_step_block_bad_inputs_change_nothing():
+    s = make()
+    s.step_batch(1.0, 1.0)
+    before = s.state_dict()
+    for loss, grad, exc in [
+        (np.ones((2, 2)), np.ones(4), ValueError),
+        (np.ones(3), np.ones(2), ValueError),
+        (torch.ones(2, 1), torch.ones(2), ValueError),
+        (np.array(["a", "b"]), np.ones(2), TypeError),
+        (np.array([True, False]), np.ones(2), TypeError),
+        (torch.tensor([True]), torch.ones(1), TypeError),
+        ([1.0, "x"], [1.0, 1.0], TypeError),
+        ("ab", [1.0, 1.0], TypeError),
+        (3.0, 3.0, TypeError),
+        ([1.0, torch.ones(2)], [1.0, 1.0], ValueError),
+    ]:
+        with pytest.raises(exc):
+            s.step_block(loss, grad)
+        assert s.state_dict() == before
+    rec = s.step_block([], np.array([], dtype=np.float32))
+    assert rec.length == 0 and rec.delta().shape == (0,) and rec.reasons() == []
+    assert s.state_dict() == before
+
+
+# ----------------------------------------------------------------------------- fast replay
+def _synthetic_trace(
+    n_steps: int,
+    steps_per_epoch: int,
+    seed: int = 0,
+    *,
+    nonfinite_every: int = 0,
+    spike_p: float = 2e-3,
+    val_split: bool = True,
+    base_col: str = "schedule_base",
+):
+    """In-memory trace with the reader's dtypes: noisy decreasing loss with rising phases,
+    grad spikes, optional NaN/inf batches and an inf epoch metric, epoch metrics drifting
+    through gap-widening / improving / both-worse phases, four stages of base values."""
+    import pandas as pd
+
+    from adaptive.trace import Trace
+
+    rng = np.random.default_rng(seed)
+    step = np.arange(n_steps, dtype=np.int64)
+    epoch = (step // steps_per_epoch).astype(np.int32)
+    n_ep = int(epoch[-1]) + 1
+    rising = 1.0 + 0.4 * (np.sin(step / 700.0) > 0.9)
+    loss = (2.0 * np.exp(-step / n_steps) * rising * rng.lognormal(0, 0.05, n_steps)).astype(
+        np.float32
+    )
+    grad = rng.lognormal(0, 0.1, n_steps)
+    spikes = rng.random(n_steps) < spike_p
+    grad[spikes] *= rng.uniform(3, 20, spikes.sum())
+    grad = grad.astype(np.float32)
+    if nonfinite_every:
+        loss[nonfinite_every // 2 :: nonfinite_every] = np.nan
+        grad[nonfinite_every // 3 :: nonfinite_every] = np.inf
+    stage = np.minimum(epoch * 4 // n_ep, 3)
+    cols = {
+        "tf_ratio": np.array([1.0, 0.75, 0.5, 0.0])[stage],
+        "freerun_horizon": np.array([0, 4, 8, 13])[stage],
+        "freerun_weight": np.array([0.0, 0.5, 1.0, 1.5])[stage],
+    }
+    strs = {
+        c: pd.array([v] * n_steps, dtype="str")
+        for c, v in (("run_id", "synth"), ("kind", "step"), ("split", "train"))
+    }
+    steps = pd.DataFrame(
+        {
+            **strs,
+            "epoch": epoch,
+            "step": step,
+            "time": step * 1e-3,
+            "loss/c0": loss,
+            "loss_total": loss,
+            "grad_norm": grad,
+        }
+    )
+    for p, v in cols.items():
+        steps[f"{base_col}/{p}"] = v.astype(np.float32)
+    rows = []
+    free, val = 10.0, 5.0
+    for e in range(n_ep):
+        phase = (e // 4) % 4
+        free *= (1.05, 0.97, 1.04, 1.0)[phase] * rng.uniform(0.995, 1.005)
+        val *= (0.98, 0.97, 1.03, 1.0)[phase] * rng.uniform(0.995, 1.005)
+        fval = math.inf if nonfinite_every and e % 13 == 12 else free
+        last = min(n_steps, (e + 1) * steps_per_epoch) - 1
+        rows.append(("valfree", e, last, fval, free * 2, free))
+        if val_split:
+            rows.append(("val", e, last, val, val * 2, val))
+    ep = pd.DataFrame(
+        rows, columns=["split", "epoch", "step", "metric/YawAbsDeg", "metric/MPJPE", "loss_total"]
+    )
+    ep.insert(0, "kind", pd.array(["epoch"] * len(ep), dtype="str"))
+    ep.insert(0, "run_id", pd.array(["synth"] * len(ep), dtype="str"))
+    ep = ep.astype({"split": "str", "epoch": np.int32, "loss_total": np.float32})
+    ep = ep.sort_values(["run_id", "epoch", "split"], kind="stable").reset_index(drop=True)
+    return Trace(
+        path=Path("synthetic"),
+        steps=steps,
+        epochs=ep,
+        components=["c0"],
+        metrics=["YawAbsDeg", "MPJPE"],
+        version=1,
+    )
+
+
+_FAST_CASES = [
+    (dict(n_steps=6000, steps_per_epoch=250), {}),
+    (
+        dict(n_steps=6000, steps_per_epoch=333, nonfinite_every=977, spike_p=0.01),
+        dict(update_interval=7, cooldown=1, patience=1),
+    ),
+    (
+        dict(n_steps=3000, steps_per_epoch=100, nonfinite_every=501),
+        dict(update_interval=1, cooldown=0, spike_ratio=1.5),
+    ),
+    (
+        dict(n_steps=3000, steps_per_epoch=97, val_split=False, base_col="schedule"),
+        dict(update_interval=4, cooldown=0, free_metric="MPJPE", rising_threshold=0.05),
+    ),
+    (
+        dict(n_steps=2000, steps_per_epoch=50, spike_p=0.05),
+        dict(update_interval=5, cooldown=0, patience=1, use_epoch_metrics=False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("shape", "params"), _FAST_CASES)
+def test_fast_replay_equals_per_step_replay(shape, params):
+    import pandas as pd
+
+    from replay._engine import replay_scheduler
+    from replay._scheduler_replay import replay_scheduler_fast
+
+    tr = _synthetic_trace(**shape)
+    ref = replay_scheduler(tr, history_size=100_000, **params)
+    seen: list[int] = []
+    fast = replay_scheduler_fast(tr, progress=seen.append, history_size=100_000, **params)
+    assert sum(seen) == len(tr.steps)
+    pd.testing.assert_frame_equal(fast.frame, ref.frame, check_exact=True)
+    for c in ref.frame.columns:  # bit-for-bit, NaN included
+        if ref.frame[c].dtype == np.float64:
+            np.testing.assert_array_equal(_bits(fast.frame[c]), _bits(ref.frame[c]), c)
+    assert fast.events == ref.events and len(fast.events) >= 3
+    assert (fast.names, fast.params, fast.run_id, fast.method) == (
+        ref.names,
+        ref.params,
+        ref.run_id,
+        ref.method,
+    )
+    assert set(fast.frame["reason"]) - {""} <= set(REASONS)
+
+
+def test_fast_replay_events_not_truncated():
+    from replay._engine import replay_scheduler
+    from replay._scheduler_replay import replay_scheduler_fast
+
+    tr = _synthetic_trace(3000, 100, nonfinite_every=101)
+    params = dict(update_interval=2, cooldown=0, spike_ratio=1.2, history_size=5)
+    ref = replay_scheduler(tr, **params)
+    fast = replay_scheduler_fast(tr, **params)
+    assert len(ref.events) == 5 < len(fast.events)
+    assert fast.events[-5:] == ref.events
+    assert fast.events == replay_scheduler(tr, **{**params, "history_size": 10**6}).events
+    assert len(fast.events) == (fast.frame["reason"] != "").sum() + sum(
+        e["level"] == "epoch" for e in fast.events
+    )
+
+
+def test_fast_replay_written_trace(tmp_path):
+    """Through the real writer / reader (dtypes as on disk)."""
+    import pandas as pd
+
+    from adaptive.trace import TraceWriter, read_trace
+    from replay._engine import replay_scheduler
+    from replay._scheduler_replay import replay_scheduler_fast
+
+    src = _synthetic_trace(1200, 100, nonfinite_every=333, spike_p=0.01)
+    path = tmp_path / "t.parquet"
+    with TraceWriter(path, components=["c0"], run_id="w") as w:
+        for r in src.steps.itertuples(index=False):
+            w.log_step(
+                step=r.step,
+                epoch=r.epoch,
+                losses={"c0": r.loss_total},
+                loss_total=r.loss_total,
+                grad_norm=r.grad_norm,
+                schedule_base={p: src.steps.at[r.step, f"schedule_base/{p}"] for p in BASE},
+            )
+        for r in src.epochs.itertuples(index=False):
+            w.log_epoch(
+                split=r.split,
+                epoch=r.epoch,
+                step=r.step,
+                loss_total=r.loss_total,
+                metrics={"YawAbsDeg": r[5], "MPJPE": r[6]},
+            )
+    tr = read_trace(path)
+    params = dict(update_interval=5, cooldown=0, patience=1)
+    ref = replay_scheduler(tr, **params)
+    fast = replay_scheduler_fast(tr, **params)
+    pd.testing.assert_frame_equal(fast.frame, ref.frame, check_exact=True)
+    assert fast.events == ref.events and fast.events and fast.run_id == "w"

@@ -1,0 +1,237 @@
+"""compare, sweep, many runs and demo: outputs exist, tables have the expected rows, the
+recommended TOML starts a live run that records the recommended parameters."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from adaptive.trace import TraceWriter, read_trace
+from adaptive.train.config import load_config
+from cli import app
+from replay import load_runs, parse_grid, recommended_toml, sweep
+from replay._engine import ReplayError
+from tests.test_train import TINY
+
+runner = CliRunner()
+COMPS = ["a", "b", "c"]
+
+
+def synthetic(
+    path: Path, seed: int = 0, steps: int = 400, run_id: str | None = None, grad: bool = True
+) -> Path:
+    rng = np.random.default_rng(seed)
+    with TraceWriter(path, components=COMPS, metrics=["YawAbsDeg"], run_id=run_id) as w:
+        for s in range(steps):
+            e = s // 50
+            losses = {
+                "a": math.exp(-s / 150) + 0.05 * rng.random(),
+                "b": 3 * math.exp(-s / 600),
+                "c": 0.3 + 0.02 * rng.random(),
+            }
+            w.log_step(
+                step=s,
+                epoch=e,
+                losses=losses,
+                loss_total=sum(losses.values()),
+                grad_norm=(1.0 + 0.1 * rng.random()) if grad else None,
+                schedule_base={"tf_ratio": 0.5, "freerun_horizon": 10.0, "freerun_weight": 1.0},
+            )
+            if s % 50 == 49:
+                for split, m in (("val", 10 - e), ("valfree", 10 + e)):
+                    w.log_epoch(split=split, epoch=e, step=s + 1, metrics={"YawAbsDeg": m})
+    return path
+
+
+def test_compare_single_trace(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            str(trace),
+            "-m",
+            "dwa",
+            "-m",
+            "uncertainty",
+            "-m",
+            "scheduler",
+            "-p",
+            "dwa.temperature=1",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "run" / "compare"
+    assert (out / "compare.png").stat().st_size > 20_000
+    table = pd.read_csv(out / "stability.csv", index_col=0)
+    assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]
+    for row in (
+        "at_clamp_share_max",
+        "sign_flips_per_1000",
+        "settle_epoch",
+        "score",
+        "changes/valfree_worse",
+    ):
+        assert row in table.index
+    assert "Replay is open loop" in (out / "recommendation.md").read_text()
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_compare_many_runs_reports_per_run_and_pooled(tmp_path: Path) -> None:
+    for i in range(2):
+        synthetic(tmp_path / "runs" / f"r{i}" / "trace.parquet", seed=i, run_id=f"r{i}")
+    res = runner.invoke(
+        app, ["compare", str(tmp_path / "runs"), "-m", "dwa", "-q", "-o", str(tmp_path / "out")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "pooled over runs" in res.output
+    per = [pd.read_csv(tmp_path / "out" / f"stability-r{i}.csv", index_col=0) for i in range(2)]
+    pooled = pd.read_csv(tmp_path / "out" / "stability.csv", index_col=0)
+    for key in ("mean_abs_delta", "volatility_step"):
+        assert pooled.loc[key, "dwa"] == pytest.approx(
+            (per[0].loc[key, "dwa"] + per[1].loc[key, "dwa"]) / 2
+        )
+    assert (tmp_path / "out" / "compare-r0.png").exists()
+
+
+def test_hive_partitioned_dataset(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for i in range(2):
+        t = pq.read_table(synthetic(tmp_path / f"t{i}.parquet", seed=i, steps=120))
+        tables.append(t.set_column(0, "run_id", pa.array([f"h{i}"] * t.num_rows)))
+    # as DuckDB / pyarrow write them: the partition column lives in the directory names only
+    pq.write_to_dataset(pa.concat_tables(tables), tmp_path / "ds", partition_cols=["run_id"])
+    assert not any(
+        "run_id" in pq.read_schema(f).names for f in (tmp_path / "ds").rglob("*.parquet")
+    )
+    runs = load_runs(tmp_path / "ds")
+    assert sorted(runs) == ["h0", "h1"] and all(len(t.steps) == 120 for t in runs.values())
+    res = runner.invoke(
+        app, ["compare", str(tmp_path / "ds"), "-m", "dwa", "-q", "-o", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "compare-h1.png").exists()
+
+
+def test_scheduler_on_trace_without_grad_norm_says_what_is_missing(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "t.parquet", grad=False, steps=60)
+    res = runner.invoke(app, ["compare", str(trace), "-m", "scheduler", "-q"])
+    assert res.exit_code == 2
+    assert "grad_norm" in res.output and "needs" in res.output
+
+
+def test_bad_method_and_params_name_the_valid_ones(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "t.parquet", steps=60)
+    res = runner.invoke(app, ["compare", str(trace), "-m", "gradnorm"])
+    assert res.exit_code == 2 and "valid methods: dwa, uncertainty, scheduler" in res.output
+    res = runner.invoke(app, ["compare", str(trace), "-m", "dwa", "-p", "dwa.temprature=1"])
+    assert res.exit_code == 2 and "valid: adjustment_range, temperature" in res.output
+    with pytest.raises(ReplayError, match="'temp' is not a parameter of 'dwa'"):
+        parse_grid("dwa", ["temp=1,2"])
+    with pytest.raises(ReplayError, match=r"update_interval: value '2\.5' is not an integer"):
+        parse_grid("scheduler", ["update_interval=10,2.5"])
+    with pytest.raises(ReplayError, match="--grid temperature: value 'hot' is not a number"):
+        parse_grid("dwa", ["temperature=1,hot"])
+
+
+def test_sweep_ranks_writes_heatmap_and_toml_that_trains(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(
+        app,
+        [
+            "sweep",
+            str(trace),
+            "-m",
+            "dwa",
+            "-g",
+            "temperature=0.5,2",
+            "-g",
+            "adjustment_range=0.1,0.2,0.3",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "run" / "sweep-dwa"
+    table = pd.read_csv(out / "sweep.csv")
+    assert len(table) == 6 and set(table["temperature"]) == {0.5, 2.0}
+    assert table["score"].round(3).is_monotonic_increasing
+    assert (out / "sweep.png").stat().st_size > 10_000
+    rec = tomllib.loads((out / "recommended.toml").read_text())
+    assert rec["adaptive"]["loss"] == "dwa"
+    assert rec["adaptive"]["dwa"]["temperature"] == table.iloc[0]["temperature"]
+    # The recommended config is accepted by the trainer and recorded in the live run.
+    cfg = load_config(
+        out / "recommended.toml",
+        [*TINY, f"run.out={str(tmp_path)!r}", "run.epochs=1", "train.steps_per_epoch=3"],
+    )
+    from adaptive.train.trainer import Trainer
+
+    Trainer(cfg, tmp_path / "live").train()
+    live = read_trace(tmp_path / "live" / "trace.parquet")
+    run_cfg = live.run["config"]["adaptive"]
+    assert run_cfg["loss"] == "dwa"
+    assert run_cfg["adjustment_range"] == rec["adaptive"]["adjustment_range"]
+    assert run_cfg["dwa"]["temperature"] == rec["adaptive"]["dwa"]["temperature"]
+    assert "proposed/weight/a" not in live.steps.columns
+    assert "proposed/weight/fk_pos" in live.steps.columns
+
+
+def test_sweep_scheduler_toml_sections(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "t.parquet", steps=200)
+    traces = load_runs(trace)
+    res = sweep(
+        traces,
+        "scheduler",
+        {"spike_ratio": [2.0, 3.0], "adjustment_rate": [0.05]},
+        fixed={"update_interval": 20},
+    )
+    text = recommended_toml("scheduler", res.best)
+    cfg = tomllib.loads(text)["adaptive"]
+    assert cfg["scheduler"] is True and cfg["update_interval"] == 20
+    assert cfg["scheduler_law"]["spike_ratio"] in (2.0, 3.0)
+    load_config(
+        trace.parent / "none.toml" if False else None,
+        [f"adaptive.scheduler_law.spike_ratio={cfg['scheduler_law']['spike_ratio']}"],
+    )
+
+
+def test_replay_many_runs(tmp_path: Path) -> None:
+    for i in range(2):
+        synthetic(tmp_path / "runs" / f"r{i}" / "trace.parquet", seed=i, run_id=f"r{i}", steps=120)
+    res = runner.invoke(
+        app,
+        ["replay", str(tmp_path / "runs"), "-m", "uncertainty", "-q", "-o", str(tmp_path / "o")],
+    )
+    assert res.exit_code == 0, res.output
+    for i in range(2):
+        assert (tmp_path / "o" / f"r{i}" / "replay-uncertainty.parquet").exists()
+    assert "pooled" in res.output
+
+
+def test_demo_quick(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["demo", "--quick", "-q", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    d = tmp_path / "demo"
+    for name in (
+        "compare.png",
+        "stability.csv",
+        "recommendation.md",
+        "recommended.toml",
+        "sweep-dwa.csv",
+        "sweep-dwa.png",
+        "run/trace.parquet",
+    ):
+        assert (d / name).exists(), name
+    assert "Switch it on live with: adaptive train --config" in res.output
+    table = pd.read_csv(d / "stability.csv", index_col=0)
+    assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]

@@ -834,6 +834,10 @@ def _synthetic_trace(
 
 _FAST_CASES = [
     (dict(n_steps=6000, steps_per_epoch=250), {}),
+    (  # every reason at both levels (asserted below)
+        dict(n_steps=6000, steps_per_epoch=100, nonfinite_every=977, spike_p=0.001),
+        dict(update_interval=7, cooldown=1, patience=1),
+    ),
     (
         dict(n_steps=6000, steps_per_epoch=333, nonfinite_every=977, spike_p=0.01),
         dict(update_interval=7, cooldown=1, patience=1),
@@ -877,6 +881,11 @@ def test_fast_replay_equals_per_step_replay(shape, params):
         ref.method,
     )
     assert set(fast.frame["reason"]) - {""} <= set(REASONS)
+    if shape.get("spike_p") == 0.001:
+        seen_reasons = {(e["level"], e["reason"]) for e in fast.events}
+        assert seen_reasons == {
+            ("batch", r) for r in ("nonfinite", "grad_spike", "loss_rising")
+        } | {("epoch", r) for r in ("nonfinite", "valfree_worse", "both_worse")}
 
 
 def test_fast_replay_events_not_truncated():

@@ -1,0 +1,144 @@
+"""Config pipeline and stage schedule; the docs list every config key."""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from adaptive.train.config import (
+    ConfigError,
+    default_config,
+    dumps_toml,
+    load_config,
+    merge,
+    parse_override,
+)
+from adaptive.train.schedule import StageSchedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _keys(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out += _keys(v, f"{prefix}{k}.")
+        elif k != "stages":
+            out.append(prefix + k)
+    return out
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (ROOT / "docs" / "CONFIG_WORKFLOW.md").read_text()
+    missing = [k for k in _keys(default_config()) if f"`{k}`" not in doc]
+    assert not missing
+
+
+def test_method_sections_mirror_controller_defaults() -> None:
+    from adaptive.scheduler import AdaptiveScheduler
+    from adaptive.weighting._base import _get_method_class
+
+    cfg = default_config()["adaptive"]
+    for method in ("dwa", "uncertainty"):
+        sig = inspect.signature(_get_method_class(method).__init__)
+        defaults = {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        assert cfg[method] == defaults
+    sig = inspect.signature(AdaptiveScheduler)
+    for k, v in cfg["scheduler_law"].items():
+        want = sig.parameters[k].default
+        assert v == ("" if want is None else want), k
+    for k in ("adjustment_rate", "update_interval", "use_epoch_metrics", "adjustment_range"):
+        assert cfg[k] == sig.parameters[k].default
+
+
+def test_precedence_and_round_trip(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[train]\nlr = 0.01\nbatch_size = 4\n")
+    cfg = load_config(f, ["train.lr=0.5"], extra={"run": {"epochs": 3}})
+    assert cfg["train"]["lr"] == 0.5 and cfg["train"]["batch_size"] == 4
+    assert cfg["run"]["epochs"] == 3
+    again = merge(default_config(), tomllib.loads(dumps_toml(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trian.lr=1", "unknown config key 'trian'; did you mean 'train'?"),
+        ("adaptive.dwa.temprature=1", "did you mean 'adaptive.dwa.temperature'?"),
+        ("train.batch_size=2.5", "train.batch_size: expected an integer, got 2.5"),
+        ("adaptive.dry_run=1", "adaptive.dry_run: expected true or false, got 1"),
+        ("train", "--set expects section.key=value"),
+        ("schedule.stages=[]", "schedule.stages: expected a non-empty list"),
+        (
+            "schedule.stages=[{epochs=1, tf_ratio=1, freerun_horizon=2, freerun_weight=0, x=1}]",
+            "unknown stage key schedule.stages[0].x",
+        ),
+        (
+            "schedule.stages=[{epochs=0, tf_ratio=1, freerun_horizon=2, freerun_weight=0}]",
+            "schedule.stages[0].epochs: must be >= 1, got 0",
+        ),
+        (
+            "schedule.stages=[{epochs=1, tf_ratio=[1, 2, 3], freerun_horizon=2, freerun_weight=0}]",
+            "expected a number or a [start, end] ramp",
+        ),
+    ],
+)
+def test_bad_overrides(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert message in str(info.value)
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.toml")
+    f = tmp_path / "bad.toml"
+    f.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(f)
+
+
+def test_parse_override_values() -> None:
+    assert parse_override("a.b=1") == (["a", "b"], 1)
+    assert parse_override("a.b=true") == (["a", "b"], True)
+    assert parse_override("a.b=hello") == (["a", "b"], "hello")
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+def test_stage_schedule_ramps_and_overrides() -> None:
+    stages = [
+        {
+            "name": "a",
+            "epochs": 2,
+            "tf_ratio": (1.0, 1.0),
+            "freerun_horizon": (4.0, 4.0),
+            "freerun_weight": (0.0, 0.0),
+        },
+        {
+            "name": "b",
+            "epochs": 3,
+            "tf_ratio": (0.8, 0.2),
+            "freerun_horizon": (4.0, 10.0),
+            "freerun_weight": (0.5, 1.0),
+            "lr": (1e-3, 1e-4),
+            "loss_weights": {"x": 2.0},
+        },
+    ]
+    s = StageSchedule(stages, loss_weights={"x": 1.0, "y": 1.0}, lr=0.01)
+    v0, v2, v3, v4, v9 = (s.base_values(e) for e in (0, 2, 3, 4, 9))
+    assert v0.stage == "a" and v0.schedule["tf_ratio"] == 1.0 and v0.lr == 0.01
+    assert v2.stage == "b" and v2.schedule["tf_ratio"] == pytest.approx(0.8)
+    assert v3.schedule["tf_ratio"] == pytest.approx(0.5) and v3.schedule["freerun_horizon"] == 7
+    assert v4.schedule["freerun_weight"] == pytest.approx(1.0) and v4.lr == pytest.approx(1e-4)
+    assert v4.loss_weights == {"x": 2.0, "y": 1.0}
+    assert v9.schedule == v4.schedule  # past the last stage: its end values
+    with pytest.raises(ValueError, match="unknown components"):
+        StageSchedule([{**stages[0], "loss_weights": {"z": 1.0}}], loss_weights={"x": 1.0}, lr=0.1)

@@ -1,6 +1,6 @@
 """Fast scheduler replay: `AdaptiveScheduler.step_block` per epoch instead of per-step calls.
 
-Same calls, same order, same inputs as the trainer (and as `replay._engine.replay_scheduler`):
+Same calls, same order, same inputs as the trainer (and as the per-step reference in `tests/reference_replay.py`):
 per epoch `set_base_values` from the epoch's first step row, then the epoch's batches, then
 `step_epoch(valfree, val)` when the trace has valfree metrics for that epoch. The batches go
 through `AdaptiveScheduler.step_block`, which is exactly equivalent to reading `proposed()`
@@ -61,7 +61,8 @@ def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
 def _ffill(rows: list[int], values: list[Any], n: int, dtype: Any = np.float64) -> np.ndarray:
     """Per-row array from change points: ``values[k]`` applies from ``rows[k]`` on.
 
-    ``rows`` must start at 0 and be non-decreasing; of equal rows the last one wins."""
+    ``rows`` must start at 0 and be non-decreasing; of equal rows the last one wins. With a
+    float dtype, None becomes NaN (``np.asarray([None], float)``) and floats stay exact."""
     edges = np.asarray([*rows, n], dtype=np.int64)
     return np.repeat(np.asarray(values, dtype=dtype), np.diff(edges), axis=0)
 
@@ -75,8 +76,8 @@ def _run_id(trace: Trace) -> str:
     return str(col.iloc[:1].astype(str).iloc[0])
 
 
-def _sig(signals: dict[str, float | None]) -> tuple[float, ...]:
-    return tuple(math.nan if (v := signals[k]) is None else float(v) for k in _SIGNALS)
+def _sig(signals: dict[str, float | None]) -> tuple[float | None, ...]:
+    return tuple(signals[k] for k in _SIGNALS)
 
 
 def replay_scheduler_fast(
@@ -87,7 +88,7 @@ def replay_scheduler_fast(
 ) -> ReplayResult:
     """Replay `AdaptiveScheduler` over a trace in dry-run, one `step_block` per epoch.
 
-    Same arguments and frame as `replay._engine.replay_scheduler`; `events` is the full list
+    Same arguments and frame as the per-step reference replay; `events` is the full list
     of changes (the per-step replay returns only the last `history_size`).
     """
     from adaptive.scheduler import AdaptiveScheduler, map_value
@@ -116,7 +117,7 @@ def replay_scheduler_fast(
     d_rows: list[int] = [0]
     d_vals: list[float] = [ctrl.delta]
     s_rows: list[int] = [0]
-    s_vals: list[tuple[float, ...]] = []
+    s_vals: list[tuple[float | None, ...]] = []  # None -> NaN in _ffill
     r_rows: list[int] = []
     r_vals: list[str] = []
     seg_rows: list[int] = []  # epoch starts, with the base values set there
@@ -130,14 +131,12 @@ def replay_scheduler_fast(
         rec = ctrl.step_block(loss[start:stop], grad[start:stop])
         if not s_vals:
             s_vals.append(_sig(rec.signals_before))
-        for off, dec, dlt, sig in zip(
-            rec.closes, rec.decisions, rec.deltas, rec.signals, strict=True
-        ):
-            row = start + off
-            d_rows.append(row + 1)
-            d_vals.append(dlt)
-            s_rows.append(row)
-            s_vals.append(_sig(sig))
+        rows = [start + off for off in rec.closes]
+        d_rows += [row + 1 for row in rows]
+        d_vals += rec.deltas
+        s_rows += rows
+        s_vals += [(sg["grad_ratio"], sg["loss_trend"], sg["free_trend"]) for sg in rec.signals]
+        for row, dec in zip(rows, rec.decisions, strict=True):
             if dec["action"] == "change":
                 r_rows.append(row)
                 r_vals.append(dec["reason"])

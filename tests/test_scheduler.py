@@ -861,8 +861,8 @@ _FAST_CASES = [
 def test_fast_replay_equals_per_step_replay(shape, params):
     import pandas as pd
 
-    from replay._engine import replay_scheduler
     from replay._scheduler_replay import replay_scheduler_fast
+    from tests.reference_replay import replay_scheduler
 
     tr = _synthetic_trace(**shape)
     ref = replay_scheduler(tr, history_size=100_000, **params)
@@ -889,8 +889,8 @@ def test_fast_replay_equals_per_step_replay(shape, params):
 
 
 def test_fast_replay_events_not_truncated():
-    from replay._engine import replay_scheduler
     from replay._scheduler_replay import replay_scheduler_fast
+    from tests.reference_replay import replay_scheduler
 
     tr = _synthetic_trace(3000, 100, nonfinite_every=101)
     params = dict(update_interval=2, cooldown=0, spike_ratio=1.2, history_size=5)
@@ -909,8 +909,8 @@ def test_fast_replay_written_trace(tmp_path):
     import pandas as pd
 
     from adaptive.trace import TraceWriter, read_trace
-    from replay._engine import replay_scheduler
     from replay._scheduler_replay import replay_scheduler_fast
+    from tests.reference_replay import replay_scheduler
 
     src = _synthetic_trace(1200, 100, nonfinite_every=333, spike_p=0.01)
     path = tmp_path / "t.parquet"

@@ -4,6 +4,7 @@ method-specific checks against the published formulas."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -620,3 +621,385 @@ def test_uncertainty_param_validation() -> None:
         UncertaintyWeighting(2, s_min=2.0, s_max=1.0)
     with pytest.raises(ValueError, match=r"lr.*'fast'"):
         UncertaintyWeighting(2, lr="fast")  # type: ignore[arg-type]
+
+
+# ======================================================================================
+# Block stepping (step_block), batched configurations, fast replay and sweeps
+# ======================================================================================
+
+
+def _block_rows(out: Any) -> list[dict[str, float]]:
+    return [out.diagnostics(i).to_dict() for i in range(len(out))]
+
+
+def _random_losses(gen: torch.Generator, n: int, bad_p: float = 0.05) -> torch.Tensor:
+    """float32-valued float64 losses (n, 3) of different scales with NaN/±inf steps."""
+    mags = torch.tensor([3.0, 0.2, 0.05], dtype=torch.float64)
+    x = (torch.rand(n, 3, generator=gen, dtype=torch.float64) * 2 * mags).float().double()
+    bad = torch.rand(n, generator=gen) < bad_p
+    cols = torch.randint(0, 3, (n,), generator=gen)
+    vals = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
+    kinds = torch.randint(0, 3, (n,), generator=gen)
+    x[bad, cols[bad]] = vals[kinds[bad]]
+    return x
+
+
+def _drive_blocks(
+    ctrl: AdaptiveLossWeighting, losses: torch.Tensor, epochs: list[int], cuts: list[int]
+) -> list[dict[str, float]]:
+    """Feed `losses` through step_block, split at epoch ends and at `cuts`."""
+    rows: list[dict[str, float]] = []
+    edges = sorted({0, len(losses) // 2, len(losses), *cuts, *epochs})
+    for a, b in itertools.pairwise(edges):
+        if a in epochs and a > 0:
+            ctrl.end_epoch()
+        if a == len(losses) // 2:
+            ctrl.set_base_weights({"fk_pos": 0.25, "contact": 4.0, "smooth": 1.0})
+        rows += _block_rows(ctrl.step_block(losses[a:b]))
+    return rows
+
+
+def _drive_steps(
+    ctrl: AdaptiveLossWeighting, losses: torch.Tensor, epochs: list[int], as_tensor: bool
+) -> list[dict[str, float]]:
+    rows = []
+    for t in range(len(losses)):
+        if t in epochs and t > 0:
+            ctrl.end_epoch()
+        if t == len(losses) // 2:
+            ctrl.set_base_weights({"fk_pos": 0.25, "contact": 4.0, "smooth": 1.0})
+        row = losses[t]
+        vals = list(row.float().unbind(0)) if as_tensor else row.tolist()  # float32 / floats
+        item = dict(zip(COMPONENTS, vals, strict=True))
+        rows.append(ctrl(item)[2].to_dict())
+    return rows
+
+
+def _same_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert x.keys() == y.keys(), i
+        bad = [k for k in x if not (x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])))]
+        assert not bad, (i, {k: (x[k], y[k]) for k in bad})
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_step_block_equals_per_step_calls(method: str, dry_run: bool, seed: int) -> None:
+    """Any split of an epoch into blocks gives, bit for bit, the per-step results."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 240
+    losses = _random_losses(gen, n)
+    epochs = sorted(set(torch.randint(1, n, (5,), generator=gen).tolist()))
+    cuts = torch.randint(1, n, (int(torch.randint(0, 25, (1,), generator=gen)),), generator=gen)
+    kw = {"dry_run": dry_run, "adjustment_range": 0.2}
+    step_ctrl, block_ctrl = make(method, **kw), make(method, **kw)
+    per_step = _drive_steps(step_ctrl, losses, epochs, as_tensor=bool(seed % 2))
+    blocks = _drive_blocks(block_ctrl, losses, epochs, cuts.tolist())
+    _same_rows(per_step, blocks)
+    assert step_ctrl.state_dict() == block_ctrl.state_dict()
+    assert block_ctrl.step == n and block_ctrl.skipped_steps == step_ctrl.skipped_steps > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_step_block_one_block_per_epoch_and_resume(method: str) -> None:
+    gen = torch.Generator().manual_seed(7)
+    losses = _random_losses(gen, 120)
+    ref = make(method)
+    ref_rows = _drive_steps(ref, losses, [40, 80], as_tensor=False)
+    a = make(method)
+    rows = _block_rows(a.step_block(losses[:40]))
+    a.end_epoch()
+    rows += _block_rows(a.step_block(losses[40:60]))
+    a.set_base_weights({"fk_pos": 0.25, "contact": 4.0, "smooth": 1.0})
+    rows += _block_rows(a.step_block(losses[60:63]))
+    b = make(method, base_weights=None)  # resumed mid-epoch from JSON
+    b.load_state_dict(json.loads(json.dumps(a.state_dict(), allow_nan=False)))
+    rows += _block_rows(b.step_block(losses[63:80]))
+    b.end_epoch()
+    rows += _block_rows(b.step_block(losses[80:]))
+    _same_rows(ref_rows, rows)
+    assert b.state_dict() == ref.state_dict()
+
+
+def test_uncertainty_long_blocks_run_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptive.weighting import _uncertainty
+
+    monkeypatch.setattr(_uncertainty, "_MAX_CHUNK", 8)
+    gen = torch.Generator().manual_seed(3)
+    losses = _random_losses(gen, 61)
+    ref = make("uncertainty")
+    ref_rows = _drive_steps(ref, losses, [], as_tensor=False)
+    ctrl = make("uncertainty")
+    _same_rows(ref_rows, _drive_blocks(ctrl, losses, [], [5]))  # blocks of 5, 25, 31 steps
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_step_block_shapes_validation_and_no_host_sync(method: str) -> None:
+    ctrl = make(method)
+    out = ctrl.step_block(torch.ones(4, 3, dtype=torch.float32))
+    assert len(out) == 4 and out.start == 0 and ctrl.step == 4
+    for t in (out.scales, out.deltas, out.applied, out.proposed, out.base):
+        assert t.shape == (4, 3) and t.dtype == torch.float64
+    assert out.clamped.shape == (4, 3) and out.clamped.dtype == torch.bool
+    assert out.skipped.shape == (4,) and out.skipped_steps.dtype == torch.int64
+    with pytest.raises(ValueError, match=r"\(T >= 1, 3\)"):
+        ctrl.step_block(torch.ones(4, 2))
+    with pytest.raises(ValueError, match=r"\(T >= 1, 3\)"):
+        ctrl.step_block(torch.ones(0, 3))
+    blocks = [torch.rand(n, 3) for n in (1, 5, 17)]
+    blocks[1][2, 0] = math.nan
+    with forbid_host_sync():
+        for blk in blocks:
+            ctrl.step_block(blk)
+            ctrl.end_epoch()
+
+
+def test_step_block_logs_like_per_step(caplog: pytest.LogCaptureFixture) -> None:
+    losses = torch.rand(9, 3, dtype=torch.float64)
+    msgs = []
+    for blocks in ([losses], [losses[:2], losses[2:7], losses[7:]]):
+        ctrl = make("dwa", log_every=3)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="adaptive.weighting"):
+            for b in blocks:
+                ctrl.step_block(b)
+        msgs.append([r.getMessage() for r in caplog.records if r.name == "adaptive.weighting"])
+    assert len(msgs[0]) == 3 and msgs[0] == msgs[1]
+    assert "step=6" in msgs[0][-1]
+
+
+def test_default_block_for_per_step_methods() -> None:
+    """A method implementing only scales()/observe() gets step_block for free."""
+
+    @register_method("counting_test")
+    class Counting(WeightingMethod):
+        def __init__(self, num_components: int) -> None:
+            super().__init__(num_components)
+            self.n = torch.zeros((), dtype=torch.float64)
+
+        def params(self) -> dict[str, Any]:
+            return {}
+
+        def scales(self) -> torch.Tensor:
+            w = torch.arange(1, self.num_components + 1, dtype=torch.float64) + self.n
+            return w / w.mean()
+
+        def observe(self, losses: torch.Tensor, finite: torch.Tensor) -> None:
+            self.n = self.n + finite
+
+        def diagnostics(self, losses: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"n": self.n}
+
+        def state_tensors(self) -> dict[str, torch.Tensor]:
+            return {"n": self.n}
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"n": float(self.n)}
+
+        def load_state_dict(self, state: Any) -> None:
+            self.n = torch.tensor(state["n"], dtype=torch.float64)
+
+    try:
+        losses = _random_losses(torch.Generator().manual_seed(0), 30, bad_p=0.2)
+        a = AdaptiveLossWeighting(COMPONENTS, method="counting_test", log_every=0)
+        b = AdaptiveLossWeighting(COMPONENTS, method="counting_test", log_every=0)
+        _same_rows(
+            _drive_steps(a, losses, [10], as_tensor=False),
+            _drive_blocks(b, losses, [10], [4, 21]),
+        )
+        with pytest.raises(TypeError, match="does not support batched"):
+            AdaptiveLossWeighting.batched(
+                COMPONENTS, method="counting_test", configs=[{}, {"adjustment_range": 0.1}]
+            )
+    finally:
+        weighting_base._REGISTRY.pop("counting_test", None)
+
+
+SWEEP_CONFIGS: dict[str, list[dict[str, Any]]] = {
+    "dwa": [
+        {"temperature": 0.1, "adjustment_range": 0.05},
+        {"temperature": 2.0},
+        {"temperature": 0.5, "adjustment_range": 1.5},
+    ],
+    "uncertainty": [
+        {"lr": 0.2, "adjustment_range": 0.05},
+        {"lr": 0.01, "beta1": 0.5, "beta2": 0.9},
+        {"lr": 0.05, "s_min": -0.5, "s_max": 0.7, "eps": 1e-3, "adjustment_range": 2.0},
+        {},
+    ],
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_configs_equal_separate_controllers(method: str) -> None:
+    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    gen = torch.Generator().manual_seed(11)
+    losses = _random_losses(gen, 150)
+    epochs, cuts = [30, 60, 90, 120], [7, 45, 46, 100]
+    batched = AdaptiveLossWeighting.batched(COMPONENTS, BASE, method=method, configs=configs)
+    assert batched.is_batched and batched.num_configs == len(configs)
+    outs = []
+    edges = sorted({0, 150, *epochs, *cuts})
+    for a, b in itertools.pairwise(edges):
+        if a in epochs:
+            batched.end_epoch()
+        outs.append(batched.step_block(losses[a:b]))
+    k = len(configs)
+    assert outs[0].proposed.shape == (edges[1], k, 3) and outs[0].skipped.shape == (edges[1],)
+    for j, cfg in enumerate(configs):
+        single = AdaptiveLossWeighting(COMPONENTS, BASE, method=method, log_every=0, **cfg)
+        ref = []
+        for a, b in itertools.pairwise(edges):
+            if a in epochs:
+                single.end_epoch()
+            ref += _block_rows(single.step_block(losses[a:b]))
+        got = []
+        for out in outs:
+            for i in range(len(out)):
+                d = out.diagnostics(i)
+                sel = WeightingDiagnostics(
+                    step=d.step,
+                    epoch=d.epoch,
+                    method=d.method,
+                    dry_run=d.dry_run,
+                    components=d.components,
+                    scales=d.scales[j],
+                    deltas=d.deltas[j],
+                    clamped=d.clamped[j],
+                    base=d.base[j],
+                    applied=d.applied[j],
+                    proposed=d.proposed[j],
+                    skipped=d.skipped,
+                    skipped_steps=d.skipped_steps,
+                    method_state={key: v[j] for key, v in d.method_state.items()},
+                )
+                got.append(sel.to_dict())
+        _same_rows(ref, got)
+        assert batched.select(j).state_dict() == single.state_dict()
+        assert batched.configs()[j] == single.configs()[0]
+    # __call__ on a batched controller: (K,) totals and weights per component.
+    total, weights, diag = batched(dict.fromkeys(COMPONENTS, 1.0))
+    assert total.shape == (k,) and weights["contact"].shape == (k,)
+    assert diag.proposed.shape == (k, 3)
+    with pytest.raises(TypeError, match="select"):
+        batched.state_dict()
+
+
+def test_batched_validation_and_repr() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        AdaptiveLossWeighting.batched(COMPONENTS, method="dwa", configs=[])
+    with pytest.raises(ValueError, match=r"temperature.*-1"):
+        AdaptiveLossWeighting.batched(COMPONENTS, method="dwa", configs=[{}, {"temperature": -1}])
+    with pytest.raises(ValueError, match=r"adjustment_range.*-0\.5"):
+        AdaptiveLossWeighting.batched(
+            COMPONENTS, method="dwa", configs=[{"adjustment_range": -0.5}]
+        )
+    with pytest.raises(ValueError, match="bogus"):
+        AdaptiveLossWeighting.batched(COMPONENTS, method="uncertainty", configs=[{"bogus": 1}])
+    ctrl = AdaptiveLossWeighting.batched(
+        COMPONENTS, BASE, method="uncertainty", configs=[{"lr": 0.1}, {"adjustment_range": 0.5}]
+    )
+    assert ctrl.configs() == [
+        {"adjustment_range": 0.3, **UncertaintyWeighting(3, lr=0.1).params()},
+        {"adjustment_range": 0.5, **UncertaintyWeighting(3).params()},
+    ]
+    assert "batched" in repr(ctrl) and "configs" in ctrl.config()
+    assert ctrl.select(-1).adjustment_range == 0.5
+    with pytest.raises(IndexError):
+        ctrl.select(2)
+
+
+# ----------------------------------------------------------------------- fast replay
+def _synthetic_trace(n: int = 900, c: int = 4, epochs: int = 6, seed: int = 0) -> Any:
+    """In-memory trace: float32 losses with NaN/inf steps, float64 base weights changing
+    mid-epoch and at an epoch start, a few epochs of unequal length."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from adaptive.trace import Trace
+
+    rng = np.random.default_rng(seed)
+    comps = [f"c{i}" for i in range(c)]
+    step = np.arange(n, dtype=np.int64)
+    epoch = np.minimum((step**1.1 * epochs / n**1.1).astype(np.int32), epochs - 1)
+    scale, decay = rng.lognormal(size=c), rng.uniform(0.8, 1.1, size=c)
+    noise = rng.lognormal(sigma=0.3, size=(n, c))
+    losses = (scale * decay ** epoch[:, None] * noise).astype(np.float32)
+    bad = rng.random(n) < 0.01
+    losses[bad, rng.integers(0, c, bad.sum())] = np.nan
+    losses[rng.random(n) < 0.005, -1] = np.inf
+    steps = pd.DataFrame({"run_id": "syn", "epoch": epoch, "step": step})
+    first_of_epoch3 = int(np.flatnonzero(epoch == 3)[0])
+    for j, name in enumerate(comps):
+        steps[f"loss/{name}"] = losses[:, j]
+    for j, name in enumerate(comps):
+        base = np.full(n, 1.0 + 0.25 * j)
+        base[n // 3 + 5 :] = 0.5 + 0.1 * j  # mid-epoch change
+        base[first_of_epoch3:] = 2.0  # change at an epoch start
+        steps[f"weight_base/{name}"] = base
+    empty = pd.DataFrame({"run_id": pd.Series([], dtype=str), "epoch": [], "split": []})
+    return Trace(
+        path=Path("synthetic"), steps=steps, epochs=empty, components=comps, metrics=[], version=1
+    )
+
+
+REPLAY_PARAMS: dict[str, dict[str, Any]] = {
+    "dwa": {"temperature": 0.5},
+    "uncertainty": {"lr": 0.05},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
+    import pandas as pd
+
+    from replay._weighting_replay import replay_weighting_fast
+    from tests.reference_replay import replay_weighting
+
+    trace = _synthetic_trace()
+    params = REPLAY_PARAMS.get(method, {})
+    done: list[int] = []
+    old = replay_weighting(trace, method, adjustment_range=0.4, **params)
+    new = replay_weighting_fast(trace, method, adjustment_range=0.4, progress=done.append, **params)
+    assert list(new.frame.columns) == list(old.frame.columns)
+    pd.testing.assert_frame_equal(new.frame, old.frame, check_exact=True)
+    assert new.params == old.params and new.names == old.names and new.run_id == old.run_id
+    assert sum(done) == len(trace.steps) and len(done) == trace.steps["epoch"].nunique()
+    assert new.frame["skipped"].sum() > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sweep_equals_separate_fast_replays(method: str) -> None:
+    import numpy as np
+
+    from replay._weighting_replay import replay_weighting_fast, sweep_weighting
+
+    trace = _synthetic_trace(n=500, c=3, epochs=5, seed=1)
+    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    res = sweep_weighting(trace, method, configs)
+    n, k, c = len(trace.steps), len(configs), 3
+    for key in ("proposed", "deltas", "clamped", "scales"):
+        assert res[key].shape == (n, k, c)
+    assert res["skipped"].shape == (n,)
+    names = {"proposed": "proposed/weight", "deltas": "delta", "clamped": "clamped"}
+    names["scales"] = "scale"
+    for j, cfg in enumerate(configs):
+        frame = replay_weighting_fast(trace, method, **cfg).frame
+        for key, prefix in names.items():
+            for i, comp in enumerate(trace.components):
+                np.testing.assert_array_equal(res[key][:, j, i], frame[f"{prefix}/{comp}"])
+        np.testing.assert_array_equal(res["skipped"], frame["skipped"])
+    blocks: list[tuple[int, int]] = []
+    lean = sweep_weighting(
+        trace,
+        method,
+        configs,
+        outputs=("proposed",),
+        on_block=lambda a, b, _: blocks.append((a, b)),
+    )
+    np.testing.assert_array_equal(lean["proposed"], res["proposed"])
+    assert "deltas" not in lean and blocks[0][0] == 0 and blocks[-1][1] == n

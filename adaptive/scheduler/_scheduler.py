@@ -278,6 +278,9 @@ class AdaptiveScheduler:
                 sched.step_batch(loss, grad_norm)           # tensors are not synced here
             sched.step_epoch(valfree_metrics, val_metrics)
 
+    :meth:`step_block` records many batches at once (replay), exactly like the
+    corresponding ``proposed()`` / ``step_batch`` pairs and through the same window code.
+
     One scalar ``delta`` (positive = harder: longer horizon, more free-run weight, less
     teacher forcing) is applied on top of the base values by :func:`map_value`. It moves
     by ``adjustment_rate`` per decision, at most once per decision point (every
@@ -553,24 +556,25 @@ class AdaptiveScheduler:
         closes, decisions, deltas = rec.closes, rec.decisions, rec.deltas
         signals, changes = rec.signals, rec.changes
         interval = self._interval
+        close_window = self._close_window
         i = 0
-        while i < n:
-            j = i + interval - len(self._loss_buf)  # end (exclusive) of the open window
-            if j > n:  # the window stays open: buffer the rest, as step_batch would
-                self._loss_buf.extend(losses[i:])
-                self._grad_buf.extend(grads[i:])
-                self._batches += n - i
-                break
+        j = interval - len(self._loss_buf)  # end (exclusive) of the open window
+        while j <= n:
             self._batches += j - i
-            self._close_window(losses[i:j], grads[i:j])
+            close_window(losses[i:j], grads[i:j])
             decision = self._decision
             closes.append(j - 1)
-            decisions.append(decision)
+            decisions.append(decision)  # a fresh dict per decision, never mutated
             deltas.append(self._delta)
-            signals.append(dict(self._signals))
-            if decision is not None and decision["action"] == "change":
+            signals.append(self._signals.copy())
+            if decision["action"] == "change":  # type: ignore[index]
                 changes.append(dict(self._history[-1]))
             i = j
+            j += interval
+        if i < n:  # the window stays open: buffer the rest, as step_batch would
+            self._loss_buf.extend(losses[i:])
+            self._grad_buf.extend(grads[i:])
+            self._batches += n - i
         return rec
 
     @classmethod
@@ -702,24 +706,26 @@ class AdaptiveScheduler:
         loss_med = _median(fin_l)
         grad_med = _median(fin_g)
         grad_max = fin_g[-1] if fin_g else None
-        grad_ref = self._grad_baseline if self._grad_baseline is not None else grad_med
+        loss_base = self._loss_baseline
+        grad_ref = self._grad_baseline
+        if grad_ref is None:
+            grad_ref = grad_med
         grad_ratio = None
         if grad_max is not None and grad_ref is not None and grad_ref > 0.0:
             grad_ratio = grad_max / grad_ref
         loss_trend = None
-        if loss_med is not None and self._loss_baseline is not None and self._loss_baseline != 0.0:
-            loss_trend = (loss_med - self._loss_baseline) / abs(self._loss_baseline)
-        self._signals.update(
-            window_size=float(len(losses)),
-            window_nonfinite=float(nonfinite),
-            loss_median=loss_med,
-            loss_baseline=self._loss_baseline,
-            loss_trend=loss_trend,
-            grad_median=grad_med,
-            grad_max=grad_max,
-            grad_reference=grad_ref,
-            grad_ratio=grad_ratio,
-        )
+        if loss_med is not None and loss_base is not None and loss_base != 0.0:
+            loss_trend = (loss_med - loss_base) / abs(loss_base)
+        sig = self._signals
+        sig["window_size"] = float(len(losses))
+        sig["window_nonfinite"] = float(nonfinite)
+        sig["loss_median"] = loss_med
+        sig["loss_baseline"] = loss_base
+        sig["loss_trend"] = loss_trend
+        sig["grad_median"] = grad_med
+        sig["grad_max"] = grad_max
+        sig["grad_reference"] = grad_ref
+        sig["grad_ratio"] = grad_ratio
 
         reason: str | None = None
         detail = ""

@@ -124,8 +124,33 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _NoTrace:
+    """Stands in for the trace writer when recording is off (benchmarks only)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def log_step(self, **kw: Any) -> None:
+        pass
+
+    def log_epoch(self, **kw: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+
 class Trainer:
-    """One training run in `run_dir`: trace, checkpoints, logs, resolved config."""
+    """One training run in `run_dir`: trace, checkpoints, logs, resolved config.
+
+    `record=False` turns the trace off; it exists to measure what recording costs.
+    """
 
     def __init__(
         self,
@@ -134,6 +159,7 @@ class Trainer:
         *,
         resume: bool = False,
         progress: Callable[[StepInfo], None] | None = None,
+        record: bool = True,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -173,21 +199,25 @@ class Trainer:
         self._setup_logging()
         if resume:
             self._load_checkpoint()
-        self.trace = TraceWriter(
-            self.run_dir / TRACE_NAME,
-            run_id=self.run_dir.name,
-            components=self.components,
-            metrics=[*METRIC_KEYS],
-            columns=self._trace_columns(),
-            run_info={
-                "config": cfg,
-                "seed": run["seed"],
-                "device": str(self.device),
-                "time_offset": self._time_offset,
-            },
-            flush_rows=cfg["trace"]["flush_rows"],
-            flush_seconds=cfg["trace"]["flush_seconds"],
-            append=resume,
+        self.trace: TraceWriter | _NoTrace = (
+            TraceWriter(
+                self.run_dir / TRACE_NAME,
+                run_id=self.run_dir.name,
+                components=self.components,
+                metrics=[*METRIC_KEYS],
+                columns=self._trace_columns(),
+                run_info={
+                    "config": cfg,
+                    "seed": run["seed"],
+                    "device": str(self.device),
+                    "time_offset": self._time_offset,
+                },
+                flush_rows=cfg["trace"]["flush_rows"],
+                flush_seconds=cfg["trace"]["flush_seconds"],
+                append=resume,
+            )
+            if record
+            else _NoTrace()
         )
         (self.run_dir / CONFIG_NAME).write_text(dumps_toml(cfg), "utf-8")
 

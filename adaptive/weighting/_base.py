@@ -8,11 +8,12 @@ form the total loss), and its whole state is exposed as plain JSON-serialisable 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -21,6 +22,8 @@ from torch import Tensor
 
 __all__ = [
     "AdaptiveLossWeighting",
+    "BlockOutput",
+    "LazyState",
     "WeightingDiagnostics",
     "WeightingMethod",
     "available_methods",
@@ -81,26 +84,43 @@ def decode_tensor(values: Any, *, size: int, name: str) -> Tensor:
 class WeightingMethod(ABC):
     """Base class of a weighting method (one private module per method).
 
-    A method turns its internal state into relative scales (a float64 tensor of shape
-    ``(K,)`` with mean 1 over components) and updates that state from the raw losses.
+    A method turns its internal state into relative scales (float64, mean 1 over the
+    ``C`` components) and updates that state from the raw losses. Its core is
+    :meth:`scales_and_observe`, which advances ``T`` consecutive steps of one epoch at
+    once; the controller uses it for a single live step (``T = 1``) and for a whole
+    replayed epoch alike, so there is one implementation of the maths.
+
     Contract (everything the controller relies on):
 
     * ``__init__(self, num_components, *, <hyperparameters with defaults>)``; all
       hyperparameters keyword-only, validated with errors repeating the bad value.
-    * :meth:`scales` depends only on the state (the weights used at a step are computed
-      *before* that step's losses are observed). Must be finite with mean 1.
-    * :meth:`observe` receives the float64 losses ``(K,)`` and a 0-dim bool tensor
-      ``finite``; when ``finite`` is False the state must be left unchanged. It must not
-      synchronise with the host (no ``.item()``, ``float()``, Python ``if`` on tensor
-      values): use ``torch.where``. Updates must be functional (rebind attributes to new
-      tensors, never modify tensors in place) so diagnostics taken before
-      ``observe`` stay valid.
+    * :meth:`scales_and_observe` ``(losses (T, C), finite (T,)) -> (scales (T, K, C),
+      method_state)``: the scales in force at each step are computed from the state
+      *before* that step's losses are observed; the state is then advanced over the
+      block, steps whose ``finite`` is False leaving it unchanged. Advancing a block
+      must give, bit for bit, what ``T`` successive one-step blocks give. No host
+      synchronisation (no ``.item()``, ``float()``, Python ``if`` on tensor values):
+      masks and ``torch.where``. Returned tensors must never be modified in place
+      afterwards (they become diagnostics). The default implementation loops over the
+      per-step methods below, so a method may implement those instead:
+    * :meth:`scales` (state only, finite, mean 1) and :meth:`observe` (one step's
+      losses ``(C,)`` and a 0-dim bool ``finite``; no-op where False; functional
+      updates), optionally :meth:`diagnostics`.
     * :meth:`end_epoch` is called by the controller at every epoch boundary.
     * :meth:`state_dict` / :meth:`load_state_dict` use plain JSON values only.
-    * :meth:`to` moves all state tensors to a device.
+    * :meth:`to` moves all state (and per-configuration) tensors to a device.
+
+    Batched configurations (``supports_batching = True``, used by
+    :meth:`AdaptiveLossWeighting.batched` for sweeps): every tensor of
+    :meth:`state_tensors` and :meth:`config_tensors` has a leading configuration
+    dimension ``K`` (``1`` for a single configuration), hyperparameters are stored as
+    attributes named like the parameters (values of configuration 0) and as ``(K, 1)``
+    tensors in :meth:`config_tensors`, and the maths broadcasts over ``K``. A
+    single-configuration method is the ``K = 1`` case of the same code.
     """
 
     name: ClassVar[str] = ""
+    supports_batching: ClassVar[bool] = False
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):
@@ -108,7 +128,9 @@ class WeightingMethod(ABC):
         if num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components!r}")
         self.num_components = num_components
+        self.num_configs = 1
         self.device = torch.device("cpu")
+        self._member_params: list[dict[str, Any]] | None = None
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
@@ -120,26 +142,67 @@ class WeightingMethod(ABC):
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
-        """Hyperparameters (all of :meth:`param_names`) as plain values."""
+        """Hyperparameters (all of :meth:`param_names`) as plain values (configuration 0)."""
+
+    def config_params(self) -> list[dict[str, Any]]:
+        """Hyperparameters of every configuration (``K`` dicts)."""
+        if self._member_params is not None:
+            return [dict(p) for p in self._member_params]
+        return [self.params()]
 
     @abstractmethod
     def scales(self) -> Tensor:
-        """Relative scales ``(K,)`` float64, mean 1, from the current state."""
+        """Relative scales ``(C,)`` float64, mean 1, from the current state."""
 
     @abstractmethod
     def observe(self, losses: Tensor, finite: Tensor) -> None:
-        """Feed one step's raw float64 losses ``(K,)``; no-op where ``finite`` is False."""
+        """Feed one step's raw float64 losses ``(C,)``; no-op where ``finite`` is False."""
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Advance ``T`` consecutive steps of one epoch (the method's core).
+
+        Args:
+            losses: raw float64 losses ``(T, C)``.
+            finite: ``(T,)`` bool, False for steps to skip (some loss NaN/inf).
+
+        Returns:
+            ``(scales, method_state)``: ``scales`` ``(T, K, C)``, row ``t`` computed from
+            the state before step ``t`` is observed; ``method_state`` maps a key to a
+            ``(T, K, C)`` or ``(T, K)`` tensor (the state behind row ``t``). Either may be
+            a broadcast view (stride 0 along ``T``) where constant over the block.
+
+        The default loops over :meth:`scales`, :meth:`diagnostics` and :meth:`observe`
+        (``K = 1``); built-in methods override it with block maths.
+        """
+        scales: list[Tensor] = []
+        states: list[dict[str, Tensor]] = []
+        for t in range(losses.size(0)):
+            row = losses[t]
+            scales.append(self.scales())
+            states.append(self.diagnostics(row))
+            self.observe(row, finite[t])
+        state = {
+            k: torch.stack([s[k] for s in states]).unsqueeze(1)
+            for k in (states[0] if states else {})
+        }
+        return torch.stack(scales).unsqueeze(1), state
 
     def end_epoch(self) -> None:  # noqa: B027 - optional hook
         """Epoch boundary hook (default: nothing)."""
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
-        """Method state behind the current scales, as tensors (``(K,)`` or 0-dim)."""
+        """Method state behind the current scales, as tensors (``(C,)`` or 0-dim)."""
         return {}
 
     @abstractmethod
     def state_tensors(self) -> dict[str, Tensor]:
         """All state tensors by attribute name (used by :meth:`to`)."""
+
+    def config_tensors(self) -> dict[str, Tensor]:
+        """Per-configuration hyperparameter tensors ``(K, 1)`` by attribute name."""
+        return {}
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -150,11 +213,54 @@ class WeightingMethod(ABC):
         """Restore state produced by :meth:`state_dict` (tensors land on CPU)."""
 
     def to(self, device: torch.device) -> None:
-        for attr, t in self.state_tensors().items():
+        for attr, t in {**self.state_tensors(), **self.config_tensors()}.items():
             setattr(self, attr, t.to(device))
         self.device = device
 
+    # ------------------------------------------------------------ batched configs
+    @classmethod
+    def batched(cls, num_components: int, configs: Sequence[Mapping[str, Any]]) -> WeightingMethod:
+        """One instance running ``K = len(configs)`` configurations side by side.
+
+        Every configuration is validated by constructing it; state and hyperparameter
+        tensors are then stacked along their leading (configuration) dimension.
+        """
+        if isinstance(configs, Mapping | str) or not isinstance(configs, Sequence):
+            raise TypeError(f"configs must be a sequence of mappings, got {configs!r}")
+        if not configs:
+            raise ValueError("configs must not be empty")
+        members = [cls(num_components, **dict(c)) for c in configs]
+        if len(members) == 1:
+            return members[0]
+        if not cls.supports_batching:
+            raise TypeError(f"method {cls.name!r} does not support batched configurations")
+        inst = members[0]
+        for getter in (cls.state_tensors, cls.config_tensors):
+            for attr in getter(inst):
+                setattr(inst, attr, torch.cat([getter(m)[attr] for m in members]))
+        inst.num_configs = len(members)
+        inst._member_params = [m.params() for m in members]
+        return inst
+
+    def select(self, k: int) -> WeightingMethod:
+        """Configuration ``k`` as a single-configuration method with a copy of its state."""
+        if not -self.num_configs <= k < self.num_configs:
+            raise IndexError(f"configuration {k} out of range for {self.num_configs}")
+        k %= self.num_configs
+        new = copy.copy(self)
+        for attr, t in {**self.state_tensors(), **self.config_tensors()}.items():
+            setattr(new, attr, t[k : k + 1].clone())
+        for name, value in self.config_params()[k].items():
+            setattr(new, name, value)
+        new.num_configs = 1
+        new._member_params = None
+        return new
+
     def __repr__(self) -> str:
+        if self.num_configs > 1:
+            return (
+                f"{type(self).__name__}.batched({self.num_components!r}, {self.config_params()!r})"
+            )
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({self.num_components!r}, {args})"
 
@@ -267,6 +373,84 @@ class WeightingDiagnostics:
         return out
 
 
+class LazyState(Mapping[str, Tensor]):
+    """Read-only mapping whose tensors are computed on first access (then cached).
+
+    Methods may return one as the per-step state of a block, so that callers that never
+    read it (sweeps keep only the weights) do not pay for ``(T, K, C)`` diagnostics.
+    """
+
+    def __init__(self, thunks: Mapping[str, Callable[[], Tensor]]) -> None:
+        self._thunks = dict(thunks)
+        self._cache: dict[str, Tensor] = {}
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._cache:
+            self._cache[key] = self._thunks[key]()
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._thunks)
+
+    def __len__(self) -> int:
+        return len(self._thunks)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> LazyState:
+        """A lazy mapping of ``fn`` applied to each entry."""
+        return LazyState({k: (lambda k=k: fn(self[k])) for k in self._thunks})
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """What the controller did over ``T`` consecutive steps (see ``step_block``).
+
+    Tensors are float64 (``clamped``, ``skipped``: bool; ``skipped_steps``: int64) on the
+    losses' device. Shapes: ``(T, C)`` for a single-configuration controller, ``(T, K, C)``
+    for a batched one (:meth:`AdaptiveLossWeighting.batched`); ``skipped`` and
+    ``skipped_steps`` are ``(T,)``; method state is ``(T, [K,] C)`` or ``(T, [K])``.
+    Row ``t`` holds exactly what the ``t``-th of ``T`` successive ``__call__``\\ s would
+    report. Tensors may be broadcast views (stride 0 along ``T`` where a value is constant
+    over the block, e.g. DWA's scales) and may share memory: treat them as read-only.
+    """
+
+    start: int  # step index of row 0
+    epoch: int
+    method: str
+    dry_run: bool
+    components: tuple[str, ...]
+    scales: Tensor
+    deltas: Tensor
+    clamped: Tensor
+    base: Tensor
+    applied: Tensor
+    proposed: Tensor
+    skipped: Tensor
+    skipped_steps: Tensor
+    method_state: Mapping[str, Tensor] = field(default_factory=dict)  # may be a LazyState
+
+    def __len__(self) -> int:
+        return self.skipped.size(0)
+
+    def diagnostics(self, i: int) -> WeightingDiagnostics:
+        """Row ``i`` as the :class:`WeightingDiagnostics` of that step."""
+        return WeightingDiagnostics(
+            step=self.start + range(len(self))[i],
+            epoch=self.epoch,
+            method=self.method,
+            dry_run=self.dry_run,
+            components=self.components,
+            scales=self.scales[i],
+            deltas=self.deltas[i],
+            clamped=self.clamped[i],
+            base=self.base[i],
+            applied=self.applied[i],
+            proposed=self.proposed[i],
+            skipped=self.skipped[i],
+            skipped_steps=self.skipped_steps[i],
+            method_state={k: v[i] for k, v in self.method_state.items()},
+        )
+
+
 # --------------------------------------------------------------------------------------
 # Controller
 # --------------------------------------------------------------------------------------
@@ -316,6 +500,32 @@ def _validate_base_weights(
     return out
 
 
+def _validate_range(adjustment_range: Any) -> float:
+    if (
+        isinstance(adjustment_range, bool)
+        or not isinstance(adjustment_range, int | float)
+        or not math.isfinite(adjustment_range)
+        or adjustment_range < 0
+    ):
+        raise ValueError(f"adjustment_range must be a finite number >= 0, got {adjustment_range!r}")
+    return float(adjustment_range)
+
+
+def _check_method_params(
+    method: str, method_cls: type[WeightingMethod], params: Mapping[str, Any]
+) -> None:
+    valid = method_cls.param_names()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown!r} for method {method!r}; "
+            f"valid parameters: {list(valid)!r}"
+        )
+
+
+_DEFAULT_RANGE = 0.3
+
+
 class AdaptiveLossWeighting:
     """Adaptive loss weighting controller.
 
@@ -332,6 +542,11 @@ class AdaptiveLossWeighting:
     losses are then fed into the method state unless any of them is NaN/inf, in which
     case the step is skipped (state unchanged, ``skipped_steps`` incremented). In dry-run
     the base weights are returned and the proposed weights are reported in diagnostics.
+
+    :meth:`step_block` advances ``T`` consecutive steps of one epoch at once (replay);
+    ``__call__`` is the ``T = 1`` case of the same core, so both give bit-identical
+    results. :meth:`batched` runs ``K`` configurations side by side (sweeps); a
+    single-configuration controller is the ``K = 1`` case of the same code.
 
     All internal maths is float64 on the device of the loss tensors (CPU for floats), so
     float32 tensors (live) and the same values as Python floats (replay) give bit-identical
@@ -356,7 +571,7 @@ class AdaptiveLossWeighting:
         base_weights: Mapping[str, float] | None = None,
         *,
         method: str = "dwa",
-        adjustment_range: float = 0.3,
+        adjustment_range: float = _DEFAULT_RANGE,
         dry_run: bool = False,
         log_every: int = 100,
         logger: logging.Logger | None = None,
@@ -366,15 +581,7 @@ class AdaptiveLossWeighting:
         self._component_set = frozenset(self._components)
         base = _validate_base_weights(base_weights, self._components)
         method_cls = _get_method_class(method)
-        if (
-            isinstance(adjustment_range, bool)
-            or not isinstance(adjustment_range, int | float)
-            or not math.isfinite(adjustment_range)
-            or adjustment_range < 0
-        ):
-            raise ValueError(
-                f"adjustment_range must be a finite number >= 0, got {adjustment_range!r}"
-            )
+        adjustment_range = _validate_range(adjustment_range)
         if not isinstance(dry_run, bool):
             raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
@@ -383,17 +590,10 @@ class AdaptiveLossWeighting:
             )
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        valid = method_cls.param_names()
-        unknown = sorted(set(method_params) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown!r} for method {method!r}; "
-                f"valid parameters: {list(valid)!r}"
-            )
+        _check_method_params(method, method_cls, method_params)
 
         self._method_name = method
         self._method = method_cls(len(self._components), **method_params)
-        self._range = float(adjustment_range)
         self._dry_run = dry_run
         self._log_every = log_every
         self._custom_logger = logger is not None
@@ -404,6 +604,57 @@ class AdaptiveLossWeighting:
         self._skipped_steps = torch.zeros((), dtype=torch.int64)
         self._step = 0
         self._epoch = 0
+        self._batched = False
+        self._set_ranges([adjustment_range])
+
+    @classmethod
+    def batched(
+        cls,
+        components: Sequence[str],
+        base_weights: Mapping[str, float] | None = None,
+        *,
+        method: str = "dwa",
+        configs: Sequence[Mapping[str, Any]],
+        dry_run: bool = False,
+    ) -> AdaptiveLossWeighting:
+        """A controller running ``K = len(configs)`` configurations side by side.
+
+        Each config maps ``adjustment_range`` (default 0.3) and method parameters
+        (defaults as in the constructor) to values; base weights, components, dry-run and
+        the losses are shared. Outputs gain a configuration dimension: ``(K, C)`` per step
+        from ``__call__`` (``total`` is ``(K,)``), ``(T, K, C)`` from :meth:`step_block`.
+        Configuration ``k`` gives, bit for bit, what a single-configuration controller
+        built with ``configs[k]`` gives (:meth:`select` extracts it). Batched controllers
+        do not log and have no state dict (use :meth:`select`).
+        """
+        if isinstance(configs, Mapping | str) or not isinstance(configs, Sequence):
+            raise TypeError(f"configs must be a sequence of mappings, got {configs!r}")
+        if not configs:
+            raise ValueError("configs must not be empty")
+        method_cls = _get_method_class(method)
+        ranges: list[float] = []
+        method_configs: list[dict[str, Any]] = []
+        for cfg in configs:
+            if not isinstance(cfg, Mapping):
+                raise TypeError(f"each config must be a mapping, got {cfg!r}")
+            params = dict(cfg)
+            ranges.append(_validate_range(params.pop("adjustment_range", _DEFAULT_RANGE)))
+            _check_method_params(method, method_cls, params)
+            method_configs.append(params)
+        self = cls(components, base_weights, method=method, dry_run=dry_run, log_every=0)
+        self._method = method_cls.batched(len(self._components), method_configs)
+        self._batched = True
+        self._set_ranges(ranges)
+        return self
+
+    def _set_ranges(self, ranges: list[float]) -> None:
+        self._ranges = tuple(ranges)
+        # (K, 1) broadcasts over components ((1,) without a configuration dimension);
+        # -r as its own tensor (exact negation).
+        self._range_t = torch.tensor(ranges, dtype=_DTYPE, device=self._device)
+        if self._batched:
+            self._range_t = self._range_t.reshape(-1, 1)
+        self._neg_range_t = -self._range_t
 
     # ---------------------------------------------------------------- properties
     @property
@@ -420,8 +671,18 @@ class AdaptiveLossWeighting:
         return self._method
 
     @property
+    def is_batched(self) -> bool:
+        """True for controllers built by :meth:`batched` (outputs carry a ``K`` dim)."""
+        return self._batched
+
+    @property
+    def num_configs(self) -> int:
+        return len(self._ranges)
+
+    @property
     def adjustment_range(self) -> float:
-        return self._range
+        """``r`` (configuration 0 of a batched controller; see :meth:`configs`)."""
+        return self._ranges[0]
 
     @property
     def dry_run(self) -> bool:
@@ -452,24 +713,40 @@ class AdaptiveLossWeighting:
         """Number of skipped steps (synchronises)."""
         return int(self._skipped_steps)
 
+    def configs(self) -> list[dict[str, Any]]:
+        """Every configuration: ``adjustment_range`` and the method parameters."""
+        return [
+            {"adjustment_range": r, **p}
+            for r, p in zip(self._ranges, self._method.config_params(), strict=True)
+        ]
+
     def config(self) -> dict[str, Any]:
         """Constructor configuration as plain values (what :meth:`__repr__` reproduces)."""
-        return {
+        out = {
             "components": list(self._components),
             "base_weights": self.base_weights,
             "method": self._method_name,
-            "adjustment_range": self._range,
+            "adjustment_range": self._ranges[0],
             "dry_run": self._dry_run,
             "log_every": self._log_every,
             "method_params": dict(self._method.params()),
         }
+        if self._batched:
+            out["configs"] = self.configs()
+        return out
 
     def __repr__(self) -> str:
+        if self._batched:
+            return (
+                f"{type(self).__name__}.batched({list(self._components)!r}, "
+                f"{self.base_weights!r}, method={self._method_name!r}, "
+                f"configs={self.configs()!r}, dry_run={self._dry_run!r})"
+            )
         parts = [
             f"components={list(self._components)!r}",
             f"base_weights={self.base_weights!r}",
             f"method={self._method_name!r}",
-            f"adjustment_range={self._range!r}",
+            f"adjustment_range={self._ranges[0]!r}",
             f"dry_run={self._dry_run!r}",
             f"log_every={self._log_every!r}",
         ]
@@ -477,6 +754,28 @@ class AdaptiveLossWeighting:
             parts.append(f"logger=logging.getLogger({self._logger.name!r})")
         parts += [f"{k}={v!r}" for k, v in self._method.params().items()]
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    def select(self, k: int) -> AdaptiveLossWeighting:
+        """Configuration ``k`` of a batched controller as a single-configuration
+        controller with a copy of its state (continues bit-for-bit like it)."""
+        if not -self.num_configs <= k < self.num_configs:
+            raise IndexError(f"configuration {k} out of range for {self.num_configs}")
+        k %= self.num_configs
+        out = AdaptiveLossWeighting(
+            self._components,
+            self.base_weights,
+            method=self._method_name,
+            dry_run=self._dry_run,
+            log_every=0,
+            **self.configs()[k],
+        )
+        out._method = self._method.select(k)
+        out._device = self._device
+        out._base = self._base.clone()
+        out._skipped_steps = self._skipped_steps.clone()
+        out._set_ranges([self._ranges[k]])
+        out._step, out._epoch = self._step, self._epoch
+        return out
 
     # ---------------------------------------------------------------- control
     def set_base_weights(self, base_weights: Mapping[str, float]) -> None:
@@ -493,12 +792,94 @@ class AdaptiveLossWeighting:
         self._method.end_epoch()
         self._epoch += 1
 
-    # ---------------------------------------------------------------- per step
+    # ---------------------------------------------------------------- steps
     def _to(self, device: torch.device) -> None:
         self._method.to(device)
         self._base = self._base.to(device)
         self._skipped_steps = self._skipped_steps.to(device)
+        self._range_t = self._range_t.to(device)
+        self._neg_range_t = self._neg_range_t.to(device)
         self._device = device
+
+    def _advance(self, raw: Tensor) -> BlockOutput:
+        """The core shared by ``__call__`` and :meth:`step_block`: ``T`` consecutive steps
+        of one epoch, ``raw`` ``(T, C)`` float64 on the controller's device."""
+        n = raw.size(0)
+        # x * 0 is ±0 for finite x and NaN for NaN/±inf, so the row sum is 0 iff every
+        # loss of the step is finite (a sum of zeros cannot overflow).
+        finite = raw.mul(0.0).sum(-1).eq(0.0)
+        scales, method_state = self._method.scales_and_observe(raw, finite)  # (T, K, C)
+        if not self._batched:  # K = 1: drop the configuration dimension
+            scales = scales.select(1, 0)
+            if isinstance(method_state, LazyState):
+                method_state = method_state.map(lambda v: v.select(1, 0))
+            else:
+                method_state = {k: v.select(1, 0) for k, v in method_state.items()}
+        # Scales constant over the block (DWA within an epoch): do the work once.
+        const = n > 1 and scales.stride(0) == 0
+        s = scales[0] if const else scales
+        # Guard against a misbehaving method: non-finite scales count as neutral (1).
+        s = torch.nan_to_num(s, nan=1.0, posinf=1.0, neginf=1.0)
+        excess = s - 1.0
+        deltas = excess.clamp(self._neg_range_t, self._range_t)
+        clamped = deltas != excess  # |excess| > r exactly when the clamp moved it
+        proposed = self._base * (1.0 + deltas)
+        if const:
+            shape = (n, *s.shape)
+            s, deltas, clamped, proposed = (t.expand(shape) for t in (s, deltas, clamped, proposed))
+        base = self._base.expand_as(proposed)
+        applied = base if self._dry_run else proposed
+        skipped = ~finite
+        skipped_steps = skipped.cumsum(0).add_(self._skipped_steps)  # int64
+        self._skipped_steps = skipped_steps[-1]
+        start = self._step
+        self._step += n
+        out = BlockOutput(
+            start=start,
+            epoch=self._epoch,
+            method=self._method_name,
+            dry_run=self._dry_run,
+            components=self._components,
+            scales=s,
+            deltas=deltas,
+            clamped=clamped,
+            base=base,
+            applied=applied,
+            proposed=proposed,
+            skipped=skipped,
+            skipped_steps=skipped_steps,
+            method_state=method_state,
+        )
+        every = self._log_every
+        if every and self._logger.isEnabledFor(logging.INFO):
+            for i in range(-start % every, n, every):
+                self._log(out.diagnostics(i))
+        return out
+
+    def step_block(self, losses: Tensor | Any) -> BlockOutput:
+        """Advance ``T`` consecutive steps **of one epoch** at once.
+
+        Args:
+            losses: ``(T, C)`` raw losses, row ``t`` = step ``t``, columns in
+                :attr:`components` order (tensor of any floating dtype, or array-like).
+
+        Returns:
+            A :class:`BlockOutput` whose row ``t`` is, bit for bit, what the ``t``-th of
+            ``T`` successive ``__call__``\\ s with the same losses would report; the state
+            afterwards is the same too. No total loss is formed (no autograd). Call
+            :meth:`end_epoch` / :meth:`set_base_weights` between blocks, as between steps.
+        """
+        t = losses if isinstance(losses, Tensor) else torch.as_tensor(losses)
+        c = len(self._components)
+        if t.dim() != 2 or t.size(1) != c or t.size(0) == 0:
+            raise ValueError(
+                f"losses must have shape (T >= 1, {c}) (columns {list(self._components)!r}), "
+                f"got {tuple(t.shape)}"
+            )
+        if t.device != self._device:
+            self._to(t.device)
+        # A copy: lazily computed method state may read the losses later.
+        return self._advance(t.detach().to(_DTYPE, copy=True))
 
     def _stack_losses(self, losses: Mapping[str, Tensor | float]) -> Tensor:
         if not isinstance(losses, Mapping):
@@ -552,7 +933,7 @@ class AdaptiveLossWeighting:
     def __call__(
         self, losses: Mapping[str, Tensor | float]
     ) -> tuple[Tensor, dict[str, Tensor], WeightingDiagnostics]:
-        """One training step.
+        """One training step (the ``T = 1`` case of :meth:`step_block`).
 
         Args:
             losses: raw, unweighted loss of every component (scalar tensors or floats).
@@ -560,58 +941,17 @@ class AdaptiveLossWeighting:
         Returns:
             ``(total_loss, final_weights, diagnostics)``: ``total_loss = Σ_c w_c · L_c``
             (0-dim tensor in the losses' dtype; gradients flow through the losses only),
-            ``final_weights`` maps component -> 0-dim float64 tensor (no grad).
+            ``final_weights`` maps component -> 0-dim float64 tensor (no grad). Batched
+            controllers return ``(K,)`` totals and weights.
         """
-        stacked = self._stack_losses(losses)  # (K,) in the losses' dtype, keeps grad
+        stacked = self._stack_losses(losses)  # (C,) in the losses' dtype, keeps grad
         if stacked.device != self._device:
             self._to(stacked.device)
         raw = stacked.detach().to(_DTYPE)  # exact for float16/bfloat16/float32
-
-        # Weights from the state before this step's losses are observed.
-        method = self._method
-        # Guard against a misbehaving method: non-finite scales count as neutral (1).
-        scales = torch.nan_to_num(method.scales(), nan=1.0, posinf=1.0, neginf=1.0)
-        excess = scales - 1.0
-        deltas = excess.clamp(-self._range, self._range)
-        clamped = excess.abs() > self._range
-        proposed = self._base * (1.0 + deltas)
-        applied = self._base if self._dry_run else proposed
-        method_state = method.diagnostics(raw)
-
-        total = (stacked * applied.to(stacked.dtype)).sum()
-
-        # Observe this step's losses (whole step skipped if any is NaN/inf).
-        # x * 0 is 0 for finite x and NaN for NaN/±inf: a 3-op isfinite(raw).all().
-        finite = raw.mul(0.0).eq(0.0).all()
-        skipped = ~finite
-        method.observe(raw, finite)
-        self._skipped_steps = self._skipped_steps + skipped  # int64 + bool -> int64
-
-        step = self._step
-        self._step += 1
-        diag = WeightingDiagnostics(
-            step=step,
-            epoch=self._epoch,
-            method=self._method_name,
-            dry_run=self._dry_run,
-            components=self._components,
-            scales=scales,
-            deltas=deltas,
-            clamped=clamped,
-            base=self._base,
-            applied=applied,
-            proposed=proposed,
-            skipped=skipped,
-            skipped_steps=self._skipped_steps,
-            method_state=method_state,
-        )
-        if (
-            self._log_every
-            and step % self._log_every == 0
-            and self._logger.isEnabledFor(logging.INFO)
-        ):
-            self._log(diag)
-        weights = dict(zip(self._components, applied.unbind(0), strict=True))
+        diag = self._advance(raw.unsqueeze(0)).diagnostics(0)
+        applied = diag.applied
+        total = (stacked * applied.to(stacked.dtype)).sum(-1)
+        weights = dict(zip(self._components, applied.unbind(-1), strict=True))
         return total, weights, diag
 
     def _log(self, diag: WeightingDiagnostics) -> None:
@@ -632,14 +972,22 @@ class AdaptiveLossWeighting:
         )
 
     # ---------------------------------------------------------------- state
+    def _require_single(self, what: str) -> None:
+        if self._batched:
+            raise TypeError(
+                f"{what} is only available for single-configuration controllers; "
+                "use select(k) on a batched one"
+            )
+
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable state (strict JSON: no NaN/inf literals)."""
+        self._require_single("state_dict")
         return {
             "version": _STATE_VERSION,
             "config": {
                 "components": list(self._components),
                 "method": self._method_name,
-                "adjustment_range": self._range,
+                "adjustment_range": self._ranges[0],
                 "method_params": dict(self._method.params()),
             },
             "base_weights": {c: encode_float(w) for c, w in self.base_weights.items()},
@@ -657,6 +1005,7 @@ class AdaptiveLossWeighting:
         step/epoch counters, skipped-step counter and the method state. ``dry_run`` is
         *not* restored (switching a dry-run controller live is a supported workflow).
         """
+        self._require_single("load_state_dict")
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         version = state.get("version")
@@ -684,9 +1033,11 @@ class AdaptiveLossWeighting:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"state entry {key!r} must be an int >= 0, got {v!r}")
         self._method.load_state_dict(state["method_state"])
+        self._method.to(torch.device("cpu"))
         self._base = torch.tensor([base[c] for c in self._components], dtype=_DTYPE)
         self._skipped_steps = torch.tensor(state["skipped_steps"], dtype=torch.int64)
         self._step = state["step"]
         self._epoch = state["epoch"]
         self._device = torch.device("cpu")
-        self._method.device = torch.device("cpu")
+        self._range_t = self._range_t.cpu()
+        self._neg_range_t = self._neg_range_t.cpu()

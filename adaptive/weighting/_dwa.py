@@ -39,14 +39,21 @@ class DWA(WeightingMethod):
     """Dynamic Weight Averaging.
 
     Args:
-        num_components: number of loss components ``K``.
+        num_components: number of loss components ``C``.
         temperature: softmax temperature ``T > 0`` (paper default 2). Larger ``T``
             gives softer (closer to 1) scales.
 
     State: running sum and count of the current epoch's finite losses, the means of the
     last two completed epochs, the number of completed epochs, and the ratios/scales in
-    force for the current epoch.
+    force for the current epoch. All state tensors carry a leading configuration
+    dimension ``K`` (``1`` unless batched).
+
+    Cost: the scales only change at :meth:`end_epoch`, so a block of ``T`` steps is a
+    handful of tensor ops whatever ``T`` (the scales are returned as a broadcast view; the
+    epoch sum is one sequential ``cumsum``, bit-identical to ``T`` successive additions).
     """
+
+    supports_batching = True
 
     def __init__(self, num_components: int, *, temperature: float = 2.0) -> None:
         super().__init__(num_components)
@@ -58,24 +65,44 @@ class DWA(WeightingMethod):
         ):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = float(temperature)
-        k = num_components
-        self._sum = torch.zeros(k, dtype=_DTYPE)
-        self._count = torch.zeros((), dtype=_DTYPE)
-        self._mean_prev = torch.full((k,), math.nan, dtype=_DTYPE)  # L̄(e-1)
-        self._mean_prev2 = torch.full((k,), math.nan, dtype=_DTYPE)  # L̄(e-2)
-        self._ratio = torch.ones(k, dtype=_DTYPE)
-        self._scales = torch.ones(k, dtype=_DTYPE)
+        c = num_components
+        self._temperature = torch.full((1, 1), self.temperature, dtype=_DTYPE)
+        self._sum = torch.zeros(1, c, dtype=_DTYPE)
+        self._count = torch.zeros(1, 1, dtype=_DTYPE)
+        self._mean_prev = torch.full((1, c), math.nan, dtype=_DTYPE)  # L̄(e-1)
+        self._mean_prev2 = torch.full((1, c), math.nan, dtype=_DTYPE)  # L̄(e-2)
+        self._ratio = torch.ones(1, c, dtype=_DTYPE)
+        self._scales = torch.ones(1, c, dtype=_DTYPE)
         self._epochs_done = 0
 
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
 
+    def _row(self, t: Tensor) -> Tensor:
+        return t[0] if self.num_configs == 1 else t
+
     def scales(self) -> Tensor:
-        return self._scales
+        return self._row(self._scales)
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
-        self._sum = self._sum + torch.where(finite, losses, 0.0)
-        self._count = self._count + finite  # float64 + bool -> float64
+        self.scales_and_observe(losses.reshape(1, -1), finite.reshape(1))
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        n = losses.size(0)
+        k, c = self._scales.shape
+        # Constant over the epoch: broadcast views, no per-step work.
+        scales = self._scales.expand(n, k, c)
+        ratio = self._ratio.expand(n, k, c)
+        masked = torch.where(finite.view(n, 1, 1), losses.unsqueeze(1), 0.0)  # (T, 1, C)
+        if k > 1:
+            masked = masked.expand(n, k, c)
+        # cumsum is a sequential scan: its last row is ((sum + x_0) + x_1) + ..., exactly
+        # what T successive additions give.
+        self._sum = torch.cat([self._sum.unsqueeze(0), masked]).cumsum(0)[-1]
+        self._count = self._count + finite.sum()  # exact integer count, float64
+        return scales, {"ratio": ratio}
 
     def end_epoch(self) -> None:
         mean = self._sum / self._count  # count == 0 -> NaN (0/0): undefined epoch mean
@@ -86,11 +113,12 @@ class DWA(WeightingMethod):
         self._epochs_done += 1
         if self._epochs_done >= 2:  # host int, no sync
             ratio = self._mean_prev / self._mean_prev2
-            self._ratio = torch.where(torch.isfinite(ratio), ratio, torch.ones_like(ratio))
-            self._scales = self.num_components * torch.softmax(self._ratio / self.temperature, 0)
+            # x * 0 == 0 exactly for finite x (NaN for NaN/±inf): non-finite -> neutral 1.
+            self._ratio = torch.where(ratio.mul(0.0).eq(0.0), ratio, 1.0)
+            self._scales = self.num_components * torch.softmax(self._ratio / self._temperature, -1)
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
-        return {"ratio": self._ratio}
+        return {"ratio": self._row(self._ratio)}
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {
@@ -101,6 +129,9 @@ class DWA(WeightingMethod):
             "_ratio": self._ratio,
             "_scales": self._scales,
         }
+
+    def config_tensors(self) -> dict[str, Tensor]:
+        return {"_temperature": self._temperature}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -114,18 +145,19 @@ class DWA(WeightingMethod):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        k = self.num_components
+        c = self.num_components
         epochs = state["epochs_done"]
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"state entry 'epochs_done' must be an int >= 0, got {epochs!r}")
         new = {
-            "_sum": decode_tensor(state["epoch_sum"], size=k, name="epoch_sum"),
-            "_count": decode_tensor([state["epoch_count"]], size=1, name="epoch_count").reshape(()),
-            "_mean_prev": decode_tensor(state["mean_prev"], size=k, name="mean_prev"),
-            "_mean_prev2": decode_tensor(state["mean_prev2"], size=k, name="mean_prev2"),
-            "_ratio": decode_tensor(state["ratio"], size=k, name="ratio"),
-            "_scales": decode_tensor(state["scales"], size=k, name="scales"),
+            "_sum": decode_tensor(state["epoch_sum"], size=c, name="epoch_sum"),
+            "_count": decode_tensor([state["epoch_count"]], size=1, name="epoch_count"),
+            "_mean_prev": decode_tensor(state["mean_prev"], size=c, name="mean_prev"),
+            "_mean_prev2": decode_tensor(state["mean_prev2"], size=c, name="mean_prev2"),
+            "_ratio": decode_tensor(state["ratio"], size=c, name="ratio"),
+            "_scales": decode_tensor(state["scales"], size=c, name="scales"),
         }
         for attr, t in new.items():
-            setattr(self, attr, t)
+            setattr(self, attr, t.reshape(1, -1))
+        self._temperature = self._temperature.cpu()
         self._epochs_done = epochs

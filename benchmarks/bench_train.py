@@ -1,0 +1,84 @@
+"""Training-step cost of recording and of the live controllers (reference trainer, CPU).
+
+Workload: the default config (batch 32 x 40 frames, GRU 128), one epoch of the `free_run`
+stage (50 steps, teacher forcing 0.4, horizon 20) per measurement, variants interleaved and
+repeated; the figure per variant is the median over repeats of the mean step time. Overheads
+are relative to the same loop with recording and controllers off.
+
+Targets: trace recording <= 2 % of a step (issue 3); adaptive loss weighting + scheduler +
+recording <= 3 % (issue 7).
+
+Usage: python benchmarks/bench_train.py [--repeats 7] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from adaptive.train.config import load_config
+from adaptive.train.trainer import Trainer
+
+VARIANTS = {
+    "off (no trace, no controllers)": ([], False),
+    "trace": ([], True),
+    "dwa + scheduler (no trace)": (["adaptive.loss='dwa'", "adaptive.scheduler=true"], False),
+    "trace + dwa + scheduler": (["adaptive.loss='dwa'", "adaptive.scheduler=true"], True),
+    "trace + uncertainty + scheduler": (
+        ["adaptive.loss='uncertainty'", "adaptive.scheduler=true"],
+        True,
+    ),
+}
+
+
+def time_epoch(root: Path, name: str, sets: list[str], record: bool, steps: int) -> float:
+    """Mean seconds per optimizer step over one training epoch (evaluation excluded)."""
+    cfg = load_config(overrides=[*sets, f"train.steps_per_epoch={steps}", f"run.out={str(root)!r}"])
+    trainer = Trainer(cfg, root / name, record=record)
+    epoch = 10  # inside the default free_run stage: teacher forcing mixed with rollouts
+    sv = trainer._apply_stage_schedule(epoch)
+    if trainer.scheduler is not None:
+        trainer.scheduler.set_base_values(sv.schedule)
+    if trainer.weighting is not None:
+        trainer.weighting.set_base_weights(sv.loss_weights)
+    trainer.model.train()
+    t0 = time.perf_counter()
+    trainer._train_epoch(epoch, sv)
+    trainer.trace.flush()
+    dt = time.perf_counter() - t0
+    trainer.trace.close()
+    return dt / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=50)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for rep in range(args.repeats + 1):
+            for i, (label, (sets, record)) in enumerate(VARIANTS.items()):
+                t = time_epoch(root, f"r{rep}-{i}", sets, record, args.steps)
+                if rep > 0:  # the first round warms up allocators and caches
+                    times[label].append(t)
+    base = statistics.median(times["off (no trace, no controllers)"])
+    print(f"workload: default config, {args.steps} steps of the free_run stage per measurement, "
+          f"{args.repeats} interleaved repeats; cores={os.cpu_count()}, torch threads=2")
+    print(f"{'variant':<34} {'ms/step':>8} {'steps/s':>8} {'overhead':>9}")
+    for label, ts in times.items():
+        m = statistics.median(ts)
+        print(f"{label:<34} {m * 1e3:8.2f} {1 / m:8.1f} {100 * (m / base - 1):+8.2f}%")
+    print("targets: trace <= +2 %; trace + controllers <= +3 %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Block replay of the adaptive loss weighting over a trace, and batched sweeps.
+
+Both drive the live controller class (`AdaptiveLossWeighting`) through its block entry
+point `step_block`, which advances the consecutive steps of one epoch at once with the
+same code (and bit-identical results) as the per-step `__call__` the trainer uses. The
+trainer's call order is kept: `end_epoch()` between epochs, `set_base_weights(...)` before
+the first step whose recorded base weights differ (blocks are split there).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from adaptive.trace import Trace
+from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds
+
+__all__ = ["SWEEP_OUTPUTS", "replay_weighting_fast", "sweep_weighting", "weighting_inputs"]
+
+# BlockOutput attribute -> frame column prefix (order of the frame's columns).
+_FRAME_KEYS = {
+    "scales": "scale",
+    "deltas": "delta",
+    "clamped": "clamped",
+    "proposed": "proposed/weight",
+    "base": "base",
+}
+SWEEP_OUTPUTS = ("proposed", "deltas", "clamped", "scales")
+
+
+def weighting_inputs(trace: Trace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """What the weighting replay feeds: components, raw losses ``(T, C)`` float32,
+    base weights ``(T, C)`` float64 and epochs ``(T,)`` of a trace's step rows.
+
+    Base weights come from `weight_base/<c>` (or `weight/<c>` when no base column exists,
+    else 1).
+    """
+    steps = trace.steps
+    comps = list(trace.components)
+    if not comps:
+        raise ReplayError(f"{trace.path}: no loss/<component> columns to replay")
+    if len(steps) == 0:
+        raise ReplayError(f"{trace.path}: no step rows to replay")
+    base_cols = []
+    for c in comps:
+        col = _col(steps, f"weight_base/{c}")
+        if col is None:
+            col = _col(steps, f"weight/{c}")
+        base_cols.append(np.ones(len(steps)) if col is None else col)
+    base = np.stack(base_cols, axis=1)
+    losses = steps[[f"loss/{c}" for c in comps]].to_numpy(dtype=np.float32)
+    return comps, losses, base, steps["epoch"].to_numpy()
+
+
+def _segments(
+    epochs: np.ndarray, base: np.ndarray
+) -> Iterator[tuple[bool, int, int, np.ndarray | None]]:
+    """`(new_epoch, start, stop, new_base)` blocks: runs of one epoch with constant base
+    weights. `new_base` is the block's base where it differs from the previous row's
+    (NaN compares unequal, as `np.array_equal` in the per-step replay), else None."""
+    changed = np.zeros(len(base), dtype=bool)
+    for j in range(base.shape[1]):
+        col = np.ascontiguousarray(base[:, j])
+        changed[1:] |= col[1:] != col[:-1]
+    for i, (_, start, stop) in enumerate(_epoch_bounds(epochs)):
+        cuts = start + 1 + np.flatnonzero(changed[start + 1 : stop])
+        edges = [start, *cuts.tolist(), stop]
+        for a, b in itertools.pairwise(edges):
+            yield i > 0 and a == start, a, b, (base[a] if changed[a] else None)
+
+
+def _controller(
+    method: str,
+    comps: list[str],
+    base0: np.ndarray,
+    configs: Sequence[Mapping[str, Any]] | None,
+    **kw: Any,
+) -> Any:
+    from adaptive.weighting import AdaptiveLossWeighting, available_methods
+
+    if method not in available_methods():
+        raise ReplayError(
+            f"unknown method {method!r}; valid methods: {', '.join(available_methods())}"
+        )
+    base = dict(zip(comps, base0.tolist(), strict=True))
+    if configs is None:
+        return AdaptiveLossWeighting(comps, base, method=method, dry_run=True, log_every=0, **kw)
+    return AdaptiveLossWeighting.batched(comps, base, method=method, configs=configs, dry_run=True)
+
+
+def _drive(
+    ctrl: Any,
+    comps: list[str],
+    losses: torch.Tensor,
+    base: np.ndarray,
+    epochs: np.ndarray,
+    on_block: Callable[[int, int, Any], None],
+    progress: Callable[[int], None] | None,
+    max_block: int = 0,
+) -> None:
+    """Feed every (epoch, base) block to the controller in the trainer's order, in
+    pieces of at most `max_block` steps when given (same results, smaller temporaries)."""
+    done_in_epoch = 0
+    for new_epoch, a, b, new_base in _segments(epochs, base):
+        if new_epoch:
+            if progress is not None and done_in_epoch:
+                progress(done_in_epoch)
+            done_in_epoch = 0
+            ctrl.end_epoch()
+        if new_base is not None:
+            ctrl.set_base_weights(dict(zip(comps, new_base.tolist(), strict=True)))
+        step = max_block or b - a
+        for lo in range(a, b, step):
+            hi = min(b, lo + step)
+            on_block(lo, hi, ctrl.step_block(losses[lo:hi]))
+        done_in_epoch += b - a
+    if progress is not None and done_in_epoch:
+        progress(done_in_epoch)
+
+
+def replay_weighting_fast(
+    trace: Trace,
+    method: str,
+    *,
+    adjustment_range: float = 0.3,
+    progress: Callable[[int], None] | None = None,
+    **method_params: Any,
+) -> ReplayResult:
+    """Replay `AdaptiveLossWeighting(method=...)` over a trace's step rows in dry-run.
+
+    Same result (frame columns, dtypes and values, bit for bit) as the per-step reference
+    replay (`tests/reference_replay.py`), one `step_block` per epoch instead of one call per
+    step. `progress(n)` is called after each epoch with its number of steps.
+    """
+    comps, losses_np, base, epochs = weighting_inputs(trace)
+    ctrl = _controller(
+        method, comps, base[0], None, adjustment_range=adjustment_range, **method_params
+    )
+    n, c = losses_np.shape
+    losses = torch.from_numpy(losses_np.astype(np.float64))
+    bufs: dict[str, torch.Tensor] = {
+        k: torch.empty((n, c), dtype=torch.bool if k == "clamped" else torch.float64)
+        for k in _FRAME_KEYS
+    }
+    skipped = torch.empty(n, dtype=torch.bool)
+    state: dict[str, torch.Tensor] = {}
+
+    def on_block(a: int, b: int, out: Any) -> None:
+        for k, buf in bufs.items():
+            buf[a:b].copy_(getattr(out, k))
+        skipped[a:b].copy_(out.skipped)
+        for k, v in out.method_state.items():
+            if k not in state:
+                state[k] = torch.empty((n, *v.shape[1:]), dtype=v.dtype)
+            state[k][a:b].copy_(v)
+
+    _drive(ctrl, comps, losses, base, epochs, on_block, progress)
+    # Frame columns are (strided) views of the (T, C) buffers: no further copies.
+    cols: dict[str, Any] = {"step": trace.steps["step"].to_numpy(), "epoch": epochs}
+    for k, prefix in _FRAME_KEYS.items():
+        arr = bufs[k].numpy()
+        for j, name in enumerate(comps):
+            cols[f"{prefix}/{name}"] = arr[:, j]
+    cols["skipped"] = skipped.numpy()
+    for k, t in state.items():
+        arr = t.numpy()
+        if arr.ndim == 1:
+            cols[f"{method}/{k}"] = arr
+        else:
+            for j, name in enumerate(comps):
+                cols[f"{method}/{k}/{name}"] = arr[:, j]
+    frame = pd.DataFrame(cols, copy=False)
+    params = {"adjustment_range": adjustment_range, **ctrl.method_impl.params()}
+    return ReplayResult(
+        method=method, params=params, frame=frame, names=comps, run_id=_run_id(trace)
+    )
+
+
+def _run_id(trace: Trace) -> str:
+    """`trace.run_id` (the first step row's run id) without scanning every row."""
+    col = trace.steps.get("run_id")
+    if col is not None and len(col) and isinstance(col.iloc[0], str):
+        return col.iloc[0]
+    return trace.run_id
+
+
+def sweep_weighting(
+    trace: Trace,
+    method: str,
+    configs: Sequence[Mapping[str, Any]],
+    *,
+    outputs: Sequence[str] = SWEEP_OUTPUTS,
+    on_block: Callable[[int, int, Any], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Replay ``K = len(configs)`` configurations of one method over a trace at once.
+
+    Each config maps `adjustment_range` (default 0.3) and method parameters to values.
+    Configuration ``k`` is, bit for bit, what `replay_weighting_fast(trace, method,
+    **configs[k])` gives (`proposed` = its `proposed/weight/<c>` columns, etc.).
+
+    Returns numpy arrays: for each of `outputs` (any of `proposed`, `deltas`, `clamped`,
+    `scales`, `applied`, `base`) a ``(T, K, C)`` array, plus `skipped` ``(T,)``, `step`
+    and `epoch` ``(T,)``. Memory: ``T·K·C·8`` bytes per float output (1.6 GB for 100k
+    steps × 256 configs × 8 components); pass fewer `outputs` (or none) and an
+    `on_block(start, stop, block_output)` callback (a batched `BlockOutput`, ``(T, K, C)``)
+    to reduce blocks as they come instead.
+    """
+    valid = ("proposed", "deltas", "clamped", "scales", "applied", "base")
+    bad = [o for o in outputs if o not in valid]
+    if bad:
+        raise ReplayError(f"unknown sweep output(s) {bad!r}; valid: {list(valid)!r}")
+    comps, losses_np, base, epochs = weighting_inputs(trace)
+    ctrl = _controller(method, comps, base[0], list(configs))
+    n, c = losses_np.shape
+    k = ctrl.num_configs
+    losses = torch.from_numpy(losses_np.astype(np.float64))
+    result: dict[str, np.ndarray] = {
+        o: np.empty((n, k, c), dtype=np.bool_ if o == "clamped" else np.float64) for o in outputs
+    }
+    views = {o: torch.from_numpy(a) for o, a in result.items()}
+    skipped = np.empty(n, dtype=np.bool_)
+    skipped_t = torch.from_numpy(skipped)
+
+    def collect(a: int, b: int, out: Any) -> None:
+        for o, view in views.items():
+            view[a:b].copy_(getattr(out, o))
+        skipped_t[a:b].copy_(out.skipped)
+        if on_block is not None:
+            on_block(a, b, out)
+
+    # Blocks of at most ~2**20 values per (T, K, C) temporary: bounded memory per block.
+    max_block = max(1, (1 << 20) // (k * c))
+    _drive(ctrl, comps, losses, base, epochs, collect, progress, max_block)
+    result["skipped"] = skipped
+    result["step"] = trace.steps["step"].to_numpy()
+    result["epoch"] = epochs
+    return result

@@ -1,0 +1,212 @@
+"""Reference replays for tests: the trainer's per-step call sequence, one call per step.
+
+The library's replay engine advances whole epochs with `step_block`; these drive the public
+per-step API (`AdaptiveLossWeighting.__call__`, `AdaptiveScheduler.step_batch`) exactly as the
+trainer does, so tests can check that the block path is the same computation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptive.trace import Trace
+from replay._engine import (
+    SCHEDULE_PARAMS,
+    SCHEDULER,
+    ReplayError,
+    ReplayResult,
+    _col,
+    _epoch_bounds,
+    _epoch_metric_dicts,
+    scheduler_inputs,
+)
+
+
+def replay_weighting(
+    trace: Trace,
+    method: str,
+    *,
+    adjustment_range: float = 0.3,
+    progress: Callable[[int], None] | None = None,
+    **method_params: Any,
+) -> ReplayResult:
+    """Replay `AdaptiveLossWeighting(method=...)` over a trace's step rows in dry-run.
+
+    Base weights come from `weight_base/<c>` (or `weight/<c>` when no base column exists,
+    else 1). Epoch ends are the changes of `epoch` between consecutive step rows.
+    """
+    import torch
+
+    from adaptive.weighting import AdaptiveLossWeighting
+
+    steps = trace.steps
+    comps = list(trace.components)
+    if not comps:
+        raise ReplayError(f"{trace.path}: no loss/<component> columns to replay")
+    if len(steps) == 0:
+        raise ReplayError(f"{trace.path}: no step rows to replay")
+    base_cols = []
+    for c in comps:
+        col = _col(steps, f"weight_base/{c}")
+        if col is None:
+            col = _col(steps, f"weight/{c}")
+        base_cols.append(np.ones(len(steps)) if col is None else col)
+    base = np.stack(base_cols, axis=1)
+    losses = torch.from_numpy(
+        np.stack([steps[f"loss/{c}"].to_numpy(dtype=np.float32) for c in comps], axis=1)
+    ).double()
+    ctrl = AdaptiveLossWeighting(
+        comps,
+        dict(zip(comps, base[0].tolist(), strict=True)),
+        method=method,
+        adjustment_range=adjustment_range,
+        dry_run=True,
+        log_every=0,
+        **method_params,
+    )
+    keys = ("scales", "deltas", "clamped", "proposed", "base")
+    out: dict[str, list[Any]] = {k: [] for k in keys}
+    skipped = []
+    state_keys: list[str] | None = None
+    state: dict[str, list[Any]] = {}
+    epochs = steps["epoch"].to_numpy()
+    bounds = _epoch_bounds(epochs)
+    current_base = base[0]
+    done = 0
+    for i, (_, start, stop) in enumerate(bounds):
+        if i > 0:
+            ctrl.end_epoch()
+        for r in range(start, stop):
+            if not np.array_equal(base[r], current_base):
+                current_base = base[r]
+                ctrl.set_base_weights(dict(zip(comps, current_base.tolist(), strict=True)))
+            row = losses[r]
+            _, _, diag = ctrl(dict(zip(comps, row.unbind(0), strict=True)))
+            for k in keys:
+                out[k].append(getattr(diag, k))
+            skipped.append(diag.skipped)
+            if state_keys is None:
+                state_keys = list(diag.method_state)
+                state = {k: [] for k in state_keys}
+            for k in state_keys:
+                state[k].append(diag.method_state[k])
+        done += stop - start
+        if progress is not None:
+            progress(stop - start)
+    frame = pd.DataFrame({"step": steps["step"].to_numpy(), "epoch": epochs})
+    names = {
+        "scales": "scale",
+        "deltas": "delta",
+        "clamped": "clamped",
+        "proposed": "proposed/weight",
+        "base": "base",
+    }
+    cols: dict[str, Any] = {}
+    for k in keys:
+        arr = torch.stack(out[k]).cpu().numpy()
+        for j, c in enumerate(comps):
+            cols[f"{names[k]}/{c}"] = arr[:, j]
+    cols["skipped"] = torch.stack(skipped).cpu().numpy()
+    for k, values in state.items():
+        arr = torch.stack(values).cpu().numpy()
+        if arr.ndim == 1:
+            cols[f"{method}/{k}"] = arr
+        else:
+            for j, c in enumerate(comps):
+                cols[f"{method}/{k}/{c}"] = arr[:, j]
+    frame = pd.concat([frame, pd.DataFrame(cols)], axis=1)
+    params = {"adjustment_range": adjustment_range, **ctrl.method_impl.params()}
+    return ReplayResult(method=method, params=params, frame=frame, names=comps, run_id=trace.run_id)
+
+
+def replay_scheduler(
+    trace: Trace,
+    *,
+    progress: Callable[[int], None] | None = None,
+    **params: Any,
+) -> ReplayResult:
+    """Replay `AdaptiveScheduler` over a trace in dry-run, in the trainer's call order.
+
+    Per epoch: `set_base_values` from `schedule_base/<p>` (or `schedule/<p>`) of the
+    epoch's first step; per step: read `proposed()`, then `step_batch(loss, grad_norm)`;
+    after the epoch's last step: `step_epoch(valfree metrics, val metrics)` when the trace
+    has them.
+    """
+    from adaptive.scheduler import AdaptiveScheduler
+
+    steps = trace.steps
+    if len(steps) == 0:
+        raise ReplayError(f"{trace.path}: no step rows to replay")
+    loss, grad = scheduler_inputs(trace)
+    params_present = [
+        p
+        for p in dict.fromkeys(
+            [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule_base/")]
+            + [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule/")]
+        )
+    ]
+    if not params_present:
+        params_present = list(SCHEDULE_PARAMS)
+        base = np.tile(np.array([[1.0, 1.0, 1.0]]), (len(steps), 1))
+    else:
+        cols = []
+        for p in params_present:
+            col = _col(steps, f"schedule_base/{p}")
+            if col is None:
+                col = _col(steps, f"schedule/{p}")
+            cols.append(col)
+        base = np.stack(cols, axis=1)
+    valfree = _epoch_metric_dicts(trace, "valfree")
+    val = _epoch_metric_dicts(trace, "val")
+    params.pop("dry_run", None)
+    ctrl = AdaptiveScheduler(dry_run=True, **params)
+    epochs = steps["epoch"].to_numpy()
+    proposed = np.empty((len(steps), len(params_present)))
+    delta = np.empty(len(steps))
+    reason: list[str] = []
+    signals: dict[str, list[float]] = {"grad_ratio": [], "loss_trend": [], "free_trend": []}
+    for ep, start, stop in _epoch_bounds(epochs):
+        ctrl.set_base_values(
+            {
+                p: float(v)
+                for p, v in zip(params_present, base[start], strict=True)
+                if not math.isnan(v)
+            }
+        )
+        for r in range(start, stop):
+            prop = ctrl.proposed()
+            proposed[r] = [prop.get(p, math.nan) for p in params_present]
+            delta[r] = ctrl.delta
+            ctrl.step_batch(float(loss[r]), float(grad[r]))
+            d = ctrl.diagnostics()
+            dec = d["decision"]
+            changed = dec is not None and dec["action"] == "change" and dec["step"] == d["step"]
+            reason.append(dec["reason"] if changed else "")
+            sig = d["signals"]
+            for k in signals:
+                v = sig.get(k)
+                signals[k].append(math.nan if v is None else float(v))
+        if ep in valfree:
+            ctrl.step_epoch(valfree[ep], val.get(ep))
+        if progress is not None:
+            progress(stop - start)
+    frame = pd.DataFrame({"step": steps["step"].to_numpy(), "epoch": epochs, "delta": delta})
+    for j, p in enumerate(params_present):
+        frame[f"base/{p}"] = base[:, j]
+        frame[f"proposed/schedule/{p}"] = proposed[:, j]
+    frame["reason"] = reason
+    for k, v in signals.items():
+        frame[f"signal/{k}"] = v
+    return ReplayResult(
+        method=SCHEDULER,
+        params=ctrl.config() if hasattr(ctrl, "config") else dict(params),
+        frame=frame,
+        names=params_present,
+        run_id=trace.run_id,
+        events=ctrl.history(),
+    )

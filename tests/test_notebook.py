@@ -1,0 +1,113 @@
+"""notebooks/stability.ipynb: stored clean, and runs top to bottom in a real Jupyter kernel.
+
+The kernel is this interpreter (`sys.executable`, i.e. the venv running pytest): the
+`python3` kernelspec is looked up only in `sys.prefix` (ipykernel's bundled spec, or
+jupyter_client's built-in fallback for the native kernel), never in the user's Jupyter
+directories, and Jupyter / IPython state goes to `tmp_path`, so the home directory is not
+touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client.manager import KernelManager  # noqa: E402
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "stability.ipynb"
+PROBE = (
+    "import json, sys, adaptive\nprint(json.dumps([sys.executable, sys.prefix, adaptive.__file__]))"
+)
+
+
+def _venv_kernel_manager() -> KernelManager:
+    """A kernel manager for `python3` that can only resolve to this interpreter."""
+    ksm = KernelSpecManager(kernel_dirs=[str(Path(sys.prefix, "share", "jupyter", "kernels"))])
+    spec = ksm.get_kernel_spec("python3")
+    # "python" in argv[0] is replaced by sys.executable when the kernel is launched.
+    assert spec.argv[0] in ("python", "python3", sys.executable), spec.argv
+    return KernelManager(kernel_name="python3", kernel_spec_manager=ksm)
+
+
+def _outputs(nb) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def _text(out: dict) -> str:
+    if out.get("output_type") == "stream":
+        return out.get("text", "")
+    data = out.get("data", {})
+    return str(data.get("text/plain", "")) + str(data.get("text/html", ""))
+
+
+def test_stored_notebook_has_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "the notebook has no code cells"
+    for cell in code:
+        assert cell.outputs == [], f"cell {cell.get('id')} has stored outputs"
+        assert cell.execution_count is None, f"cell {cell.get('id')} has an execution count"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "TRACE = None" in params[0].source
+    assert nb.cells[-1].cell_type == "markdown" and "open loop" in nb.cells[-1].source.lower()
+
+
+def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTIVE_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("ADAPTIVE_NOTEBOOK_OUT", str(tmp_path / "out"))
+    monkeypatch.delenv("ADAPTIVE_TRACE", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # as under Jupyter: ipykernel picks inline
+    # The quick run's model is tiny: one intra-op thread is several times faster than two
+    # when other processes share the CPUs (it keeps the test well under a minute).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+    client = nbclient.NotebookClient(
+        nb,
+        km=_venv_kernel_manager(),
+        kernel_name="python3",
+        timeout=120,
+        allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    outputs = _outputs(nb)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+
+    # The kernel ran this venv's interpreter and imported this checkout's package.
+    executable, prefix, adaptive_file = json.loads(nb.cells[-1].outputs[-1]["text"])
+    import adaptive
+
+    assert Path(prefix) == Path(sys.prefix)
+    assert Path(executable) == Path(sys.executable)
+    assert Path(adaptive_file).resolve() == Path(adaptive.__file__).resolve()
+
+    # The stability table (its last row is the score) and the recommendation are shown.
+    rich = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")]
+    assert any(
+        "score" in o["data"].get("text/html", "") and "mean_abs_delta" in o["data"]["text/plain"]
+        for o in rich
+    )
+    assert any("Replay is open loop" in _text(o) for o in outputs)
+    # Figures are shown inline, and were written with the trace into OUT, not the cwd.
+    assert sum("image/png" in o.get("data", {}) for o in rich) >= 3
+    out = tmp_path / "out"
+    assert (out / "run" / "trace.parquet").exists()
+    assert {"compare.png", "stability.csv", "recommended.toml"} <= {p.name for p in out.iterdir()}
+    assert os.listdir(tmp_path) and not (tmp_path / "notebook-output").exists()

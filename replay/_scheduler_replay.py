@@ -1,6 +1,6 @@
 """Fast scheduler replay: `AdaptiveScheduler.step_block` per epoch instead of per-step calls.
 
-Same calls, same order, same inputs as the trainer (and as the per-step reference in `tests/reference_replay.py`):
+Same calls, same order, same inputs as the trainer (and the per-step reference replay in tests):
 per epoch `set_base_values` from the epoch's first step row, then the epoch's batches, then
 `step_epoch(valfree, val)` when the trace has valfree metrics for that epoch. The batches go
 through `AdaptiveScheduler.step_block`, which is exactly equivalent to reading `proposed()`

@@ -71,8 +71,10 @@ def main() -> None:
                 if rep > 0:  # the first round warms up allocators and caches
                     times[label].append(t)
     base = statistics.median(times["off (no trace, no controllers)"])
-    print(f"workload: default config, {args.steps} steps of the free_run stage per measurement, "
-          f"{args.repeats} interleaved repeats; cores={os.cpu_count()}, torch threads=2")
+    print(
+        f"workload: default config, {args.steps} steps of the free_run stage per measurement, "
+        f"{args.repeats} interleaved repeats; cores={os.cpu_count()}, torch threads=2"
+    )
     print(f"{'variant':<34} {'ms/step':>8} {'steps/s':>8} {'overhead':>9}")
     for label, ts in times.items():
         m = statistics.median(ts)

@@ -117,32 +117,32 @@ def sweep(
 
     With several runs the ranking uses the mean score over runs (pooled).
     """
-    from replay._stability import stability_metrics, stability_score
+    from replay._stability import stability_score
 
     configs = grid_configs(grid)
     fixed = dict(fixed or {})
     rows = []
     per_run: dict[str, list[dict[str, Any]]] = {rid: [] for rid in traces}
+    metrics_by_run = {
+        rid: _config_metrics(tr, method, [{**fixed, **c} for c in configs], progress)
+        for rid, tr in traces.items()
+    }
     for i, cfg in enumerate(configs):
-        params = {**fixed, **cfg}
         scores, effects = [], []
         merged: dict[str, list[float]] = {}
-        for rid, tr in traces.items():
-            res = replay(tr, method, **params)
-            m = stability_metrics(res)
+        for rid in traces:
+            m = metrics_by_run[rid][i]
             s = stability_score(m)
             scores.append(s)
             effects.append(m.get("mean_abs_delta", math.nan))
             per_run[rid].append({**cfg, "score": s, **m})
             for k, v in m.items():
                 merged.setdefault(k, []).append(v)
-            if progress is not None:
-                progress(1)
         row = {
             "config": i,
             **cfg,
             "score": float(np.mean(scores)),
-            "mean_abs_delta": float(np.nanmean(effects)) if effects else math.nan,
+            "mean_abs_delta": float(np.mean(effects)) if effects else math.nan,
         }
         for k in (
             "at_clamp_share_max",
@@ -168,6 +168,59 @@ def sweep(
         best={**fixed, **best},
         per_run={rid: rank(pd.DataFrame(r)) for rid, r in per_run.items()},
     )
+
+
+SWEEP_CHUNK = 64  # configurations advanced together (bounds memory: T x chunk x C per output)
+
+
+def _config_metrics(
+    trace: Trace,
+    method: str,
+    configs: Sequence[Mapping[str, Any]],
+    progress: Callable[[int], None] | None,
+) -> list[dict[str, float]]:
+    """Stability metrics of each configuration replayed over one trace.
+
+    Weighting methods advance up to `SWEEP_CHUNK` configurations together (a leading
+    configuration dimension in the controller state); the scheduler replays one at a time.
+    """
+    from replay._stability import stability_metrics
+
+    out: list[dict[str, float]] = []
+    if method == SCHEDULER:
+        for cfg in configs:
+            out.append(stability_metrics(replay(trace, method, **cfg)))
+            if progress is not None:
+                progress(1)
+        return out
+    from replay._engine import ReplayResult
+    from replay._weighting_replay import sweep_weighting
+
+    comps = list(trace.components)
+    for lo in range(0, len(configs), SWEEP_CHUNK):
+        chunk = [dict(c) for c in configs[lo : lo + SWEEP_CHUNK]]
+        arrays = sweep_weighting(
+            trace, method, chunk, outputs=("proposed", "deltas", "clamped", "base")
+        )
+        head = {"step": arrays["step"], "epoch": arrays["epoch"], "skipped": arrays["skipped"]}
+        for k, cfg in enumerate(chunk):
+            cols = dict(head)
+            for j, c in enumerate(comps):
+                cols[f"delta/{c}"] = arrays["deltas"][:, k, j]
+                cols[f"clamped/{c}"] = arrays["clamped"][:, k, j]
+                cols[f"proposed/weight/{c}"] = arrays["proposed"][:, k, j]
+                cols[f"base/{c}"] = arrays["base"][:, k, j]
+            res = ReplayResult(
+                method=method,
+                params={"adjustment_range": cfg.get("adjustment_range", 0.3), **cfg},
+                frame=pd.DataFrame(cols),
+                names=comps,
+                run_id=trace.run_id,
+            )
+            out.append(stability_metrics(res))
+            if progress is not None:
+                progress(1)
+    return out
 
 
 def rank(table: pd.DataFrame) -> pd.DataFrame:

@@ -53,8 +53,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     tr = read_trace(path)
-    t_read = time.perf_counter() - t0
+    t_first = time.perf_counter() - t0  # includes lazy imports inside pyarrow / pandas
     assert len(tr.steps) == args.rows
+    reads = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        read_trace(path)
+        reads.append(time.perf_counter() - t0)
+    t_read = min(reads)
 
     print(
         f"workload: {args.rows:,} step rows x {len(comps)} components "
@@ -64,7 +70,10 @@ def main() -> None:
         f"write: {t_write:.2f} s total, {t_write / args.rows * 1e6:.2f} us per log_step "
         "(target <= 10 us)"
     )
-    print(f"read:  {t_read:.3f} s, {args.rows / t_read / 1e6:.2f} M rows/s (target >= 5 M rows/s)")
+    print(
+        f"read:  {t_read:.3f} s, {args.rows / t_read / 1e6:.2f} M rows/s, best of 3 "
+        f"(first read in the process {t_first:.3f} s); target >= 5 M rows/s"
+    )
     print(f"disk:  {size / 1e6:.1f} MB, {size / args.rows:.1f} bytes per step row (target <= 64)")
     if args.dir is None:
         shutil.rmtree(root)

@@ -14,6 +14,7 @@ from replay._plots import (
     _pyplot,
     component_colors,
     epoch_lines,
+    line,
     plot_weighting_ax,
     save,
 )
@@ -39,7 +40,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
     ax = axes[i]
     for c in trace.components:
         y = steps_df[f"loss/{c}"].to_numpy(np.float64)
-        ax.plot(steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
+        line(ax, steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
     ax.set_yscale("log")
     ax.set_ylabel("raw loss (log)")
     ax.set_title(f"Controllers replayed over run {trace.run_id} (dry-run, open loop)")
@@ -64,7 +65,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
             base = r.frame[f"base/{p}"].to_numpy()
             prop = r.frame[f"proposed/schedule/{p}"].to_numpy()
             ratio = np.divide(prop, base, out=np.ones_like(prop), where=base != 0)
-            ax.plot(r.frame["step"], ratio, color=pcolors[p], lw=1.3, label=p)
+            line(ax, r.frame["step"].to_numpy(), ratio, color=pcolors[p], lw=1.3, label=p)
         ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="base (= 1)")
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel("proposed / base")
@@ -76,7 +77,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         i += 1
         ax = axes[i]
         g = steps_df["grad_norm"].to_numpy(np.float64)
-        ax.plot(steps, np.where(g > 0, g, np.nan), color="0.2", lw=0.8, label="grad norm")
+        line(ax, steps, np.where(g > 0, g, np.nan), color="0.2", lw=0.8, label="grad norm")
         ax.set_yscale("log")
         ax.set_ylabel("grad norm (L2, log)")
         epoch_lines(ax, steps, epochs, label=False)

@@ -52,6 +52,30 @@ def epoch_lines(ax: Axes, steps: np.ndarray, epochs: np.ndarray, label: bool = T
         )
 
 
+MAX_POINTS = 4000  # per plotted line; longer series are drawn as a min/max envelope
+
+
+def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple:
+    """Thin a long per-step series for plotting without hiding spikes: each of
+    `max_points // 2` buckets keeps its minimum and its maximum (NaN buckets stay NaN)."""
+    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+    n = len(y)
+    if n <= max_points:
+        return x, y
+    starts = np.linspace(0, n, max_points // 2, endpoint=False).astype(np.int64)
+    lo = np.minimum.reduceat(y, starts)
+    hi = np.maximum.reduceat(y, starts)
+    xs = np.repeat(x[starts], 2)
+    ys = np.empty(2 * len(starts))
+    ys[0::2], ys[1::2] = lo, hi
+    return xs, ys
+
+
+def line(ax: Axes, x: np.ndarray, y: np.ndarray, *args: object, **kw: object) -> None:
+    """`ax.plot` of a per-step series, thinned by `envelope` when long."""
+    ax.plot(*envelope(x, y), *args, **kw)
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Save a figure atomically (temporary name, then rename); the format follows the suffix."""
     plt = _pyplot()
@@ -74,10 +98,12 @@ def plot_weighting_ax(ax: Axes, result: ReplayResult, colors: dict, r: float) ->
     for c in result.names[:1] if shared else result.names:
         base = bases[c]
         color = "0.3" if shared else colors[c]
-        ax.fill_between(steps, base * (1 - r), base * (1 + r), color=color, alpha=0.12, lw=0)
-        ax.plot(steps, base, color=color, lw=0.8, ls="--")
+        xs, lo = envelope(steps, base * (1 - r))
+        _, hi = envelope(steps, base * (1 + r))
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
+        line(ax, steps, base, color=color, lw=0.8, ls="--")
     for c in result.names:
-        ax.plot(steps, f[f"proposed/weight/{c}"].to_numpy(), color=colors[c], lw=1.4, label=c)
+        line(ax, steps, f[f"proposed/weight/{c}"].to_numpy(), color=colors[c], lw=1.4, label=c)
     ax.set_ylabel("loss weight")
 
 
@@ -102,7 +128,7 @@ def plot_weighting(result: ReplayResult, path: Path, *, trace: Trace | None = No
         f"(dry-run replay{run})"
     )
     for c in result.names:
-        ax2.plot(steps, f[f"delta/{c}"].to_numpy(), color=colors[c], lw=1.2, label=c)
+        line(ax2, steps, f[f"delta/{c}"].to_numpy(), color=colors[c], lw=1.2, label=c)
     ax2.axhline(r, color="0.4", lw=0.8, ls="--")
     ax2.axhline(-r, color="0.4", lw=0.8, ls="--")
     epoch_lines(ax2, steps, epochs, label=False)
@@ -123,9 +149,14 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     n = len(names)
     fig, axes = plt.subplots(n + 2, 1, figsize=(11, 2.1 * (n + 2) + 0.5), sharex=True)
     for ax, p in zip(axes[:n], names, strict=True):
-        ax.plot(steps, f[f"base/{p}"].to_numpy(), color="0.4", lw=1.0, ls="--", label="base")
-        ax.plot(
-            steps, f[f"proposed/schedule/{p}"].to_numpy(), color=colors[p], lw=1.4, label="proposed"
+        line(ax, steps, f[f"base/{p}"].to_numpy(), color="0.4", lw=1.0, ls="--", label="base")
+        line(
+            ax,
+            steps,
+            f[f"proposed/schedule/{p}"].to_numpy(),
+            color=colors[p],
+            lw=1.4,
+            label="proposed",
         )
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel(p + (" (frames)" if "horizon" in p else ""))
@@ -133,7 +164,7 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     run = f" — run {result.run_id}" if result.run_id else ""
     axes[0].set_title(f"adaptive scheduler: base vs proposed schedule (dry-run replay{run})")
     ax = axes[n]
-    ax.plot(steps, f["delta"].to_numpy(), color="black", lw=1.3, label="delta (+ = harder)")
+    line(ax, steps, f["delta"].to_numpy(), color="black", lw=1.3, label="delta (+ = harder)")
     r = float(result.params.get("adjustment_range", 0.3))
     ax.axhline(r, color="0.5", ls="--", lw=0.8, label=f"±range {r}")
     ax.axhline(-r, color="0.5", ls="--", lw=0.8)
@@ -158,8 +189,8 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax.set_ylabel("delta")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax = axes[n + 1]
-    ax.plot(steps, f["signal/grad_ratio"].to_numpy(), lw=1.0, label="grad-norm ratio (window/ref)")
-    ax.plot(steps, f["signal/loss_trend"].to_numpy(), lw=1.0, label="loss trend (rel.)")
+    line(ax, steps, f["signal/grad_ratio"].to_numpy(), lw=1.0, label="grad-norm ratio (window/ref)")
+    line(ax, steps, f["signal/loss_trend"].to_numpy(), lw=1.0, label="loss trend (rel.)")
     if trace is not None and len(trace.epochs):
         metric = str(result.params.get("free_metric", "YawAbsDeg"))
         vf = trace.split_metrics("valfree")

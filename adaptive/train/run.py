@@ -16,23 +16,43 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> RunSummary:
-    """Train per `cfg`, showing progress (epoch, step, loss, ETA) unless `quiet`."""
+    """Train per `cfg`, showing progress (epoch, step, loss, ETA) unless `quiet`.
+
+    Under torchrun (`WORLD_SIZE > 1`) every rank runs this; the process group is set up here
+    and torn down at the end, rank 0 picks the run folder and alone shows progress and the
+    summary (see the "Distributed training" section of docs/CONFIG_WORKFLOW.md).
+    """
     import typer
 
-    run_dir = run_dir_for(cfg)
-    if not resume and (run_dir / "trace.parquet").exists():
-        from adaptive.train.trainer import TrainingError
+    from adaptive.train import distributed
+    from adaptive.train.trainer import TrainingError, resolve_device
 
-        raise TrainingError(f"{run_dir}: already holds a run; use --resume or another --name")
-    bar = None if quiet else _Bar(cfg)
+    owns_group = False
+    info = None
+    if distributed.env_world_size() > 1:
+        owns_group = not distributed.dist.is_initialized()
+        info = distributed.init_from_env(resolve_device(cfg["run"]["device"]).type)
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
-        if bar is not None:
-            bar.start(trainer)
-        summary = trainer.train()
+        run_dir = run_dir_for(cfg)
+        if info is not None:
+            run_dir = Path(distributed.broadcast_object(str(run_dir)))  # one timestamp
+            quiet = quiet or not info.is_main
+        taken = not resume and (run_dir / "trace.parquet").exists()
+        distributed.barrier()  # every rank has looked before rank 0 creates the trace
+        if taken:
+            raise TrainingError(f"{run_dir}: already holds a run; use --resume or another --name")
+        bar = None if quiet else _Bar(cfg)
+        try:
+            trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
+            if bar is not None:
+                bar.start(trainer)
+            summary = trainer.train()
+        finally:
+            if bar is not None:
+                bar.stop()
     finally:
-        if bar is not None:
-            bar.stop()
+        if owns_group:
+            distributed.shutdown()
     if not quiet:
         typer.echo(format_summary(summary))
     return summary

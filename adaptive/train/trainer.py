@@ -11,12 +11,18 @@ The loop is the template users copy into their own trainer. Per epoch:
    `scheduler.step_epoch(latest_epoch_metrics('valfree'), latest_epoch_metrics('val'))`;
 5. checkpoint (model, optimizer, RNG, controller states) and trace flush.
 
+Under torchrun (``WORLD_SIZE > 1``) the same loop runs on every rank with the model in
+DistributedDataParallel; see `adaptive.train.distributed` and the "Distributed training"
+section of docs/CONFIG_WORKFLOW.md. Rank 0 alone writes the trace, logs and checkpoints.
+
 With the adaptive features off the loop never touches a controller, so runs are what they
 were before the controllers existed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import logging
 import math
@@ -40,6 +46,7 @@ from adaptive.motion import (
     make_splits,
 )
 from adaptive.trace import TraceWriter, truncate_trace
+from adaptive.train import distributed
 from adaptive.train.config import Config, dumps_toml
 from adaptive.train.schedule import SCHEDULE_PARAMS, StageSchedule, StageValues
 
@@ -48,6 +55,7 @@ log = logging.getLogger("adaptive.train")
 TRACE_NAME = "trace.parquet"
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.toml"
+DUMP_ENV = "ADAPTIVE_DIST_DUMP"  # test hook, see Trainer._dump_state
 
 
 class TrainingError(RuntimeError):
@@ -168,6 +176,10 @@ class Trainer:
         if run["threads"] > 0:
             torch.set_num_threads(run["threads"])
         self.device = resolve_device(run["device"])
+        self.dist = distributed.init_from_env(self.device.type)
+        self.is_main = self.dist is None or self.dist.is_main
+        if self.dist is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.epochs = int(run["epochs"])
         tcfg = cfg["train"]
         self.steps_per_epoch = int(tcfg["steps_per_epoch"])
@@ -181,6 +193,26 @@ class Trainer:
             num_layers=cfg["model"]["num_layers"],
             seed=run["seed"],
         ).to(self.device)
+        # what the training step calls: the model itself, or its DDP wrapper (whose
+        # construction broadcasts rank 0's parameters); checkpoints hold `self.model`.
+        self.train_model: torch.nn.Module = self.model
+        self.sharder: distributed.WindowSharder | None = None
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers are data statistics, equal on all ranks: no per-forward buffer sync
+            # (newer torch spells it forward_sync_buffers, older only broadcast_buffers)
+            sync_kw = (
+                "forward_sync_buffers"
+                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers"
+            )
+            self.train_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **{sync_kw: False},
+            )
+            self.sharder = distributed.WindowSharder(self.dist, int(tcfg["batch_size"]))
         self.loss_fn = MotionJointLoss(self.skeleton, cfg["loss"]["weights"])
         self.components = list(self.loss_fn.components)
         self.optimizer = torch.optim.Adam(
@@ -195,10 +227,15 @@ class Trainer:
         self.epoch = 0  # next epoch to run
         self.step = 0  # optimizer steps done
         self.weighting, self.scheduler = self._build_controllers()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._setup_logging()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._setup_logging()
+        else:
+            self._log_handler = None
         if resume:
             self._load_checkpoint()
+        self._dump_path = os.environ.get(DUMP_ENV) if self.dist is not None else None
+        self._dump_steps: list[dict[str, Any]] = []
         self.trace: TraceWriter | _NoTrace = (
             TraceWriter(
                 self.run_dir / TRACE_NAME,
@@ -216,10 +253,12 @@ class Trainer:
                 flush_seconds=cfg["trace"]["flush_seconds"],
                 append=resume,
             )
-            if record
+            if record and self.is_main
             else _NoTrace()
         )
-        (self.run_dir / CONFIG_NAME).write_text(dumps_toml(cfg), "utf-8")
+        if self.is_main:
+            (self.run_dir / CONFIG_NAME).write_text(dumps_toml(cfg), "utf-8")
+        distributed.barrier()  # rank 0 has truncated the trace / created the run folder
 
     # ------------------------------------------------------------------ setup
     def _build_controllers(self) -> tuple[Any, Any]:
@@ -304,11 +343,14 @@ class Trainer:
                 proposed_schedule = self.scheduler.proposed()
             else:
                 values, proposed_schedule = sv.schedule, None
-            batch = data.sample_windows(
-                tcfg["batch_size"], self.cfg["data"]["window"], self.generator
-            )
+            if self.sharder is not None:
+                batch = self.sharder.sample(data, self.cfg["data"]["window"], self.generator)
+            else:
+                batch = data.sample_windows(
+                    tcfg["batch_size"], self.cfg["data"]["window"], self.generator
+                )
             total, raw = batch_loss(
-                self.model,
+                self.train_model,
                 self.loss_fn,
                 batch,
                 tf_ratio=values["tf_ratio"],
@@ -318,20 +360,39 @@ class Trainer:
             )
             weights: dict[str, Any] = base_w
             proposed_weights = None
-            if self.weighting is not None:
-                total, weights, diag = self.weighting(raw)
-                proposed_weights = dict(zip(self.components, diag.proposed.unbind(0), strict=True))
+            if self.dist is None:
+                recorded = raw
+                if self.weighting is not None:
+                    total, weights, diag = self.weighting(raw)
+                    proposed_weights = dict(
+                        zip(self.components, diag.proposed.unbind(0), strict=True)
+                    )
+                loss_value = total.detach()
+            else:
+                # one all-reduce: the controllers see the mean raw losses over ranks, so all
+                # ranks compute the same weights; backward uses this rank's own raw losses
+                recorded = distributed.mean_losses(raw, self.components)
+                if self.weighting is not None:
+                    mean_total, weights, diag = self.weighting(recorded)
+                    proposed_weights = dict(
+                        zip(self.components, diag.proposed.unbind(0), strict=True)
+                    )
+                    if not self.weighting.dry_run:
+                        local = torch.stack([raw[c] for c in self.components])
+                        total = (local * diag.applied.to(local.dtype)).sum(-1)
+                else:
+                    mean_total = self.loss_fn.combine(recorded)
+                loss_value = mean_total.detach()  # = sum_c w_c * mean_r raw_c
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
             self.optimizer.step()
-            loss_value = total.detach()
             if self.scheduler is not None:
                 self.scheduler.step_batch(loss_value, grad_norm)
             self.trace.log_step(
                 step=self.step,
                 epoch=epoch,
-                losses={c: v.detach() for c, v in raw.items()},
+                losses={c: v.detach() for c, v in recorded.items()},
                 loss_total=loss_value,
                 weights=weights,
                 weights_base=base_w,
@@ -342,6 +403,18 @@ class Trainer:
                 grad_norm=grad_norm,
                 lr=sv.lr,
             )
+            if self._dump_path is not None:
+                self._dump_steps.append(
+                    {
+                        "weights": {c: float(w) for c, w in weights.items()},
+                        "proposed_weights": {c: float(w) for c, w in proposed_weights.items()}
+                        if proposed_weights is not None
+                        else None,
+                        "schedule": {k: float(v) for k, v in values.items()},
+                        "loss_total": float(loss_value),
+                        "grad_norm": float(grad_norm),
+                    }
+                )
             self.step += 1
             if self.progress is not None or (i + 1) % log_every == 0:
                 shown = float(loss_value) if (i + 1) % log_every == 0 or i == 0 else None
@@ -353,7 +426,6 @@ class Trainer:
                     )
 
     def _evaluate(self, epoch: int, sv: StageValues) -> None:
-        d = self.cfg["data"]
         if self.progress is not None:
             self.progress(
                 StepInfo(
@@ -366,26 +438,13 @@ class Trainer:
                     phase="eval",
                 )
             )
-        val_data = self.val_set.to(self.device) if self.device.type != "cpu" else self.val_set
-        runs = {
-            "val": evaluate(
-                self.model,
-                val_data,
-                mode="tf",
-                loss_fn=self.loss_fn,
-                window=d["window"],
-                max_windows=d["val_windows"],
-            ),
-            "valfree": evaluate(
-                self.model,
-                val_data,
-                mode="free",
-                loss_fn=self.loss_fn,
-                seed_frames=d["val_seed_frames"],
-                horizon=d["val_horizon"],
-                max_windows=d["val_windows"],
-            ),
-        }
+        runs: dict[str, dict[str, float]] | None = None
+        if self.is_main:
+            runs = self._run_evaluation()
+        if self.dist is not None:
+            # rank 0 evaluates; every rank gets its metrics, so step_epoch agrees everywhere
+            runs = distributed.broadcast_object(runs)
+        assert runs is not None
         for split, res in runs.items():
             losses = {c: res[c] for c in self.components}
             metrics = {k: res[k] for k in res if k not in losses}
@@ -405,6 +464,29 @@ class Trainer:
                 split,
                 " ".join(f"{k}={v:.4g}" for k, v in {**metrics, "loss": total}.items()),
             )
+
+    def _run_evaluation(self) -> dict[str, dict[str, float]]:
+        d = self.cfg["data"]
+        val_data = self.val_set.to(self.device) if self.device.type != "cpu" else self.val_set
+        return {
+            "val": evaluate(
+                self.model,
+                val_data,
+                mode="tf",
+                loss_fn=self.loss_fn,
+                window=d["window"],
+                max_windows=d["val_windows"],
+            ),
+            "valfree": evaluate(
+                self.model,
+                val_data,
+                mode="free",
+                loss_fn=self.loss_fn,
+                seed_frames=d["val_seed_frames"],
+                horizon=d["val_horizon"],
+                max_windows=d["val_windows"],
+            ),
+        }
 
     def train(self) -> RunSummary:
         """Run the remaining epochs; Ctrl-C stops cleanly (trace flushed, checkpoint intact)."""
@@ -430,7 +512,8 @@ class Trainer:
                     )
                 self.epoch = epoch + 1
                 self.trace.flush()
-                self._save_checkpoint()
+                if self.is_main:
+                    self._save_checkpoint()
         except KeyboardInterrupt:
             interrupted = True
             log.warning(
@@ -440,8 +523,11 @@ class Trainer:
             )
         finally:
             self.trace.close()
-            logging.getLogger("adaptive").removeHandler(self._log_handler)
-            self._log_handler.close()
+            if self._log_handler is not None:
+                logging.getLogger("adaptive").removeHandler(self._log_handler)
+                self._log_handler.close()
+        if self._dump_path is not None:
+            self._dump_state()
         vf = self.metric_history["valfree"]
         return RunSummary(
             run_dir=self.run_dir,
@@ -452,6 +538,25 @@ class Trainer:
             last=dict(vf[-1]) if vf else {},
             interrupted=interrupted,
         )
+
+    def _dump_state(self) -> None:
+        """Test hook (`ADAPTIVE_DIST_DUMP=<folder>`, distributed runs only): this rank's
+        per-step applied values, controller states and a parameter checksum as JSON."""
+        assert self._dump_path is not None and self.dist is not None
+        params = torch.cat([p.detach().double().flatten().cpu() for p in self.model.parameters()])
+        state = {
+            "rank": self.dist.rank,
+            "world_size": self.dist.world_size,
+            "steps": self._dump_steps,
+            "param_sum": float(params.sum()),
+            "param_sha256": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
+            "weighting": self.weighting.state_dict() if self.weighting is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "metric_history": self.metric_history,
+        }
+        out = Path(self._dump_path)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{self.dist.rank}.json").write_text(json.dumps(state), "utf-8")
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
@@ -497,5 +602,6 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self._time_offset = float(state.get("time", 0.0))
-        truncate_trace(self.run_dir / TRACE_NAME, through_epoch=self.epoch - 1)
+        if self.is_main:
+            truncate_trace(self.run_dir / TRACE_NAME, through_epoch=self.epoch - 1)
         log.info("resumed %s at epoch %d step %d", self.run_dir, self.epoch, self.step)

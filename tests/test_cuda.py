@@ -58,3 +58,24 @@ def test_live_path_has_no_host_sync(tmp_path: Path, method: str) -> None:
     writer.close()  # one batched device->host transfer at the flush
     tr = read_trace(tmp_path / "t.parquet")
     assert len(tr.steps) == steps and tr.steps["loss/yaw"].notna().all()
+
+
+@cuda
+def test_trainer_runs_on_cuda(tmp_path: Path) -> None:
+    from adaptive.train.config import load_config
+    from adaptive.train.trainer import Trainer
+    from tests.test_train import TINY
+
+    cfg = load_config(
+        overrides=[
+            *TINY,
+            "run.device='cuda'",
+            "run.epochs=2",
+            "adaptive.loss='dwa'",
+            "adaptive.scheduler=true",
+            f"run.out={str(tmp_path)!r}",
+        ]
+    )
+    Trainer(cfg, tmp_path / "gpu").train()
+    tr = read_trace(tmp_path / "gpu" / "trace.parquet")
+    assert len(tr.steps) == 2 * 12 and set(tr.epochs["split"]) == {"val", "valfree"}

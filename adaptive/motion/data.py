@@ -21,6 +21,7 @@ in rad/frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -314,6 +315,17 @@ class MotionDataset:
             self.root_pos[a:b],
             self.fps,
             self.clip_names[i],
+        )
+
+    def to(self, device: torch.device | str) -> MotionDataset:
+        """A copy with the per-frame tensors on ``device`` (clip offsets stay on the CPU, so
+        window indices are computed on the host and batches are gathered on the device)."""
+        return dataclasses.replace(
+            self,
+            frames=self.frames.to(device),
+            controls=self.controls.to(device),
+            root_yaw=self.root_yaw.to(device),
+            root_pos=self.root_pos.to(device),
         )
 
     def window_starts(self, length: int) -> Tensor:

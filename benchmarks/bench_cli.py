@@ -40,8 +40,14 @@ def make_trace(path: Path, steps: int, comps: int = 8, epochs: int = 50) -> None
     with TraceWriter(path, components=names, metrics=["YawAbsDeg"], flush_rows=100_000) as w:
         for s in range(steps):
             row = losses[s].tolist()
-            w.log_step(step=s, epoch=s // per, losses=dict(zip(names, row, strict=True)),
-                       loss_total=sum(row), grad_norm=float(grad[s]), schedule_base=base)
+            w.log_step(
+                step=s,
+                epoch=s // per,
+                losses=dict(zip(names, row, strict=True)),
+                loss_total=sum(row),
+                grad_norm=float(grad[s]),
+                schedule_base=base,
+            )
             if (s + 1) % per == 0:
                 e = s // per
                 w.log_epoch(split="val", epoch=e, step=s + 1, metrics={"YawAbsDeg": 10 - e / 10})
@@ -64,22 +70,51 @@ def main() -> None:
     ap.add_argument("--methods", default="dwa,uncertainty,scheduler")
     args = ap.parse_args()
     exe = shutil.which("adaptive") or str(Path(sys.executable).with_name("adaptive"))
-    print(f"workload: synthetic traces, 8 components, 50 epochs; fresh process per command; "
-          f"cores={os.cpu_count()}")
+    print(
+        f"workload: synthetic traces, 8 components, 50 epochs; fresh process per command; "
+        f"cores={os.cpu_count()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             trace = Path(tmp) / f"t{size}.parquet"
             make_trace(trace, size)
             for m in args.methods.split(","):
-                dt, rss = run([exe, "replay", str(trace), "--method", m, "-q",
-                               "--out", str(Path(tmp) / "out")])
-                print(f"adaptive replay {size:>9,} steps --method {m:<12} {dt:6.2f} s wall "
-                      f"(peak RSS of any child so far {rss:,.0f} MB)")
-            dt, rss = run([exe, "sweep", str(trace), "--method", "uncertainty", "-q",
-                           "--grid", "lr=0.003,0.01,0.03,0.1", "--grid",
-                           "adjustment_range=0.1,0.2,0.3,0.5", "--out", str(Path(tmp) / "sw")])
-            print(f"adaptive sweep  {size:>9,} steps uncertainty 16 configs {dt:6.2f} s wall "
-                  f"(peak RSS of any child so far {rss:,.0f} MB)")
+                dt, rss = run(
+                    [
+                        exe,
+                        "replay",
+                        str(trace),
+                        "--method",
+                        m,
+                        "-q",
+                        "--out",
+                        str(Path(tmp) / "out"),
+                    ]
+                )
+                print(
+                    f"adaptive replay {size:>9,} steps --method {m:<12} {dt:6.2f} s wall "
+                    f"(peak RSS of any child so far {rss:,.0f} MB)"
+                )
+            dt, rss = run(
+                [
+                    exe,
+                    "sweep",
+                    str(trace),
+                    "--method",
+                    "uncertainty",
+                    "-q",
+                    "--grid",
+                    "lr=0.003,0.01,0.03,0.1",
+                    "--grid",
+                    "adjustment_range=0.1,0.2,0.3,0.5",
+                    "--out",
+                    str(Path(tmp) / "sw"),
+                ]
+            )
+            print(
+                f"adaptive sweep  {size:>9,} steps uncertainty 16 configs {dt:6.2f} s wall "
+                f"(peak RSS of any child so far {rss:,.0f} MB)"
+            )
     print("targets: replay 100k <= 3 s, 1M <= 10 s; replay and sweep of 1M < 2 GB resident")
 
 

@@ -170,7 +170,8 @@ def sweep(
     )
 
 
-SWEEP_CHUNK = 64  # configurations advanced together (bounds memory: T x chunk x C per output)
+SWEEP_CHUNK = 64  # most configurations advanced together
+SWEEP_MEMORY = 300e6  # bytes of (T, chunk, C) outputs held at once (float64 delta + bool clamp)
 
 
 def _config_metrics(
@@ -182,7 +183,8 @@ def _config_metrics(
     """Stability metrics of each configuration replayed over one trace.
 
     Weighting methods advance up to `SWEEP_CHUNK` configurations together (a leading
-    configuration dimension in the controller state); the scheduler replays one at a time.
+    configuration dimension in the controller state), fewer on long traces so the outputs
+    held at once stay under `SWEEP_MEMORY`; the scheduler replays one at a time.
     """
     from replay._stability import stability_metrics
 
@@ -194,22 +196,23 @@ def _config_metrics(
                 progress(1)
         return out
     from replay._engine import ReplayResult
-    from replay._weighting_replay import sweep_weighting
+    from replay._weighting_replay import sweep_weighting, weighting_inputs
 
-    comps = list(trace.components)
-    for lo in range(0, len(configs), SWEEP_CHUNK):
-        chunk = [dict(c) for c in configs[lo : lo + SWEEP_CHUNK]]
-        arrays = sweep_weighting(
-            trace, method, chunk, outputs=("proposed", "deltas", "clamped", "base")
-        )
+    comps, _, base, _ = weighting_inputs(trace)
+    per_config = max(1, len(trace.steps) * len(comps) * 9)
+    size = int(max(1, min(SWEEP_CHUNK, SWEEP_MEMORY // per_config)))
+    for lo in range(0, len(configs), size):
+        chunk = [dict(c) for c in configs[lo : lo + size]]
+        arrays = sweep_weighting(trace, method, chunk, outputs=("deltas", "clamped"))
         head = {"step": arrays["step"], "epoch": arrays["epoch"], "skipped": arrays["skipped"]}
         for k, cfg in enumerate(chunk):
             cols = dict(head)
             for j, c in enumerate(comps):
                 cols[f"delta/{c}"] = arrays["deltas"][:, k, j]
                 cols[f"clamped/{c}"] = arrays["clamped"][:, k, j]
-                cols[f"proposed/weight/{c}"] = arrays["proposed"][:, k, j]
-                cols[f"base/{c}"] = arrays["base"][:, k, j]
+                # the controller's own formula: proposed = base * (1 + delta), in float64
+                cols[f"proposed/weight/{c}"] = base[:, j] * (1.0 + arrays["deltas"][:, k, j])
+                cols[f"base/{c}"] = base[:, j]
             res = ReplayResult(
                 method=method,
                 params={"adjustment_range": cfg.get("adjustment_range", 0.3), **cfg},

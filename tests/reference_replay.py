@@ -16,11 +16,9 @@ import pandas as pd
 
 from adaptive.trace import Trace
 from replay._engine import (
-    SCHEDULE_PARAMS,
     SCHEDULER,
     ReplayError,
     ReplayResult,
-    _col,
     _epoch_bounds,
     _epoch_metric_dicts,
     scheduler_inputs,
@@ -43,23 +41,11 @@ def replay_weighting(
     import torch
 
     from adaptive.weighting import AdaptiveLossWeighting
+    from replay._weighting_replay import weighting_inputs
 
     steps = trace.steps
-    comps = list(trace.components)
-    if not comps:
-        raise ReplayError(f"{trace.path}: no loss/<component> columns to replay")
-    if len(steps) == 0:
-        raise ReplayError(f"{trace.path}: no step rows to replay")
-    base_cols = []
-    for c in comps:
-        col = _col(steps, f"weight_base/{c}")
-        if col is None:
-            col = _col(steps, f"weight/{c}")
-        base_cols.append(np.ones(len(steps)) if col is None else col)
-    base = np.stack(base_cols, axis=1)
-    losses = torch.from_numpy(
-        np.stack([steps[f"loss/{c}"].to_numpy(dtype=np.float32) for c in comps], axis=1)
-    ).double()
+    comps, losses_np, base, _ = weighting_inputs(trace)  # the inputs, not the maths
+    losses = torch.from_numpy(losses_np.astype(np.float64))
     ctrl = AdaptiveLossWeighting(
         comps,
         dict(zip(comps, base[0].tolist(), strict=True)),
@@ -143,24 +129,9 @@ def replay_scheduler(
     if len(steps) == 0:
         raise ReplayError(f"{trace.path}: no step rows to replay")
     loss, grad = scheduler_inputs(trace)
-    params_present = [
-        p
-        for p in dict.fromkeys(
-            [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule_base/")]
-            + [c.split("/", 1)[1] for c in steps.columns if c.startswith("schedule/")]
-        )
-    ]
-    if not params_present:
-        params_present = list(SCHEDULE_PARAMS)
-        base = np.tile(np.array([[1.0, 1.0, 1.0]]), (len(steps), 1))
-    else:
-        cols = []
-        for p in params_present:
-            col = _col(steps, f"schedule_base/{p}")
-            if col is None:
-                col = _col(steps, f"schedule/{p}")
-            cols.append(col)
-        base = np.stack(cols, axis=1)
+    from replay._scheduler_replay import _schedule_base
+
+    params_present, base = _schedule_base(trace)  # the inputs, not the control law
     valfree = _epoch_metric_dicts(trace, "valfree")
     val = _epoch_metric_dicts(trace, "val")
     params.pop("dry_run", None)

@@ -238,3 +238,50 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "replay-dwa.parquet").is_file()
     assert (tmp_path / "o" / "replay-dwa.png").stat().st_size > 10_000
     assert "mean scale per epoch" in res.output
+
+
+def test_trains_on_a_folder_of_bvh_files(tmp_path: Path) -> None:
+    """`--data DIR`: the trainer takes the skeleton and motion from the user's BVH files."""
+    from adaptive.motion import humanoid
+    from adaptive.motion.bvh import write_bvh
+
+    sk = humanoid()
+    gen = torch.Generator().manual_seed(0)
+    data = tmp_path / "mocap"
+    data.mkdir()
+    for i in range(4):
+        t = 90
+        eul = 0.3 * torch.sin(
+            torch.linspace(0, 6, t)[:, None, None]
+            + torch.rand(1, sk.num_joints, 3, generator=gen) * 6
+        )
+        root = torch.stack(
+            [torch.linspace(0, 1.5 + i, t), torch.full((t,), 0.95), torch.linspace(0, 0.5, t)],
+            dim=1,
+        )
+        write_bvh(data / f"clip{i}.bvh", sk, eul, root, "ZXY")
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path),
+            "--name",
+            "bvh",
+            "--epochs",
+            "2",
+            "-q",
+            *[a for s in TINY[1:] for a in ("--set", s)],
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    tr = read_trace(tmp_path / "bvh" / "trace.parquet")
+    assert len(tr.steps) == 2 * 12 and np.isfinite(tr.steps["loss/fk_pos"]).all()
+    assert tr.run["config"]["data"]["source"] == "bvh"
+    bad = tmp_path / "badmocap"
+    bad.mkdir()
+    (bad / "x.bvh").write_text("HIERARCHY\nROOT Hips\n{\n  OFFSET 0 0\n")
+    res = CliRunner().invoke(app, ["train", "--data", str(bad), "--out", str(tmp_path), "-q"])
+    assert res.exit_code == 2 and "x.bvh" in res.output

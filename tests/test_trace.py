@@ -314,3 +314,16 @@ def test_round_trip_property(tmp_path_factory, comps, data) -> None:
     got = tr.steps[[f"loss/{c}" for c in comps]].to_numpy()
     want = np.array(rows, dtype=np.float32).reshape(n, len(comps))
     np.testing.assert_array_equal(got, want)  # NaN == NaN here; inf kept
+
+
+def test_pooled_runs_share_step_numbers_but_not_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "two.parquet"
+    pq.write_table(_table(run_id=["b", "b", "a", "a"], step=[1, 0, 1, 0]), path)
+    tr = read_trace(path)
+    assert tr.steps[["run_id", "step"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0], ["b", 1]]
+    assert sorted(tr.by_run()) == ["a", "b"]
+    pq.write_table(_table(run_id=["a", "b", "b", "a"], step=[0, 0, 1, 1]), path)
+    assert len(read_trace(path).steps) == 4
+    pq.write_table(_table(run_id=["a", "b", "b", "b"], step=[0, 0, 1, 1]), path)
+    with pytest.raises(TraceError, match="1 duplicate step row\\(s\\), first at run 'b' step 1"):
+        read_trace(path)

@@ -198,17 +198,22 @@ def _to_trace(root: Path, table: pa.Table, meta: dict[str, str], skipped: list[P
     epochs = _frame(table.filter(pc.invert(is_step)), keep=[])
     if steps[F.STEP_COL].isna().any() or steps[F.EPOCH_COL].isna().any():
         raise TraceError(f"{root}: step rows with a missing step or epoch value")
-    steps = _sorted(steps, [F.RUN_ID, F.STEP_COL])
-    run = steps[F.RUN_ID].to_numpy()
+    # One run (the usual case): order and duplicate checks need only the step numbers, not
+    # a conversion of the run-id strings to Python objects.
+    one_run = len(pc.unique(table.column(F.RUN_ID))) <= 1
+    steps = _sorted(steps, [F.STEP_COL] if one_run else [F.RUN_ID, F.STEP_COL])
     step = steps[F.STEP_COL].to_numpy()
-    dup = (step[1:] == step[:-1]) & (run[1:] == run[:-1])
+    same_run = True if one_run else (lambda r: r[1:] == r[:-1])(steps[F.RUN_ID].to_numpy())
+    dup = (step[1:] == step[:-1]) & same_run
     if dup.any():
         i = int(np.argmax(dup)) + 1
         raise TraceError(
             f"{root}: {int(dup.sum())} duplicate step row(s), first at run "
-            f"{run[i]!r} step {int(step[i])}"
+            f"{steps[F.RUN_ID].iloc[i]!r} step {int(step[i])}"
         )
-    epochs = _sorted(epochs, [F.RUN_ID, F.EPOCH_COL, F.SPLIT])
+    epochs = _sorted(
+        epochs, [F.EPOCH_COL, F.SPLIT] if one_run else [F.RUN_ID, F.EPOCH_COL, F.SPLIT]
+    )
 
     components = _json_list(meta.get(F.META_COMPONENTS)) or F.loss_columns(names)
     components = [c for c in components if F.LOSS_PREFIX + c in names]
@@ -256,9 +261,6 @@ def _frame(table: pa.Table, keep: list[str]) -> pd.DataFrame:
 
 
 def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    if len(df) < 2:
-        return df.reset_index(drop=True)
-    first = df[by[0]].to_numpy()
-    if len(by) == 2 and (first[0] == first).all() and df[by[1]].is_monotonic_increasing:
+    if len(df) < 2 or (len(by) == 1 and df[by[0]].is_monotonic_increasing):
         return df.reset_index(drop=True)
     return df.sort_values(by, kind="stable").reset_index(drop=True)

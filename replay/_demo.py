@@ -66,7 +66,7 @@ def run_demo(
     sets = [
         *(QUICK if quick else ()),
         f"run.out={str(folder)!r}",
-        "run.name='run'",
+        "run.name='demo'",
         "adaptive.loss='dwa'",
         "adaptive.scheduler=true",
         "adaptive.dry_run=true",

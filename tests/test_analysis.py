@@ -229,7 +229,7 @@ def test_demo_quick(tmp_path: Path) -> None:
         "recommended.toml",
         "sweep-dwa.csv",
         "sweep-dwa.png",
-        "run/trace.parquet",
+        "demo/trace.parquet",
     ):
         assert (d / name).exists(), name
     assert "Switch it on live with: adaptive train --config" in res.output

@@ -7,12 +7,18 @@ Heavy modules (torch, matplotlib) are imported inside the commands that need the
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
 from adaptive._version import __version__
+
+if TYPE_CHECKING:
+    from adaptive.trace import Trace
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="adaptive",
@@ -49,20 +55,27 @@ def main_callback(
     """Adaptive loss weighting and schedule control with offline replay."""
 
 
-def _load(path: Path):
+def _read(reader: Callable[[Path], T], path: Path) -> T:
+    """Call `reader(path)`; a TraceError becomes the one-line error, skipped parts warnings."""
     import warnings
 
-    from adaptive.trace import TraceError, TraceWarning, read_trace
+    from adaptive.trace import TraceError, TraceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TraceWarning)
         try:
-            trace = read_trace(path)
+            result = reader(path)
         except TraceError as exc:
             fail(str(exc))
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    return trace
+    return result
+
+
+def _load(path: Path) -> Trace:
+    from adaptive.trace import read_trace
+
+    return _read(read_trace, path)
 
 
 @app.command()
@@ -276,7 +289,7 @@ def replay_cmd(
         fail(str(exc).strip("'\""))
     bar.close()
     many = len(runs) > 1
-    base = out if out is not None else (path.parent if path.name.endswith(".parquet") else path)
+    base = out if out is not None else _run_folder(path)
     summaries = []
     for rid, result in results.items():
         dest = base / rid if many else base
@@ -450,22 +463,11 @@ def train(
         raise typer.Exit(130)
 
 
-def _load_runs(path: Path) -> dict:
+def _load_runs(path: Path) -> dict[str, Trace]:
     """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
-    import warnings
-
-    from adaptive.trace import TraceError, TraceWarning
     from replay import load_runs
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TraceWarning)
-        try:
-            runs = load_runs(path)
-        except TraceError as exc:
-            fail(str(exc))
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    return runs
+    return _read(load_runs, path)
 
 
 def _method_param_map(methods: list[str], params: list[str]) -> dict[str, dict[str, object]]:
@@ -557,9 +559,13 @@ def pd_mean(frames: list) -> object:
     return pd.concat(frames).groupby(level=0, sort=False).mean()
 
 
+def _run_folder(path: Path) -> Path:
+    """Where outputs about PATH go by default: beside a trace, inside a folder of runs."""
+    return path.parent if path.name.endswith(".parquet") else path
+
+
 def _default_out(path: Path, name: str) -> Path:
-    base = path.parent if path.name.endswith(".parquet") else path
-    return base / name
+    return _run_folder(path) / name
 
 
 @app.command()

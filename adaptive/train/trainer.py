@@ -360,29 +360,27 @@ class Trainer:
             )
             weights: dict[str, Any] = base_w
             proposed_weights = None
-            if self.dist is None:
-                recorded = raw
-                if self.weighting is not None:
-                    total, weights, diag = self.weighting(raw)
-                    proposed_weights = dict(
-                        zip(self.components, diag.proposed.unbind(0), strict=True)
-                    )
-                loss_value = total.detach()
-            else:
-                # one all-reduce: the controllers see the mean raw losses over ranks, so all
-                # ranks compute the same weights; backward uses this rank's own raw losses
-                recorded = distributed.mean_losses(raw, self.components)
-                if self.weighting is not None:
-                    mean_total, weights, diag = self.weighting(recorded)
-                    proposed_weights = dict(
-                        zip(self.components, diag.proposed.unbind(0), strict=True)
-                    )
-                    if not self.weighting.dry_run:
+            # Distributed: one all-reduce, so the controllers see the mean raw losses over
+            # ranks and every rank computes the same weights.
+            recorded = raw if self.dist is None else distributed.mean_losses(raw, self.components)
+            if self.weighting is not None:
+                controller_total, weights, diag = self.weighting(recorded)
+                proposed_weights = dict(zip(self.components, diag.proposed.unbind(0), strict=True))
+                if not self.weighting.dry_run:  # dry-run: the base-weighted total stays
+                    if self.dist is None:
+                        total = controller_total
+                    else:  # backward uses this rank's own raw losses with the shared weights
                         local = torch.stack([raw[c] for c in self.components])
                         total = (local * diag.applied.to(local.dtype)).sum(-1)
-                else:
-                    mean_total = self.loss_fn.combine(recorded)
-                loss_value = mean_total.detach()  # = sum_c w_c * mean_r raw_c
+            if self.dist is None:
+                loss_value = total.detach()
+            else:  # sum_c w_c * mean_r raw_c, the same on every rank
+                mean_total = (
+                    controller_total
+                    if self.weighting is not None
+                    else self.loss_fn.combine(recorded)
+                )
+                loss_value = mean_total.detach()
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)

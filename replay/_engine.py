@@ -1,9 +1,11 @@
 """Replay engine: run the live controller classes over a recorded trace, in dry-run.
 
-The engine calls exactly what the trainer calls (`AdaptiveLossWeighting.__call__`,
-`end_epoch`, `set_base_weights`; `AdaptiveScheduler.set_base_values`, `values`/`proposed`,
-`step_batch`, `step_epoch`) in the trainer's order, with the values the trainer recorded.
-There is no second implementation of any controller's maths.
+The engine drives the controller classes the trainer uses, in the trainer's order, with the
+values the trainer recorded: per epoch `set_base_weights` / `set_base_values`, the epoch's
+steps as one `step_block` (the same core that the trainer's per-step `__call__` and
+`step_batch` run with T = 1), then `end_epoch` / `step_epoch`. There is no second
+implementation of any controller's maths; `tests/reference_replay.py` replays per step and
+the tests check both agree bit for bit.
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ class TestContract:
         _, _, diag = make(method)(dict.fromkeys(COMPONENTS, 0.5))
         d = diag.to_dict()
         assert all(isinstance(v, float) for v in d.values())
-        expected = {"step", "epoch", "skipped", "skipped_steps"}
+        expected = {"step", "epoch", "skipped", "skipped_steps", "nonfinite_state"}
         for prefix in ("scale", "delta", "clamped", "base", "applied", "proposed"):
             expected |= {f"{prefix}/{c}" for c in COMPONENTS}
         assert expected <= d.keys()
@@ -561,66 +561,197 @@ def test_dwa_temperature_validation_and_repr() -> None:
 # ======================================================================================
 
 
-def test_uncertainty_converges_to_log_loss() -> None:
+def test_uncertainty_kendall_anchor_starts_at_equilibrium_and_tracks_log_loss() -> None:
+    """anchor="none": s starts at log L (the first losses), so Kendall's weights ∝ 1/L hold
+    from the second step on; when the losses move, s follows to the new log L."""
     losses = {"a": 0.5, "b": 2.0, "c": 5.0}
     ctrl = AdaptiveLossWeighting(
-        list(losses), method="uncertainty", lr=0.05, adjustment_range=100.0
+        list(losses), method="uncertainty", lr=0.05, adjustment_range=100.0, anchor="none"
     )
-    for _ in range(1500):
-        _, w, diag = ctrl(losses)
-    expected_s = torch.tensor([math.log(v) for v in losses.values()], dtype=torch.float64)
-    torch.testing.assert_close(diag.method_state["log_var"], expected_s, atol=1e-6, rtol=0)
+    ctrl(losses)
+    _, w, diag = ctrl(losses)
     inv = [1 / v for v in losses.values()]
     expected_scale = [x / (sum(inv) / 3) for x in inv]
-    assert [w[c].item() for c in losses] == pytest.approx(expected_scale, rel=1e-5)
+    assert [w[c].item() for c in losses] == pytest.approx(expected_scale, rel=1e-12)
+    moved = {"a": 0.5, "b": 0.2, "c": 5.0}
+    for _ in range(1500):
+        _, w, diag = ctrl(moved)
+    expected_s = torch.tensor([math.log(v) for v in moved.values()], dtype=torch.float64)
+    torch.testing.assert_close(diag.method_state["log_var"], expected_s, atol=1e-6, rtol=0)
+    inv = [1 / v for v in moved.values()]
+    expected_scale = [x / (sum(inv) / 3) for x in inv]
+    assert [w[c].item() for c in moved] == pytest.approx(expected_scale, rel=1e-5)
+
+
+def test_uncertainty_default_is_relative_to_the_first_losses() -> None:
+    """anchor="first": constant losses of any magnitudes keep the base weights."""
+    ctrl = AdaptiveLossWeighting(["a", "b"], {"a": 2.0, "b": 1.0}, method="uncertainty")
+    for _ in range(50):
+        _, w, _ = ctrl({"a": 1e-9, "b": 3e4})
+    assert [w["a"].item(), w["b"].item()] == [2.0, 1.0]
 
 
 def test_uncertainty_matches_torch_adam_on_kendall_objective() -> None:
-    """Independent check: autograd + torch.optim.Adam on J(s) = Σ e^{-s} L + s, clamped."""
+    """Independent check: autograd + torch.optim.Adam on J(s) = Σ e^{-s} L + s with s
+    started at log L_0, its gradient clipped below at -grad_clip and s - log L_0 clamped."""
     gen = torch.Generator().manual_seed(0)
     mags = torch.tensor([0.05, 1.0, 20.0], dtype=torch.float64)
-    seq = (torch.rand(200, 3, generator=gen, dtype=torch.float64) * 2 * mags).tolist()
-    lr, s_min, s_max = 0.03, -1.0, 1.0
+    seq_t = torch.rand(200, 3, generator=gen, dtype=torch.float64) * 2 * mags
+    seq_t[100:, 2] *= 10.0  # drives c's s - log L_0 into the upper bound
+    seq_t[150, 0] *= 50.0  # an outlier: its gradient is clipped
+    seq = seq_t.tolist()
+    lr, s_min, s_max, clip = 0.03, -1.0, 1.0, 0.5
     ctrl = AdaptiveLossWeighting(
-        ["a", "b", "c"], method="uncertainty", lr=lr, s_min=s_min, s_max=s_max
+        ["a", "b", "c"], method="uncertainty", lr=lr, s_min=s_min, s_max=s_max, grad_clip=clip
     )
-    s = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    log_a = torch.tensor(seq[0], dtype=torch.float64).log()
+    s = log_a.clone().requires_grad_(True)
     opt = torch.optim.Adam([s], lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    hit_bound = False
-    for row in seq:
+    hit_bound = clipped = False
+    for i, row in enumerate(seq):
         _, _, diag = ctrl(dict(zip("abc", row, strict=True)))
-        torch.testing.assert_close(diag.method_state["log_var"], s.detach(), rtol=0, atol=1e-10)
+        if i > 0:  # before the first step the anchors (log L_0) are not known yet
+            torch.testing.assert_close(
+                diag.method_state["log_var"], s.detach(), rtol=0, atol=1e-9
+            )
         loss_t = torch.tensor(row, dtype=torch.float64)
         objective = (torch.exp(-s) * loss_t + s).sum()
-        assert diag.method_state["objective"].item() == pytest.approx(objective.item(), rel=1e-12)
+        if i > 0:
+            assert diag.method_state["objective"].item() == pytest.approx(
+                objective.item(), rel=1e-9
+            )
         opt.zero_grad()
         objective.backward()
+        assert s.grad is not None
+        clipped |= bool((s.grad < -clip).any())
+        s.grad.clamp_(min=-clip)
+        before = s.detach().clone()
         opt.step()
         with torch.no_grad():
-            s.clamp_(s_min, s_max)
-            hit_bound |= bool(((s == s_min) | (s == s_max)).any())
-    assert hit_bound
+            s.copy_(before + (s - before).clamp(-lr, lr))  # at most lr per update
+            s.copy_(log_a + (s - log_a).clamp(s_min, s_max))
+            hit_bound |= bool(((s - log_a).abs() >= 1.0 - 1e-12).any())
+    assert hit_bound and clipped
 
 
 def test_uncertainty_vanishing_loss_is_bounded_and_total_nonnegative() -> None:
     ctrl = AdaptiveLossWeighting(
         ["a", "b"], method="uncertainty", lr=0.5, s_min=-3.0, s_max=3.0, adjustment_range=0.5
     )
+    ctrl({"a": 1.0, "b": 0.01})  # anchors: log 1 = 0 and log 0.01
     for _ in range(300):
-        total, w, diag = ctrl({"a": 0.0, "b": 0.01})
+        total, w, diag = ctrl({"a": 1e-30, "b": 0.01})
         assert total.item() >= 0
     s = diag.method_state["log_var"].tolist()
-    assert s[0] == -3.0  # held at the bound instead of running to -inf
+    assert s[0] == -3.0  # held at the (relative) bound instead of running to -inf
     assert all(math.isfinite(v.item()) for v in w.values())
-    # Kendall's objective can go negative, the total we return cannot.
-    assert diag.method_state["objective"].item() < 0
+
+
+def test_uncertainty_zero_loss_is_an_absent_component() -> None:
+    """A loss of exactly 0 (a component absent from the batch) leaves that component's
+    state untouched: before its first positive loss it stays neutral, later it holds."""
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="uncertainty", lr=0.5)
+    for _ in range(20):
+        _, w, diag = ctrl({"a": 0.0, "b": 1.0})
+    assert diag.method_state["log_var"].tolist() == [0.0, 0.0]
+    assert [w["a"].item(), w["b"].item()] == [1.0, 1.0]
+    ctrl({"a": 2.0, "b": 1.0})
+    before = ctrl.method_impl.state_dict()
+    ctrl({"a": 0.0, "b": 1.0})
+    after = ctrl.method_impl.state_dict()
+    for key in ("rel_log_var", "adam_m", "adam_v", "adam_t"):
+        assert after[key][0] == before[key][0]
+
+
+def test_uncertainty_recovers_quickly_after_an_outlier_and_a_zero_stretch() -> None:
+    """A 1e6x outlier and a 200-step stretch of tiny losses (1e-6 x): the weights come back
+    near where an undisturbed run is, 150 steps after the outlier and 300 steps after
+    the stretch (no stale second moment; docs/ADAPTIVE_LOSS.md)."""
+    gen = torch.Generator().manual_seed(1)
+    n = 1500
+    clean = (torch.rand(n, 2, generator=gen, dtype=torch.float64) * 0.4 + 0.8) * torch.tensor(
+        [1.0, 0.01], dtype=torch.float64
+    )
+    bad = clean.clone()
+    bad[300, 0] *= 1e6
+    bad[500:700, 1] *= 1e-6
+    ref = AdaptiveLossWeighting(["a", "b"], method="uncertainty", log_every=0)
+    dis = AdaptiveLossWeighting(["a", "b"], method="uncertainty", log_every=0)
+    w_ref = ref.step_block(clean).proposed
+    w_dis = dis.step_block(bad).proposed
+    assert (w_dis[450:500] - w_ref[450:500]).abs().max() < 0.02
+    assert (w_dis[1000:] - w_ref[1000:]).abs().max() < 0.03
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from(["first", "none"]),
+    st.floats(0.01, 0.3),
+)
+def test_uncertainty_weights_are_scale_invariant(seed: int, anchor: str, lr: float) -> None:
+    """The same trace x 1e-8, x 1 and x 1e8 gives the same weights (within 1e-3)."""
+    gen = torch.Generator().manual_seed(seed)
+    mags = torch.tensor([2.0, 0.03, 5e-4], dtype=torch.float64)
+    trend = torch.linspace(1.0, 0.1, 300, dtype=torch.float64).unsqueeze(1) ** torch.tensor(
+        [1.0, 2.0, 0.5], dtype=torch.float64
+    )
+    losses = (torch.rand(300, 3, generator=gen, dtype=torch.float64) + 0.5) * mags * trend
+    weights = []
+    for scale in (1e-8, 1.0, 1e8):
+        ctrl = AdaptiveLossWeighting(
+            ["a", "b", "c"], method="uncertainty", lr=lr, anchor=anchor, log_every=0,
+            adjustment_range=100.0,
+        )
+        weights.append(ctrl.step_block(losses * scale).proposed)
+    assert (weights[0] - weights[1]).abs().max() < 1e-3
+    assert (weights[2] - weights[1]).abs().max() < 1e-3
+
+
+def test_uncertainty_nonfinite_state_is_counted_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A state that goes non-finite (here forced) is counted in the diagnostics, the state
+    dict and a WARNING; the weights fall back to the base weights meanwhile."""
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="uncertainty", log_every=0)
+    ctrl({"a": 1.0, "b": 1.0})
+    impl = ctrl.method_impl
+    assert isinstance(impl, UncertaintyWeighting)
+    impl._u = torch.full_like(impl._u, math.nan)
+    _, w, diag = ctrl({"a": 1.0, "b": 2.0})
+    assert [w["a"].item(), w["b"].item()] == [1.0, 1.0]
+    assert int(diag.nonfinite_state) == 1
+    with caplog.at_level(logging.WARNING, logger="adaptive.weighting"):
+        state = ctrl.state_dict()
+    assert state["nonfinite_state_steps"] == 1
+    assert "non-finite scales on 1 step" in caplog.text
 
 
 def test_uncertainty_param_validation() -> None:
-    with pytest.raises(ValueError, match=r"s_min=2\.0, s_max=1\.0"):
+    with pytest.raises(ValueError, match=r"s_min.*2\.0"):
         UncertaintyWeighting(2, s_min=2.0, s_max=1.0)
+    with pytest.raises(ValueError, match=r"s_min.*-50"):
+        UncertaintyWeighting(2, s_min=-50.0)
+    with pytest.raises(ValueError, match=r"s_max.*1e\+30"):
+        UncertaintyWeighting(2, s_max=1e30)
+    with pytest.raises(ValueError, match=r"anchor.*'last'"):
+        UncertaintyWeighting(2, anchor="last")
     with pytest.raises(ValueError, match=r"lr.*'fast'"):
         UncertaintyWeighting(2, lr="fast")  # type: ignore[arg-type]
+
+
+def test_dwa_negative_losses_are_neutral_and_restart_forgets_history() -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="dwa")
+    for losses in ({"a": -1.0, "b": 1.0}, {"a": -2.0, "b": 0.5}, {"a": 1.0, "b": 1.0}):
+        ctrl(losses)
+        ctrl.end_epoch()
+    ratio = ctrl.method_impl.diagnostics(torch.zeros(2))["ratio"].tolist()
+    assert ratio == [1.0, 2.0]  # a's ratio of negative means is neutral
+    ctrl.restart()
+    _, w, diag = ctrl({"a": 1.0, "b": 1.0})
+    assert [w["a"].item(), w["b"].item()] == [1.0, 1.0]
+    assert diag.method_state["ratio"].tolist() == [1.0, 1.0]
+    assert ctrl.step == 4  # counters survive a restart
 
 
 # ======================================================================================

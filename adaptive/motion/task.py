@@ -98,8 +98,10 @@ def batch_loss(
         total = sum_c loss_fn.weights[c] * raw_c     (loss_fn.combine, components order)
 
     Returns ``(total, raw)``; ``raw`` tensors are attached to the graph, so a controller may
-    backpropagate its own ``sum_c w_c * raw_c``. With ``return_info`` also returns
-    ``{"freerun": bool, "tf": {c: float}, "fr": {c: float}}`` (``fr`` empty when not drawn).
+    backpropagate its own ``sum_c w_c * raw_c``. With ``return_info`` also returns the
+    regime-separated parts ``{"freerun": bool, "tf": {c: L^TF_c}, "fr": {c: L^FR_c}}``
+    (detached 0-dim tensors, no host sync; ``fr`` empty when not drawn): the trainer records
+    them and feeds the controllers signals that a curriculum change does not distort.
     """
     if not 0.0 <= tf_ratio <= 1.0:
         raise ValueError(f"tf_ratio must be in [0, 1], got {tf_ratio}")
@@ -127,8 +129,8 @@ def batch_loss(
     if return_info:
         info: dict[str, object] = {
             "freerun": draw,
-            "tf": {c: float(v.detach()) for c, v in raw_tf.items()},
-            "fr": {c: float(v.detach()) for c, v in raw_fr.items()},
+            "tf": {c: v.detach() for c, v in raw_tf.items()},
+            "fr": {c: v.detach() for c, v in raw_fr.items()},
         }
         return total, raw, info
     return total, raw

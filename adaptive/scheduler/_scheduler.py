@@ -20,19 +20,33 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FREE_METRICS", "REASONS", "AdaptiveScheduler", "BlockRecord", "map_value"]
+__all__ = [
+    "FREE_METRICS",
+    "NONFINITE_POLICIES",
+    "REASONS",
+    "AdaptiveScheduler",
+    "BlockRecord",
+    "map_value",
+]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _DEFAULT_LOGGER_NAME = "adaptive.scheduler"
 
-#: Reasons a change can carry (direction: -1 eases off, +1 pushes toward free run).
+#: Reasons a change can carry (direction: -1 eases off, +1 pushes toward free run, 0 moves
+#: delta back toward 0 after calm decision points).
 REASONS: dict[str, int] = {
     "nonfinite": -1,
     "grad_spike": -1,
     "loss_rising": -1,
     "valfree_worse": +1,
     "both_worse": -1,
+    "recovered": 0,
 }
+#: What a window holding non-finite losses / grad norms does: ease off, or skip the values.
+NONFINITE_POLICIES = ("ease_off", "skip")
+#: Smallest spread (log units) of a regime's reference: changes below ~10 % are never outliers.
+SPREAD_FLOOR = 0.1
+_MAD_TO_SIGMA = 1.4826  # MAD of a normal sample x this = its standard deviation
 #: Metric keys accepted for ``free_metric`` / ``val_metric`` (all: lower is better).
 FREE_METRICS = ("YawAbsDeg", "MPJPE", "RootDrift", "loss")
 
@@ -40,16 +54,16 @@ FREE_METRICS = ("YawAbsDeg", "MPJPE", "RootDrift", "loss")
 _NON_BEHAVIOURAL = frozenset({"dry_run", "log_every"})
 
 _SIGNAL_KEYS = (
-    # batch level (last window)
+    # batch level (last window; the worst regime where several were judged)
     "window_size",
     "window_nonfinite",
-    "loss_median",
-    "loss_baseline",
+    "regimes",
     "loss_trend",
+    "grad_z",
+    "grad_outliers",
     "grad_median",
-    "grad_max",
     "grad_reference",
-    "grad_ratio",
+    "calm_streak",
     # epoch level (last epoch)
     "free_metric",
     "free_trend",
@@ -98,6 +112,16 @@ def _median(sorted_values: list[float]) -> float | None:
     return (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
 
 
+def _robust(values: list[float]) -> tuple[float, float]:
+    """(median, spread) of a sample: spread = 1.4826·MAD, at least :data:`SPREAD_FLOOR`."""
+    srt = sorted(values)
+    med = _median(srt)
+    assert med is not None
+    mad = _median(sorted(abs(v - med) for v in srt))
+    assert mad is not None
+    return med, max(_MAD_TO_SIGMA * mad, SPREAD_FLOOR)
+
+
 def _rel_change(prev: float | None, cur: float | None) -> float | None:
     """Relative change ``(cur - prev) / |prev|``; None if either side is missing/non-finite."""
     if prev is None or cur is None or not math.isfinite(prev) or not math.isfinite(cur):
@@ -127,7 +151,9 @@ def _to_host(items: list[torch.Tensor | float]) -> list[float]:
     return out
 
 
-def map_value(name: str, base: float, delta: float) -> float:
+def map_value(
+    name: str, base: float, delta: float, limits: tuple[float, float] | None = None
+) -> float:
     """Apply ``delta`` (positive = harder) to one base value; see docs/SCHEDULER.md.
 
     * ``freerun_horizon``: ``max(1, floor(base·(1+δ) + 0.5))``; base 0 stays 0.
@@ -135,22 +161,47 @@ def map_value(name: str, base: float, delta: float) -> float:
       ``clip(1 - (1-base)·(1+δ), 0, 1)``; base 1.0 (no free run) stays 1.0.
     * anything else (``freerun_weight``, extras): ``base·(1+δ)``; base 0 stays 0.
 
-    ``delta == 0`` returns ``base`` exactly.
+    ``limits = (lo, hi)`` clips the adjusted value into ``[lo, hi]`` (for example the
+    trainer's ``freerun_horizon <= window - 1``). ``delta == 0`` returns ``base`` exactly.
     """
     if delta == 0.0:
         return base
     if name == "freerun_horizon":
         if base == 0.0:
             return base
-        return float(max(1, math.floor(base * (1.0 + delta) + 0.5)))
-    if name == "tf_ratio":
+        out = float(max(1, math.floor(base * (1.0 + delta) + 0.5)))
+    elif name == "tf_ratio":
         free = 1.0 - base
         if free == 0.0:
             return base
-        return min(1.0, max(0.0, 1.0 - free * (1.0 + delta)))
-    if base == 0.0:
-        return base
-    return base * (1.0 + delta)
+        out = min(1.0, max(0.0, 1.0 - free * (1.0 + delta)))
+    else:
+        if base == 0.0:
+            return base
+        out = base * (1.0 + delta)
+    if limits is not None:
+        out = min(limits[1], max(limits[0], out))
+    return out
+
+
+def _validate_limits(limits: Any) -> dict[str, tuple[float, float]]:
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise TypeError(f"limits must be a mapping name -> (lo, hi), got {limits!r}")
+    out: dict[str, tuple[float, float]] = {}
+    for name, pair in limits.items():
+        ok = (
+            isinstance(name, str)
+            and isinstance(pair, Sequence)
+            and len(pair) == 2
+            and all(_is_real(v) and not math.isnan(float(v)) for v in pair)
+            and float(pair[0]) <= float(pair[1])
+        )
+        if not ok:
+            raise ValueError(f"limits[{name!r}] must be a pair lo <= hi of numbers, got {pair!r}")
+        out[name] = (float(pair[0]), float(pair[1]))
+    return out
 
 
 @dataclass(eq=False)
@@ -168,6 +219,7 @@ class BlockRecord:
     start_step: int
     length: int
     base_values: dict[str, float]  # base values in force during the block
+    limits: dict[str, tuple[float, float]]  # per-parameter bounds of the adjusted values
     delta_before: float  # delta when the block started
     signals_before: dict[str, float | None]  # signals when the block started
     closes: list[int] = field(default_factory=list)  # offsets after which a window closed
@@ -192,7 +244,9 @@ class BlockRecord:
         counts = self._counts(1)
         runs = [self.delta_before, *self.deltas]
         return {
-            name: np.repeat(np.asarray([map_value(name, b, d) for d in runs]), counts)
+            name: np.repeat(
+                np.asarray([map_value(name, b, d, self.limits.get(name)) for d in runs]), counts
+            )
             for name, b in self.base_values.items()
         }
 
@@ -275,7 +329,7 @@ class AdaptiveScheduler:
             for batch in ...:
                 v = sched.values()                          # use v["tf_ratio"], ...
                 ...
-                sched.step_batch(loss, grad_norm)           # tensors are not synced here
+                sched.step_batch(loss, grad_norm, regime=drew_free_run)  # no host sync
             sched.step_epoch(valfree_metrics, val_metrics)
 
     :meth:`step_block` records many batches at once (replay), exactly like the
@@ -286,20 +340,28 @@ class AdaptiveScheduler:
     by ``adjustment_rate`` per decision, at most once per decision point (every
     ``update_interval`` batches, and at each :meth:`step_epoch`), stays within
     ``[-adjustment_range, adjustment_range]`` and freezes for ``cooldown`` decision
-    points after each change (non-finite inputs may still ease off).
+    points after each change (non-finite inputs may still ease off). After
+    ``recover_patience`` consecutive calm decision points it moves back toward 0 by
+    ``adjustment_rate`` (reason ``recovered``): easing off is never permanent.
 
-    Batch level (eases off only): over the last window of ``update_interval`` batches,
-    any NaN/inf loss or grad norm -> ``nonfinite``; else window max grad norm above
-    ``spike_ratio`` x grad baseline -> ``grad_spike``; else window median loss more than
-    ``rising_threshold`` (relative) above the loss baseline -> ``loss_rising``. Baselines
-    are EMAs (``baseline_momentum``) of past window medians, restarted whenever the
-    proposed values change.
+    Batch level, per *regime* (an int per batch, e.g. 0 = teacher forced only, 1 = free
+    run drawn; batches of different regimes have different loss and grad-norm levels and
+    are never compared with each other): each regime keeps a reference of its log grad
+    norm and log loss (centre and spread: EMAs, momentum ``baseline_momentum``, of window
+    medians and scaled MADs, spread at least :data:`SPREAD_FLOOR`), updated at every window
+    end and never restarted, so it survives changes of delta and of the base values. At a
+    window end: a NaN/inf value -> ``nonfinite`` (or ignored, ``on_nonfinite="skip"``);
+    else at least ``spike_count`` batches whose grad-norm z-score against their regime's
+    reference exceeds ``spike_z`` -> ``grad_spike``; else a regime's window median loss
+    more than ``rising_threshold`` (relative) above its reference -> ``loss_rising``. A
+    regime needs ``min_samples`` finite values in a window to be judged or to update its
+    reference; its first such window only sets the reference.
 
     Epoch level (lower metric = better; relative change vs the previous epoch, changes
     within ``epoch_tolerance`` are flat): free-run metric worse while teacher-forced val
     is not worse for ``patience`` consecutive epochs -> ``valfree_worse`` (delta up);
     both worse for ``patience`` epochs -> ``both_worse`` (delta down); a non-finite
-    metric -> ``nonfinite`` at once; otherwise hold.
+    metric -> ``nonfinite`` at once; otherwise hold (a calm decision point).
 
     Decisions never depend on ``dry_run``: in dry-run :meth:`values` returns the base
     values and :meth:`proposed` what would be applied, so a replay proposes exactly what
@@ -313,13 +375,22 @@ class AdaptiveScheduler:
         dry_run: apply nothing, only propose (switchable via the ``dry_run`` property).
         free_metric: key of the free-run validation metric (``metrics`` of step_epoch).
         val_metric: key in the teacher-forced ``val_metrics``; ``None`` = ``free_metric``.
-        spike_ratio: window max grad norm / grad baseline above this is a spike (> 1).
-        rising_threshold: relative rise of the window median loss over its baseline that
-            counts as rising (> 0).
-        baseline_momentum: EMA momentum of the window-median baselines, in ``[0, 1)``.
+        spike_z: robust z-score of a batch's log grad norm above which it is an outlier
+            (> 0).
+        spike_count: outlier batches in one window that make a ``grad_spike`` (>= 1).
+        rising_threshold: relative rise of a regime's window median loss over its
+            reference that counts as rising (> 0).
+        baseline_momentum: EMA momentum of the per-regime references, in ``[0, 1)``.
+        min_samples: finite values a regime needs in a window to be judged (>= 2).
+        recover_patience: consecutive calm decision points before delta moves back
+            toward 0 (>= 1).
+        on_nonfinite: ``"ease_off"`` (a NaN/inf loss or grad norm eases off) or
+            ``"skip"`` (ignore such values, e.g. under mixed precision with a grad scaler).
         patience: consecutive epochs a trend must last before an epoch-level change.
         epoch_tolerance: relative epoch-to-epoch change treated as flat (>= 0).
         cooldown: decision points after a change during which delta is frozen (>= 0).
+        limits: optional ``{name: (lo, hi)}`` bounds of the adjusted values (e.g. the
+            trainer's ``freerun_horizon <= window - 1``); see :func:`map_value`.
         history_size: number of recent changes kept by :meth:`history` (>= 1).
         log_every: INFO status line every ``log_every`` batch windows (0: off). Changes
             are always logged at INFO.
@@ -336,12 +407,17 @@ class AdaptiveScheduler:
         dry_run: bool = False,
         free_metric: str = "YawAbsDeg",
         val_metric: str | None = None,
-        spike_ratio: float = 3.0,
-        rising_threshold: float = 0.1,
+        spike_z: float = 4.0,
+        spike_count: int = 2,
+        rising_threshold: float = 0.25,
         baseline_momentum: float = 0.8,
+        min_samples: int = 8,
+        recover_patience: int = 4,
+        on_nonfinite: str = "ease_off",
         patience: int = 2,
         epoch_tolerance: float = 0.01,
         cooldown: int = 2,
+        limits: Mapping[str, tuple[float, float]] | None = None,
         history_size: int = 100,
         log_every: int = 0,
         logger: logging.Logger | None = None,
@@ -361,14 +437,23 @@ class AdaptiveScheduler:
             )
         self._free_metric = free_metric
         self._val_metric = val_metric
-        self._spike_ratio = _check_number("spike_ratio", spike_ratio, lo=1.0, lo_open=True)
+        self._spike_z = _check_number("spike_z", spike_z, lo=0.0, lo_open=True)
+        self._spike_count = _check_int("spike_count", spike_count, lo=1)
         self._rising = _check_number("rising_threshold", rising_threshold, lo=0.0, lo_open=True)
         self._momentum = _check_number(
             "baseline_momentum", baseline_momentum, lo=0.0, hi=1.0, hi_open=True
         )
+        self._min_samples = _check_int("min_samples", min_samples, lo=2)
+        self._recover_patience = _check_int("recover_patience", recover_patience, lo=1)
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"on_nonfinite must be one of {NONFINITE_POLICIES!r}, got {on_nonfinite!r}"
+            )
+        self._on_nonfinite = on_nonfinite
         self._patience = _check_int("patience", patience, lo=1)
         self._tolerance = _check_number("epoch_tolerance", epoch_tolerance, lo=0.0)
         self._cooldown = _check_int("cooldown", cooldown, lo=0)
+        self._limits = _validate_limits(limits)
         self._history_size = _check_int("history_size", history_size, lo=1)
         self._log_every = _check_int("log_every", log_every, lo=0)
         if logger is not None and not isinstance(logger, logging.Logger):
@@ -385,9 +470,11 @@ class AdaptiveScheduler:
         self._updates = 0
         self._loss_buf: list[torch.Tensor | float] = []
         self._grad_buf: list[torch.Tensor | float] = []
-        self._loss_baseline: float | None = None
-        self._grad_baseline: float | None = None
+        self._regime_buf: list[int] = []
+        # regime -> [loss centre, loss spread, grad centre, grad spread] (log units)
+        self._refs: dict[int, list[float | None]] = {}
         self._cooldown_left = 0
+        self._calm_streak = 0
         self._prev_free: float | None = None
         self._prev_val: float | None = None
         self._gap_streak = 0
@@ -446,12 +533,17 @@ class AdaptiveScheduler:
             "dry_run": self._dry_run,
             "free_metric": self._free_metric,
             "val_metric": self._val_metric,
-            "spike_ratio": self._spike_ratio,
+            "spike_z": self._spike_z,
+            "spike_count": self._spike_count,
             "rising_threshold": self._rising,
             "baseline_momentum": self._momentum,
+            "min_samples": self._min_samples,
+            "recover_patience": self._recover_patience,
+            "on_nonfinite": self._on_nonfinite,
             "patience": self._patience,
             "epoch_tolerance": self._tolerance,
             "cooldown": self._cooldown,
+            "limits": {k: list(v) for k, v in self._limits.items()} or None,
             "history_size": self._history_size,
             "log_every": self._log_every,
         }
@@ -466,19 +558,15 @@ class AdaptiveScheduler:
     def set_base_values(self, values: Mapping[str, float]) -> None:
         """Set the stage schedule's base values (call at the start of every epoch).
 
-        Replaces the previous mapping. If the values differ from the previous ones the
-        loss / grad-norm baselines restart (the loss level legitimately moves).
+        Replaces the previous mapping. The per-regime references are kept: they follow
+        level changes through their EMA instead of being restarted.
         """
-        base = _validate_base_values(values)
-        if base != self._base:
-            self._loss_baseline = None
-            self._grad_baseline = None
-        self._base = base
+        self._base = _validate_base_values(values)
 
     def proposed(self) -> dict[str, float]:
         """Base values adjusted by the current delta (what live mode applies)."""
-        d = self._delta
-        return {k: map_value(k, b, d) for k, b in self._base.items()}
+        d, lim = self._delta, self._limits
+        return {k: map_value(k, b, d, lim.get(k)) for k, b in self._base.items()}
 
     def values(self) -> dict[str, float]:
         """Values to use now: :meth:`proposed`, or the base values in dry-run.
@@ -503,27 +591,46 @@ class AdaptiveScheduler:
             raise TypeError(f"{name} must be a float or a scalar tensor, got {x!r}")
         return float(x)
 
-    def step_batch(self, loss: torch.Tensor | float, grad_norm: torch.Tensor | float) -> None:
+    @staticmethod
+    def _check_regime(regime: Any) -> int:
+        if isinstance(regime, bool):
+            return int(regime)
+        if not isinstance(regime, numbers.Integral) or regime < 0:
+            raise ValueError(f"regime must be an int >= 0, got {regime!r}")
+        return int(regime)
+
+    def step_batch(
+        self,
+        loss: torch.Tensor | float,
+        grad_norm: torch.Tensor | float,
+        *,
+        regime: int = 0,
+    ) -> None:
         """Record one batch; every ``update_interval`` batches run a batch-level decision.
 
-        Tensors are buffered detached on their device; the window is copied to the host in
-        one transfer at the decision point, so there is no host sync per call.
+        ``regime`` (a host int, e.g. 1 when the batch drew a free-run rollout) selects the
+        reference the batch is judged against. Tensors are buffered detached on their
+        device; the window is copied to the host in one transfer at the decision point, so
+        there is no host sync per call.
         """
         loss_v = self._capture(loss, "loss")
         grad_v = self._capture(grad_norm, "grad_norm")
+        self._regime_buf.append(self._check_regime(regime))
         self._loss_buf.append(loss_v)
         self._grad_buf.append(grad_v)
         self._batches += 1
         if self._batches % self._interval == 0:
-            self._close_window([], [])
+            self._close_window([], [], [])
 
     def step_block(
         self,
         loss: Sequence[Any] | np.ndarray | torch.Tensor,
         grad_norm: Sequence[Any] | np.ndarray | torch.Tensor,
+        regime: Sequence[int] | np.ndarray | None = None,
     ) -> BlockRecord:
         """Record ``T = len(loss)`` batches at once; exactly equivalent to ``T`` successive
-        ``proposed()`` reads each followed by ``step_batch(loss[i], grad_norm[i])``.
+        ``proposed()`` reads each followed by ``step_batch(loss[i], grad_norm[i],
+        regime=regime[i])`` (``regime=None``: all 0).
 
         Between window ends delta cannot change, so the block is cut at the window ends
         (every ``update_interval`` batches, counted globally as in :meth:`step_batch`) and
@@ -546,10 +653,20 @@ class AdaptiveScheduler:
             raise ValueError(
                 f"loss and grad_norm must have the same length, got {n} and {len(grads)}"
             )
+        if regime is None:
+            regimes = [0] * n
+        else:
+            raw = regime.tolist() if isinstance(regime, np.ndarray) else list(regime)
+            regimes = [self._check_regime(r) for r in raw]
+            if len(regimes) != n:
+                raise ValueError(
+                    f"regime must have the same length as loss, got {len(regimes)} and {n}"
+                )
         rec = BlockRecord(
             start_step=self._batches,
             length=n,
             base_values=dict(self._base),
+            limits=dict(self._limits),
             delta_before=self._delta,
             signals_before=dict(self._signals),
         )
@@ -561,7 +678,7 @@ class AdaptiveScheduler:
         j = interval - len(self._loss_buf)  # end (exclusive) of the open window
         while j <= n:
             self._batches += j - i
-            close_window(losses[i:j], grads[i:j])
+            close_window(losses[i:j], grads[i:j], regimes[i:j])
             decision = self._decision
             closes.append(j - 1)
             decisions.append(decision)  # a fresh dict per decision, never mutated
@@ -574,6 +691,7 @@ class AdaptiveScheduler:
         if i < n:  # the window stays open: buffer the rest, as step_batch would
             self._loss_buf.extend(losses[i:])
             self._grad_buf.extend(grads[i:])
+            self._regime_buf.extend(regimes[i:])
             self._batches += n - i
         return rec
 
@@ -602,24 +720,28 @@ class AdaptiveScheduler:
             )
         return _to_host([cls._capture(v, name) for v in x])
 
-    def _close_window(self, loss_tail: list[float], grad_tail: list[float]) -> None:
+    def _close_window(
+        self, loss_tail: list[float], grad_tail: list[float], regime_tail: list[int]
+    ) -> None:
         """End of a batch window: pending buffer (read to the host in one transfer per
-        (device, dtype)) + ``*_tail`` host floats -> one batch-level decision.
+        (device, dtype)) + ``*_tail`` host values -> one batch-level decision.
 
         Shared by :meth:`step_batch` (empty tails) and :meth:`step_block`.
         """
         if self._loss_buf:
             n = len(self._loss_buf)
             host = _to_host(self._loss_buf + self._grad_buf)
+            regimes = self._regime_buf + regime_tail
             self._loss_buf = []
             self._grad_buf = []
+            self._regime_buf = []
             losses = host[:n]
             grads = host[n:]
             losses += loss_tail
             grads += grad_tail
         else:
-            losses, grads = loss_tail, grad_tail
-        self._batch_decision(losses, grads)
+            losses, grads, regimes = loss_tail, grad_tail, regime_tail
+        self._batch_decision(losses, grads, regimes)
 
     def step_epoch(
         self, metrics: Mapping[str, float], val_metrics: Mapping[str, float] | None = None
@@ -693,83 +815,108 @@ class AdaptiveScheduler:
         return float(v)
 
     # ------------------------------------------------------------------ control law
-    def _batch_decision(self, losses: list[float], grads: list[float]) -> None:
+    def _batch_decision(self, losses: list[float], grads: list[float], regimes: list[int]) -> None:
         self._updates += 1
-        # A finite sum implies all values are finite (NaN/inf propagate; an overflow only
-        # sends an all-finite window down the filtering branch): same sorted lists, faster.
-        isfinite = math.isfinite
-        fin_l = (
-            sorted(losses) if isfinite(sum(losses)) else sorted(x for x in losses if isfinite(x))
-        )
-        fin_g = sorted(grads) if isfinite(sum(grads)) else sorted(x for x in grads if isfinite(x))
-        nonfinite = (len(losses) - len(fin_l)) + (len(grads) - len(fin_g))
-        loss_med = _median(fin_l)
-        grad_med = _median(fin_g)
-        grad_max = fin_g[-1] if fin_g else None
-        loss_base = self._loss_baseline
-        grad_ref = self._grad_baseline
-        if grad_ref is None:
-            grad_ref = grad_med
-        grad_ratio = None
-        if grad_max is not None and grad_ref is not None and grad_ref > 0.0:
-            grad_ratio = grad_max / grad_ref
-        loss_trend = None
-        if loss_med is not None and loss_base is not None and loss_base != 0.0:
-            loss_trend = (loss_med - loss_base) / abs(loss_base)
+        isfinite, log = math.isfinite, math.log
+        nonfinite = sum(not isfinite(x) for x in losses) + sum(not isfinite(x) for x in grads)
+        by_regime: dict[int, tuple[list[float], list[float]]] = {}
+        for lv, gv, r in zip(losses, grads, regimes, strict=True):
+            ls, gs = by_regime.setdefault(r, ([], []))
+            if isfinite(lv) and lv > 0.0:
+                ls.append(log(lv))
+            if isfinite(gv) and gv > 0.0:
+                gs.append(log(gv))
+        z_max: float | None = None
+        z_regime: int | None = None
+        outliers = 0
+        trend: float | None = None
+        judged = 0
+        stats: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
+        for r in sorted(by_regime):
+            ls, gs = by_regime[r]
+            loss_c, loss_sp = _robust(ls) if len(ls) >= self._min_samples else (None, None)
+            grad_c, grad_sp = _robust(gs) if len(gs) >= self._min_samples else (None, None)
+            stats[r] = (loss_c, loss_sp, grad_c, grad_sp)
+            ref = self._refs.get(r)
+            if ref is None:
+                continue
+            judged += 1
+            ref_lc, _, ref_gc, ref_gs = ref
+            if ref_gc is not None and ref_gs is not None and gs:
+                zs = [(g - ref_gc) / ref_gs for g in gs]
+                outliers += sum(z > self._spike_z for z in zs)
+                zm = max(zs)
+                if z_max is None or zm > z_max:
+                    z_max, z_regime = zm, r
+            if ref_lc is not None and loss_c is not None:
+                t = math.expm1(loss_c - ref_lc)
+                trend = t if trend is None else max(trend, t)
         sig = self._signals
         sig["window_size"] = float(len(losses))
         sig["window_nonfinite"] = float(nonfinite)
-        sig["loss_median"] = loss_med
-        sig["loss_baseline"] = loss_base
-        sig["loss_trend"] = loss_trend
-        sig["grad_median"] = grad_med
-        sig["grad_max"] = grad_max
-        sig["grad_reference"] = grad_ref
-        sig["grad_ratio"] = grad_ratio
+        sig["regimes"] = float(judged)
+        sig["loss_trend"] = trend
+        sig["grad_z"] = z_max
+        sig["grad_outliers"] = float(outliers)
+        if z_regime is not None:
+            gs = by_regime[z_regime][1]
+            sig["grad_median"] = math.exp(_median(sorted(gs)))  # type: ignore[arg-type]
+            sig["grad_reference"] = math.exp(self._refs[z_regime][2])  # type: ignore[arg-type]
+        else:
+            sig["grad_median"] = sig["grad_reference"] = None
 
         reason: str | None = None
         detail = ""
-        if nonfinite:
+        if nonfinite and self._on_nonfinite == "ease_off":
             reason = "nonfinite"
             detail = (
                 f"{nonfinite} non-finite loss/grad-norm value(s) in the last {len(losses)} batches"
             )
-        elif grad_ratio is not None and grad_ratio > self._spike_ratio:
+        elif outliers >= self._spike_count:
             reason = "grad_spike"
             detail = (
-                f"window max grad norm {grad_max:.6g} is {grad_ratio:.3g}x the reference "
-                f"{grad_ref:.6g} (> {self._spike_ratio:g}x)"
+                f"{outliers} batch(es) in the last {len(losses)} with a grad-norm z-score above "
+                f"{self._spike_z:g} (max z {z_max:.3g}: window median "
+                f"{sig['grad_median']:.6g} vs reference {sig['grad_reference']:.6g}, "
+                f"regime {z_regime})"
             )
-        elif loss_trend is not None and loss_trend > self._rising:
+        elif trend is not None and trend > self._rising:
             reason = "loss_rising"
             detail = (
-                f"window median loss {loss_med:.6g} is {loss_trend:+.2%} vs baseline "
-                f"{self._loss_baseline:.6g} (> {self._rising:+.2%})"
+                f"window median loss is {trend:+.2%} above its reference "
+                f"(> {self._rising:+.2%})"
             )
+        self._decide("batch", reason, detail)
 
-        changed = self._decide("batch", reason, detail)
-        if not changed:  # a change restarts the baselines instead (see _apply)
-            m = self._momentum
-            if loss_med is not None:
-                b = self._loss_baseline
-                self._loss_baseline = loss_med if b is None else m * b + (1.0 - m) * loss_med
-            if grad_med is not None:
-                b = self._grad_baseline
-                self._grad_baseline = grad_med if b is None else m * b + (1.0 - m) * grad_med
+        # References follow every window with enough samples (spikes barely move a median).
+        m = self._momentum
+        for r, (loss_c, loss_sp, grad_c, grad_sp) in stats.items():
+            ref = self._refs.get(r)
+            if ref is None:
+                if loss_c is None and grad_c is None:
+                    continue
+                ref = self._refs[r] = [None, None, None, None]
+            for i, v in enumerate((loss_c, loss_sp, grad_c, grad_sp)):
+                if v is not None:
+                    old = ref[i]
+                    ref[i] = v if old is None else m * old + (1.0 - m) * v
+        sig["calm_streak"] = float(self._calm_streak)
 
         if self._log_every and self._updates % self._log_every == 0:
             s = self._signals
             self._logger.info(
-                "adaptive scheduler step=%d epoch=%d delta=%+.4f dry_run=%s grad_ratio=%s "
-                "loss_trend=%s nonfinite=%d cooldown_left=%d proposed=%s",
+                "adaptive scheduler step=%d epoch=%d delta=%+.4f dry_run=%s grad_z=%s "
+                "outliers=%d loss_trend=%s nonfinite=%d cooldown_left=%d calm=%d proposed=%s",
                 self._batches,
                 self._epochs,
                 self._delta,
                 self._dry_run,
-                _fmt(s["grad_ratio"]),
+                _fmt(s["grad_z"]),
+                outliers,
                 _fmt(s["loss_trend"]),
                 nonfinite,
                 self._cooldown_left,
+                self._calm_streak,
                 self.proposed(),
             )
 
@@ -783,13 +930,33 @@ class AdaptiveScheduler:
         }
 
     def _decide(self, level: str, reason: str | None, detail: str) -> bool:
-        """One decision point. Returns True if delta changed."""
+        """One decision point. Returns True if delta changed.
+
+        A point without a reason is calm; after ``recover_patience`` calm points in a row
+        delta moves one ``adjustment_rate`` back toward 0 (reason ``recovered``).
+        """
         cooling = self._cooldown_left > 0
         if cooling:
             self._cooldown_left -= 1
         if reason is None:
-            self._decision = self._make_decision(level, None, "hold")
-            return False
+            self._calm_streak += 1
+            if self._calm_streak < self._recover_patience or self._delta == 0.0:
+                self._decision = self._make_decision(level, None, "hold")
+                return False
+            old = self._delta
+            new = max(0.0, old - self._rate) if old > 0.0 else min(0.0, old + self._rate)
+            self._calm_streak = 0
+            self._apply(
+                level,
+                "recovered",
+                old,
+                new,
+                f"{self._recover_patience} calm decision point(s) in a row: back toward 0",
+                cooldown=False,
+            )
+            self._decision = self._make_decision(level, "recovered", "change")
+            return True
+        self._calm_streak = 0
         if cooling and reason != "nonfinite":
             self._decision = self._make_decision(level, reason, "cooldown")
             self._logger.debug(
@@ -808,11 +975,12 @@ class AdaptiveScheduler:
         self._decision = self._make_decision(level, reason, "change")
         return True
 
-    def _apply(self, level: str, reason: str, old: float, new: float, detail: str) -> None:
+    def _apply(
+        self, level: str, reason: str, old: float, new: float, detail: str, *, cooldown: bool = True
+    ) -> None:
         self._delta = new
-        self._cooldown_left = self._cooldown
-        self._loss_baseline = None
-        self._grad_baseline = None
+        if cooldown:
+            self._cooldown_left = self._cooldown
         self._last_reason = reason
         self._last_change_step = self._batches
         self._counts[reason] += 1
@@ -840,6 +1008,19 @@ class AdaptiveScheduler:
         )
 
     # ------------------------------------------------------------------ reporting
+    def references(self) -> dict[int, dict[str, float | None]]:
+        """Per-regime references, in the signals' units: ``loss`` and ``grad_norm`` are
+        the reference levels (exp of the log centres), ``*_spread`` the log-unit spreads."""
+        out: dict[int, dict[str, float | None]] = {}
+        for r, (lc, ls, gc, gs) in sorted(self._refs.items()):
+            out[r] = {
+                "loss": None if lc is None else math.exp(lc),
+                "loss_spread": ls,
+                "grad_norm": None if gc is None else math.exp(gc),
+                "grad_spread": gs,
+            }
+        return out
+
     def history(self) -> list[dict[str, Any]]:
         """The last ``history_size`` changes, oldest first (copies).
 
@@ -862,8 +1043,10 @@ class AdaptiveScheduler:
             "last_change_step": self._last_change_step,
             "decision": None if self._decision is None else dict(self._decision),
             "cooldown_left": self._cooldown_left,
+            "calm_streak": self._calm_streak,
             "gap_streak": self._gap_streak,
             "both_streak": self._both_streak,
+            "references": self.references(),
             "signals": dict(self._signals),
             "reason_counts": dict(self._counts),
             "num_changes": sum(self._counts.values()),
@@ -891,9 +1074,10 @@ class AdaptiveScheduler:
             "updates": self._updates,
             "window_loss": [_enc(v) for v in host[:n]],
             "window_grad_norm": [_enc(v) for v in host[n:]],
-            "loss_baseline": _enc(self._loss_baseline),
-            "grad_baseline": _enc(self._grad_baseline),
+            "window_regime": list(self._regime_buf),
+            "references": {str(r): [_enc(v) for v in ref] for r, ref in self._refs.items()},
             "cooldown_left": self._cooldown_left,
+            "calm_streak": self._calm_streak,
             "prev_free": _enc(self._prev_free),
             "prev_val": _enc(self._prev_val),
             "gap_streak": self._gap_streak,
@@ -943,17 +1127,25 @@ class AdaptiveScheduler:
                 "epochs_seen",
                 "updates",
                 "cooldown_left",
+                "calm_streak",
                 "gap_streak",
                 "both_streak",
             ):
                 ints[key] = _check_int(f"state entry {key!r}", state[key], lo=0)
             wl = [_dec(v, "window_loss") for v in state["window_loss"]]
             wg = [_dec(v, "window_grad_norm") for v in state["window_grad_norm"]]
-            if len(wl) != len(wg) or len(wl) != ints["batches_seen"] % self._interval:
+            wr = [self._check_regime(r) for r in state["window_regime"]]
+            expected = ints["batches_seen"] % self._interval
+            if not len(wl) == len(wg) == len(wr) == expected:
                 raise ValueError(
-                    f"state window buffers have lengths {len(wl)}/{len(wg)}, expected "
-                    f"{ints['batches_seen'] % self._interval}"
+                    f"state window buffers have lengths {len(wl)}/{len(wg)}/{len(wr)}, "
+                    f"expected {expected}"
                 )
+            refs: dict[int, list[float | None]] = {}
+            for key, ref in state["references"].items():
+                if not isinstance(ref, list) or len(ref) != 4:
+                    raise ValueError(f"state entry 'references'[{key!r}] is invalid: {ref!r}")
+                refs[self._check_regime(int(key))] = [_dec(v, "references") for v in ref]
             signals = {k: _dec(state["signals"].get(k), k) for k in _SIGNAL_KEYS}
             counts = {
                 k: _check_int(f"reason_counts[{k!r}]", state["reason_counts"].get(k, 0), lo=0)
@@ -968,8 +1160,6 @@ class AdaptiveScheduler:
                 raise ValueError(f"state entry 'last_reason' is invalid: {last_reason!r}")
             decision = state.get("decision")
             last_change_step = state.get("last_change_step")
-            loss_baseline = _dec(state["loss_baseline"], "loss_baseline")
-            grad_baseline = _dec(state["grad_baseline"], "grad_baseline")
             prev_free = _dec(state["prev_free"], "prev_free")
             prev_val = _dec(state["prev_val"], "prev_val")
         except KeyError as e:
@@ -981,12 +1171,13 @@ class AdaptiveScheduler:
         self._epochs = ints["epochs_seen"]
         self._updates = ints["updates"]
         self._cooldown_left = ints["cooldown_left"]
+        self._calm_streak = ints["calm_streak"]
         self._gap_streak = ints["gap_streak"]
         self._both_streak = ints["both_streak"]
         self._loss_buf = list(wl)  # type: ignore[arg-type]
         self._grad_buf = list(wg)  # type: ignore[arg-type]
-        self._loss_baseline = loss_baseline
-        self._grad_baseline = grad_baseline
+        self._regime_buf = wr
+        self._refs = refs
         self._prev_free = prev_free
         self._prev_val = prev_val
         self._last_reason = last_reason

@@ -22,6 +22,8 @@ RUN_ID, KIND, SPLIT, EPOCH_COL, STEP_COL, TIME = "run_id", "kind", "split", "epo
 REQUIRED = (RUN_ID, KIND, SPLIT, EPOCH_COL, STEP_COL)
 
 LOSS_PREFIX = "loss/"
+LOSS_TF_PREFIX = "loss_tf/"  # teacher-forced part of a component loss (reference trainer)
+LOSS_FR_PREFIX = "loss_fr/"  # free-run part, NaN on steps that drew no free run
 WEIGHT_PREFIX = "weight/"
 WEIGHT_BASE_PREFIX = "weight_base/"
 PROPOSED_WEIGHT_PREFIX = "proposed/weight/"
@@ -40,10 +42,15 @@ FIXED_TYPES: dict[str, pa.DataType] = {
     "loss_total": pa.float32(),
     "grad_norm": pa.float32(),
     "lr": pa.float32(),
+    "loss_tf_total": pa.float32(),
+    "regime": pa.int8(),
+    "stage": pa.int16(),
 }
 
 _FLOAT32_PREFIXES = (
     LOSS_PREFIX,
+    LOSS_TF_PREFIX,
+    LOSS_FR_PREFIX,
     WEIGHT_PREFIX,
     WEIGHT_BASE_PREFIX,
     PROPOSED_WEIGHT_PREFIX,

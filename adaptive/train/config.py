@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,18 @@ STAGE_REQUIRED = ("epochs", "tf_ratio", "freerun_horizon", "freerun_weight")
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the key and the problem."""
+
+
+log = logging.getLogger("adaptive.config")
+
+# Keys that older configs used, mapped onto the keys that replaced them.
+LEGACY_KEYS: dict[str, tuple[str, ...]] = {
+    "adaptive.adjustment_range": (
+        "adaptive.loss_adjustment_range",
+        "adaptive.scheduler_adjustment_range",
+    ),
+}
+LOSS_INPUTS = ("tf", "total")
 
 
 def default_config() -> Config:
@@ -79,6 +92,7 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
 def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config:
     """Merge `update` into a copy of `base`, validating keys and types against `base`."""
     out = copy.deepcopy(base)
+    update = _map_legacy(update, where)
     for key, value in update.items():
         path = f"{where}{key}"
         if key not in out:
@@ -95,6 +109,60 @@ def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config
         else:
             out[key] = _check_type(path, value, current)
     return out
+
+
+def _map_legacy(update: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """Rewrite keys of older configs (e.g. the shared `adaptive.adjustment_range`)."""
+    legacy = [k for k in update if f"{where}{k}" in LEGACY_KEYS]
+    if not legacy:
+        return update
+    out = dict(update)
+    for key in legacy:
+        value = out.pop(key)
+        targets = LEGACY_KEYS[f"{where}{key}"]
+        for target in targets:
+            out.setdefault(target[len(where) :], value)
+        log.warning(
+            "config key %r is deprecated; mapped to %s",
+            f"{where}{key}",
+            " and ".join(repr(t) for t in targets),
+        )
+    return out
+
+
+def validate_config(cfg: Config) -> Config:
+    """Checks across keys that types alone cannot express; returns `cfg` unchanged.
+
+    The scheduler's range must lie in [0, 1) and the loss weighting's be >= 0; the loss
+    input must be known; every stage's free-run horizon, stretched by the scheduler's
+    largest adjustment, must fit the training window (else `batch_loss` would fail
+    mid-run).
+    """
+    a = cfg["adaptive"]
+    r_loss, r_sched = a["loss_adjustment_range"], a["scheduler_adjustment_range"]
+    if r_loss < 0:
+        raise ConfigError(f"adaptive.loss_adjustment_range: must be >= 0, got {r_loss!r}")
+    if not 0 <= r_sched < 1:
+        raise ConfigError(
+            f"adaptive.scheduler_adjustment_range: must lie in [0, 1), got {r_sched!r}"
+        )
+    if a["loss_input"] not in LOSS_INPUTS:
+        raise ConfigError(
+            f"adaptive.loss_input: must be one of {', '.join(LOSS_INPUTS)}, "
+            f"got {a['loss_input']!r}"
+        )
+    window = cfg["data"]["window"]
+    stretch = 1.0 + (r_sched if a["scheduler"] else 0.0)
+    for i, stage in enumerate(cfg["schedule"]["stages"]):
+        h = max(stage["freerun_horizon"])
+        longest = max(1, math.floor(round(h) * stretch + 0.5))
+        if longest > window - 1:
+            extra = f" x (1 + {r_sched:g}) = {longest}" if stretch > 1.0 else ""
+            raise ConfigError(
+                f"schedule.stages[{i}].freerun_horizon: {h:g}{extra} frames do not fit "
+                f"data.window = {window} (at most {window - 1})"
+            )
+    return cfg
 
 
 def validate_stages(stages: Any) -> list[dict[str, Any]]:
@@ -202,7 +270,7 @@ def load_config(
     for text in overrides:
         keys, value = parse_override(text)
         cfg = merge(cfg, nest(keys, value))
-    return cfg
+    return validate_config(cfg)
 
 
 # ---------------------------------------------------------------------------- TOML output

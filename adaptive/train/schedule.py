@@ -18,6 +18,7 @@ class StageValues:
     schedule: dict[str, float]  # tf_ratio, freerun_horizon, freerun_weight
     loss_weights: dict[str, float]
     lr: float
+    stage_index: int = 0  # position of the stage in the schedule (changes mark a new stage)
 
 
 class StageSchedule:
@@ -48,20 +49,21 @@ class StageSchedule:
                     f"{sorted(unknown)}; components are {sorted(self.loss_weights)}"
                 )
 
-    def _locate(self, epoch: int) -> tuple[dict[str, Any], float]:
+    def _locate(self, epoch: int) -> tuple[int, float]:
         start = 0
-        for s in self.stages:
+        for i, s in enumerate(self.stages):
             n = int(s["epochs"])
             if epoch < start + n:
-                return s, (epoch - start) / (n - 1) if n > 1 else 0.0
+                return i, (epoch - start) / (n - 1) if n > 1 else 0.0
             start += n
-        return self.stages[-1], 1.0
+        return len(self.stages) - 1, 1.0
 
     def base_values(self, epoch: int) -> StageValues:
         """Base values for `epoch` (0-based)."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
-        stage, frac = self._locate(epoch)
+        index, frac = self._locate(epoch)
+        stage = self.stages[index]
 
         def at(key: str, default: float) -> float:
             value = stage.get(key, default)
@@ -77,8 +79,9 @@ class StageSchedule:
         weights.update({k: float(v) for k, v in stage.get("loss_weights", {}).items()})
         return StageValues(
             epoch=epoch,
-            stage=str(stage.get("name", f"stage{self.stages.index(stage)}")),
+            stage=str(stage.get("name", f"stage{index}")),
             schedule=schedule,
             loss_weights=weights,
             lr=at("lr", self.lr),
+            stage_index=index,
         )

@@ -126,6 +126,15 @@ def load_datasets(cfg: Config) -> tuple[MotionDataset, MotionDataset]:
     raise TrainingError(f"data.source must be 'procedural' or 'bvh', got {d['source']!r}")
 
 
+def schedule_limits(cfg: Config) -> dict[str, tuple[float, float]]:
+    """Bounds of the adjusted schedule values the trainer can run: a free-run horizon
+    shorter than the training window, ratios in [0, 1]. The scheduler clips to them."""
+    return {
+        "freerun_horizon": (1.0, float(cfg["data"]["window"] - 1)),
+        "tf_ratio": (0.0, 1.0),
+    }
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -226,6 +235,7 @@ class Trainer:
         self.metric_history: dict[str, list[dict[str, float]]] = {"val": [], "valfree": []}
         self.epoch = 0  # next epoch to run
         self.step = 0  # optimizer steps done
+        self.loss_input = cfg["adaptive"]["loss_input"]
         self.weighting, self.scheduler = self._build_controllers()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +282,7 @@ class Trainer:
                 self.components,
                 self.loss_fn.weights,
                 method=a["loss"],
-                adjustment_range=a["adjustment_range"],
+                adjustment_range=a["loss_adjustment_range"],
                 dry_run=a["dry_run"],
                 log_every=a["log_every"],
                 **a.get(a["loss"], {}),
@@ -286,19 +296,23 @@ class Trainer:
                 adjustment_rate=a["adjustment_rate"],
                 update_interval=a["update_interval"],
                 use_epoch_metrics=a["use_epoch_metrics"],
-                adjustment_range=a["adjustment_range"],
+                adjustment_range=a["scheduler_adjustment_range"],
                 dry_run=a["dry_run"],
                 log_every=a["log_every"],
+                limits=schedule_limits(self.cfg),
                 **law,
             )
         return weighting, scheduler
 
     def _trace_columns(self) -> list[str]:
-        cols = ["loss_total", "grad_norm", "lr"]
+        cols = ["loss_total", "grad_norm", "lr", "loss_tf_total", "regime", "stage"]
+        cols += [f"loss_tf/{c}" for c in self.components]
+        cols += [f"loss_fr/{c}" for c in self.components]
         cols += [f"weight/{c}" for c in self.components]
         cols += [f"weight_base/{c}" for c in self.components]
         if self.weighting is not None:
             cols += [f"proposed/weight/{c}" for c in self.components]
+            cols += ["weighting_nonfinite"]
         cols += [f"schedule/{p}" for p in SCHEDULE_PARAMS]
         cols += [f"schedule_base/{p}" for p in SCHEDULE_PARAMS]
         if self.scheduler is not None:
@@ -329,6 +343,12 @@ class Trainer:
             group["lr"] = sv.lr
         return sv
 
+    def _stage_changed(self, epoch: int, sv: StageValues) -> bool:
+        """A new stage begins at `epoch` and the loss weighting restarts its history there."""
+        if epoch == 0 or not self.cfg["adaptive"]["restart_on_stage_change"]:
+            return False
+        return self.stage_schedule.base_values(epoch - 1).stage_index != sv.stage_index
+
     # ------------------------------------------------------------------ loop
     def _train_epoch(self, epoch: int, sv: StageValues) -> None:
         tcfg = self.cfg["train"]
@@ -349,7 +369,7 @@ class Trainer:
                 batch = data.sample_windows(
                     tcfg["batch_size"], self.cfg["data"]["window"], self.generator
                 )
-            total, raw = batch_loss(
+            total, raw, parts = batch_loss(
                 self.train_model,
                 self.loss_fn,
                 batch,
@@ -357,40 +377,60 @@ class Trainer:
                 freerun_horizon=int(values["freerun_horizon"]),
                 freerun_weight=values["freerun_weight"],
                 generator=self.generator,
+                return_info=True,
             )
+            regime = 1 if parts["freerun"] else 0
+            loss_tf, loss_fr = parts["tf"], parts["fr"]
             weights: dict[str, Any] = base_w
             proposed_weights = None
+            nonfinite_state = None
             # Distributed: one all-reduce, so the controllers see the mean raw losses over
-            # ranks and every rank computes the same weights.
-            recorded = raw if self.dist is None else distributed.mean_losses(raw, self.components)
+            # ranks and every rank computes the same weights (all ranks draw the same regime).
+            recorded = {c: v.detach() for c, v in raw.items()}
+            if self.dist is not None:
+                flat = {**recorded, **{f"tf/{c}": v for c, v in loss_tf.items()}}
+                flat |= {f"fr/{c}": v for c, v in loss_fr.items()}
+                flat = distributed.mean_losses(flat, list(flat))
+                recorded = {c: flat[c] for c in self.components}
+                loss_tf = {c: flat[f"tf/{c}"] for c in self.components}
+                loss_fr = {c: flat[f"fr/{c}"] for c in loss_fr}
+            # the scheduler's loss signal: the teacher-forced part, present in every batch
+            loss_tf_total = self.loss_fn.combine(loss_tf).detach()
             if self.weighting is not None:
-                controller_total, weights, diag = self.weighting(recorded)
+                inputs = loss_tf if self.loss_input == "tf" else recorded
+                _, weights, diag = self.weighting(inputs)
                 proposed_weights = dict(zip(self.components, diag.proposed.unbind(0), strict=True))
+                nonfinite_state = diag.nonfinite_state
                 if not self.weighting.dry_run:  # dry-run: the base-weighted total stays
-                    if self.dist is None:
-                        total = controller_total
-                    else:  # backward uses this rank's own raw losses with the shared weights
-                        local = torch.stack([raw[c] for c in self.components])
-                        total = (local * diag.applied.to(local.dtype)).sum(-1)
+                    # backward uses this rank's own raw losses with the controller's weights
+                    local = torch.stack([raw[c] for c in self.components])
+                    total = (local * diag.applied.to(local.dtype)).sum(-1)
             if self.dist is None:
                 loss_value = total.detach()
-            else:  # sum_c w_c * mean_r raw_c, the same on every rank
-                mean_total = (
-                    controller_total
-                    if self.weighting is not None
-                    else self.loss_fn.combine(recorded)
-                )
-                loss_value = mean_total.detach()
+            elif self.weighting is not None:  # sum_c w_c * mean_r raw_c, the same on every rank
+                mean = torch.stack([recorded[c] for c in self.components])
+                loss_value = (mean * diag.applied.to(mean.dtype)).sum(-1)
+            else:
+                loss_value = self.loss_fn.combine(recorded).detach()
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
             self.optimizer.step()
             if self.scheduler is not None:
-                self.scheduler.step_batch(loss_value, grad_norm)
+                self.scheduler.step_batch(loss_tf_total, grad_norm, regime=regime)
+            extra: dict[str, Any] = {
+                "loss_tf_total": loss_tf_total,
+                "regime": regime,
+                "stage": sv.stage_index,
+            }
+            extra |= {f"loss_tf/{c}": v for c, v in loss_tf.items()}
+            extra |= {f"loss_fr/{c}": loss_fr.get(c, math.nan) for c in self.components}
+            if nonfinite_state is not None:
+                extra["weighting_nonfinite"] = nonfinite_state
             self.trace.log_step(
                 step=self.step,
                 epoch=epoch,
-                losses={c: v.detach() for c, v in recorded.items()},
+                losses=recorded,
                 loss_total=loss_value,
                 weights=weights,
                 weights_base=base_w,
@@ -400,6 +440,7 @@ class Trainer:
                 proposed_schedule=proposed_schedule,
                 grad_norm=grad_norm,
                 lr=sv.lr,
+                extra=extra,
             )
             if self._dump_path is not None:
                 self._dump_steps.append(
@@ -497,6 +538,9 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.set_base_values(sv.schedule)
                 if self.weighting is not None:
+                    if self._stage_changed(epoch, sv):
+                        self.weighting.restart()
+                        log.info("stage %s begins: loss weighting history restarted", sv.stage)
                     self.weighting.set_base_weights(sv.loss_weights)
                 log.info("epoch %d stage %s base %s lr %.3g", epoch, sv.stage, sv.schedule, sv.lr)
                 self.model.train()

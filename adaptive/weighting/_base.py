@@ -322,6 +322,8 @@ class WeightingDiagnostics:
     True when this step's losses were not fed into the method state because at least one
     was NaN/inf. ``method_state`` holds the method's state behind this step's weights
     (DWA: ``ratio``; uncertainty: ``log_var`` and the Kendall ``objective``).
+    ``nonfinite_state`` counts the steps so far whose method state produced non-finite
+    scales: the controller applied neutral scales there and warns at the next epoch end.
     """
 
     step: int
@@ -338,6 +340,8 @@ class WeightingDiagnostics:
     skipped: Tensor  # bool, 0-dim
     skipped_steps: Tensor  # int64, 0-dim
     method_state: dict[str, Tensor] = field(default_factory=dict)
+    # int64, 0-dim: steps so far whose method state gave non-finite scales (replaced by 1)
+    nonfinite_state: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.int64))
 
     def to_dict(self) -> dict[str, float]:
         """Flat dict of plain floats (synchronises with the device).
@@ -352,6 +356,7 @@ class WeightingDiagnostics:
             "epoch": float(self.epoch),
             "skipped": float(bool(self.skipped)),
             "skipped_steps": float(int(self.skipped_steps)),
+            "nonfinite_state": float(int(self.nonfinite_state)),
         }
         per_component = (
             ("scale", self.scales),
@@ -426,6 +431,7 @@ class BlockOutput:
     proposed: Tensor
     skipped: Tensor
     skipped_steps: Tensor
+    nonfinite_state: Tensor  # (T,) int64, cumulative count (see WeightingDiagnostics)
     method_state: Mapping[str, Tensor] = field(default_factory=dict)  # may be a LazyState
 
     def __len__(self) -> int:
@@ -448,6 +454,7 @@ class BlockOutput:
             skipped=self.skipped[i],
             skipped_steps=self.skipped_steps[i],
             method_state={k: v[i] for k, v in self.method_state.items()},
+            nonfinite_state=self.nonfinite_state[i],
         )
 
 
@@ -602,6 +609,8 @@ class AdaptiveLossWeighting:
         self._device = torch.device("cpu")
         self._base = torch.tensor([base[c] for c in self._components], dtype=_DTYPE)
         self._skipped_steps = torch.zeros((), dtype=torch.int64)
+        self._nonfinite_state = torch.zeros((), dtype=torch.int64)
+        self._nonfinite_reported = 0
         self._step = 0
         self._epoch = 0
         self._batched = False
@@ -773,6 +782,7 @@ class AdaptiveLossWeighting:
         out._device = self._device
         out._base = self._base.clone()
         out._skipped_steps = self._skipped_steps.clone()
+        out._nonfinite_state = self._nonfinite_state.clone()
         out._set_ranges([self._ranges[k]])
         out._step, out._epoch = self._step, self._epoch
         return out
@@ -787,16 +797,48 @@ class AdaptiveLossWeighting:
             self._device
         )
 
+    @property
+    def nonfinite_state_steps(self) -> int:
+        """Steps whose method state gave non-finite scales (synchronises)."""
+        return int(self._nonfinite_state)
+
     def end_epoch(self) -> None:
         """Signal an epoch boundary (DWA updates its scales here)."""
         self._method.end_epoch()
         self._epoch += 1
+
+    def _report_nonfinite(self) -> None:
+        """WARNING when the method state gave non-finite scales since the last report.
+
+        Called where the host is read anyway (log lines, :meth:`state_dict`, i.e. every
+        checkpoint), so the per-step path stays free of host syncs.
+        """
+        bad = int(self._nonfinite_state)
+        if bad > self._nonfinite_reported:
+            self._logger.warning(
+                "adaptive weighting (%s): the method state gave non-finite scales on %d "
+                "step(s) so far (%d new); neutral scales were applied there. Check the "
+                "losses for huge values and the method's parameters.",
+                self._method_name,
+                bad,
+                bad - self._nonfinite_reported,
+            )
+        self._nonfinite_reported = bad
+
+    def restart(self) -> None:
+        """Forget the method's history (e.g. at a curriculum stage change): its state
+        starts afresh with the same parameters, so losses from before the restart are
+        never compared with losses after it. Counters and base weights are kept."""
+        fresh = type(self._method).batched(len(self._components), self._method.config_params())
+        fresh.to(self._device)
+        self._method = fresh
 
     # ---------------------------------------------------------------- steps
     def _to(self, device: torch.device) -> None:
         self._method.to(device)
         self._base = self._base.to(device)
         self._skipped_steps = self._skipped_steps.to(device)
+        self._nonfinite_state = self._nonfinite_state.to(device)
         self._range_t = self._range_t.to(device)
         self._neg_range_t = self._neg_range_t.to(device)
         self._device = device
@@ -818,7 +860,13 @@ class AdaptiveLossWeighting:
         # Scales constant over the block (DWA within an epoch): do the work once.
         const = n > 1 and scales.stride(0) == 0
         s = scales[0] if const else scales
-        # Guard against a misbehaving method: non-finite scales count as neutral (1).
+        # Guard against a method whose state went non-finite: such scales count as neutral
+        # (1), and the steps are counted (diagnostics, trace, a warning at the epoch end).
+        fin = s.isfinite()
+        ok = fin.all().expand(n) if const else fin.reshape(n, -1).all(-1)  # (T,)
+        bad_steps = ok.logical_not().to(torch.int64).cumsum(0)
+        nonfinite_state = bad_steps.add_(self._nonfinite_state)
+        self._nonfinite_state = nonfinite_state[-1]
         s = torch.nan_to_num(s, nan=1.0, posinf=1.0, neginf=1.0)
         excess = s - 1.0
         deltas = excess.clamp(self._neg_range_t, self._range_t)
@@ -848,6 +896,7 @@ class AdaptiveLossWeighting:
             proposed=proposed,
             skipped=skipped,
             skipped_steps=skipped_steps,
+            nonfinite_state=nonfinite_state,
             method_state=method_state,
         )
         every = self._log_every
@@ -955,6 +1004,7 @@ class AdaptiveLossWeighting:
         return total, weights, diag
 
     def _log(self, diag: WeightingDiagnostics) -> None:
+        self._report_nonfinite()
         proposed = diag.proposed.tolist()
         deltas = diag.deltas.tolist()
         clamped = [c for c, f in zip(self._components, diag.clamped.tolist(), strict=True) if f]
@@ -982,6 +1032,7 @@ class AdaptiveLossWeighting:
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable state (strict JSON: no NaN/inf literals)."""
         self._require_single("state_dict")
+        self._report_nonfinite()
         return {
             "version": _STATE_VERSION,
             "config": {
@@ -995,6 +1046,7 @@ class AdaptiveLossWeighting:
             "step": self._step,
             "epoch": self._epoch,
             "skipped_steps": int(self._skipped_steps),
+            "nonfinite_state_steps": int(self._nonfinite_state),
             "method_state": self._method.state_dict(),
         }
 
@@ -1036,6 +1088,11 @@ class AdaptiveLossWeighting:
         self._method.to(torch.device("cpu"))
         self._base = torch.tensor([base[c] for c in self._components], dtype=_DTYPE)
         self._skipped_steps = torch.tensor(state["skipped_steps"], dtype=torch.int64)
+        bad = state.get("nonfinite_state_steps", 0)
+        if isinstance(bad, bool) or not isinstance(bad, int) or bad < 0:
+            raise ValueError(f"state entry 'nonfinite_state_steps' must be an int >= 0, got {bad!r}")
+        self._nonfinite_state = torch.tensor(bad, dtype=torch.int64)
+        self._nonfinite_reported = bad
         self._step = state["step"]
         self._epoch = state["epoch"]
         self._device = torch.device("cpu")

@@ -15,7 +15,13 @@ Robustness rules (ours, documented in docs/ADAPTIVE_LOSS.md):
 * an epoch without any finite step has an undefined (NaN) mean;
 * a ratio ``r_c`` that is not finite (zero or undefined denominator, undefined
   numerator, overflow) is replaced by the neutral value 1 for that component.
-  A zero *numerator* is a legitimate ratio of 0.
+  A zero *numerator* is a legitimate ratio of 0;
+* DWA's ratio means nothing for losses that can be negative (a log-likelihood, say): a
+  ratio whose numerator is negative or whose denominator is not positive is neutral (1);
+* :meth:`AdaptiveLossWeighting.restart` (the trainer calls it at a curriculum stage
+  change, ``adaptive.restart_on_stage_change``) starts the history afresh, so epoch means
+  from before a stage change are never compared with those after it (two neutral
+  epochs follow, as at the start).
 """
 
 from __future__ import annotations
@@ -113,8 +119,10 @@ class DWA(WeightingMethod):
         self._epochs_done += 1
         if self._epochs_done >= 2:  # host int, no sync
             ratio = self._mean_prev / self._mean_prev2
-            # x * 0 == 0 exactly for finite x (NaN for NaN/±inf): non-finite -> neutral 1.
-            self._ratio = torch.where(ratio.mul(0.0).eq(0.0), ratio, 1.0)
+            # x * 0 == 0 exactly for finite x (NaN for NaN/±inf): non-finite -> neutral 1;
+            # so are ratios of negative losses (meaningless for DWA).
+            ok = ratio.mul(0.0).eq(0.0) & (self._mean_prev >= 0.0) & (self._mean_prev2 > 0.0)
+            self._ratio = torch.where(ok, ratio, 1.0)
             self._scales = self.num_components * torch.softmax(self._ratio / self._temperature, -1)
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:

@@ -9,9 +9,25 @@ Unlike the usual implementation, ``s`` is *not* a model parameter: the controlle
 updates it itself from the raw losses with the analytic gradient
 ``∂J/∂s_c = 1 − exp(−s_c) · L_c`` and its own Adam optimiser. No autograd graph is
 touched and nothing is added to the model's optimiser. The stationary point is
-``s_c = log L_c`` (for ``L_c > 0``); ``s`` is clamped to ``[s_min, s_max]`` after every
-update (projected Adam) so a loss going to zero (or a negative loss) cannot blow the
-weight up.
+``s_c = log L_c`` (for ``L_c > 0``).
+
+Settling, scale and robustness (ours; docs/ADAPTIVE_LOSS.md):
+
+* ``s_c`` starts at ``log L_c`` of the first finite, positive loss of the component (the
+  *anchor* ``a_c``), i.e. at equilibrium from the first step, instead of at 0 (which
+  needed ``|log L| / lr`` steps to settle). Internally ``x_c = s_c − log a_c`` is updated
+  from ``L_c / a_c``, so the whole recursion, and the weights, are invariant to a common
+  rescaling of the losses (× 1e−8 and × 1e8 give the same weights). A component whose
+  loss has not yet been finite and positive stays neutral.
+* ``x`` is clamped to ``[s_min, s_max]`` (bounds *relative to the anchor*, within
+  ``±20``) after every update (projected Adam).
+* The gradient is clipped to ``[−grad_clip, 1]`` (it is ≤ 1 by construction): an outlier
+  loss moves ``s`` at most like a loss of ``(1 + grad_clip)·σ²`` and cannot inflate
+  Adam's second moment, which used to stall the update for thousands of steps after an
+  outlier. Each update moves ``s`` by at most ``lr`` (Adam's step is clipped), so a
+  stretch of ``N`` steps of extreme losses costs at most ``N`` steps to come back from.
+* A loss of exactly 0 (or below) marks the component absent at that step: its state
+  (``s``, Adam moments, step count) is left as it is.
 
 Why Adam and not SGD: the gradient ``1 − e^{−s}L`` scales with the loss magnitude,
 which differs by orders of magnitude between components and over training. SGD with a
@@ -19,7 +35,12 @@ single learning rate would either crawl on small losses or overshoot / diverge o
 ones; Adam's per-component normalisation makes each update at most about ``lr`` in
 ``s`` (i.e. a relative weight change of about ``lr``) whatever the loss scale.
 
-Scales: ``scale_c = exp(−s_c) / mean_j exp(−s_j)`` (computed as ``K·softmax(−s)``).
+Scales (``anchor="first"``, default): ``scale_c = exp(−x_c) / mean_j exp(−x_j)``: the
+inverse-variance weights *relative to where each component started*, so the base weights
+from the config stay the reference and the method moves them by at most ``±r``. With
+``anchor="none"`` the scales are Kendall's ``exp(−s_c) / mean_j exp(−s_j)`` (∝ 1/L_c),
+which at a small range sits at the clamp whenever the components' losses differ in
+scale; set ``adjustment_range`` large (e.g. 1e6) for Kendall's unbounded weights.
 The weights actually applied are ``base_c·(1 + clamp(scale_c − 1, −r, r)) ≥ 0``, so the
 total loss ``Σ w_c L_c`` never goes negative for non-negative losses, unlike ``J``.
 ``J`` (evaluated at the ``s`` used for the step) is reported as diagnostic
@@ -43,7 +64,7 @@ from ._base import (
     register_method,
 )
 
-__all__ = ["UncertaintyWeighting"]
+__all__ = ["ANCHORS", "UncertaintyWeighting"]
 
 _DTYPE = torch.float64
 
@@ -55,6 +76,8 @@ def _check_number(name: str, value: Any) -> float:
 
 
 _MAX_CHUNK = 1024  # steps per workspace (longer blocks run as consecutive chunks)
+_S_LIMIT = 20.0  # |s - log a| bounds beyond this overflow exp() for large losses
+ANCHORS = ("first", "none")
 
 
 class _Workspace:
@@ -72,13 +95,15 @@ class _Workspace:
         def empty(*shape: int) -> Tensor:
             return torch.empty(shape, dtype=_DTYPE, device=device)
 
-        self.neg, self.hist = empty(capacity, c), empty(capacity + 1, k, c)
-        # Per-step coefficients broadcast over components (less memory traffic for large
-        # K); the constant bounds at full (K, C) size (broadcast operands iterate slower).
-        self.w, self.f = empty(capacity, 2, k, 1), empty(capacity, k, 1)
-        self.e, self.lo, self.hi = empty(capacity, k, 1), empty(k, c), empty(k, c)
+        self.neg, self.hist = empty(capacity, k, c), empty(capacity + 1, k, c)
+        # Per-step, per-component coefficients (a component may be absent at a step); the
+        # constant bounds at full (K, C) size (broadcast operands iterate slower).
+        self.w, self.f = empty(capacity, 2, k, c), empty(capacity, k, c)
+        self.e, self.lo, self.hi = empty(capacity, k, c), empty(k, c), empty(k, c)
         self.rows, self.us = self.neg.unbind(0), self.hist.unbind(0)
         self.ws, self.fs, self.es = self.w.unbind(0), self.f.unbind(0), self.e.unbind(0)
+        self.gmin = empty(k, c)  # -grad_clip at full (K, C) size
+        self.lr_hi, self.lr_lo = empty(k, c), empty(k, c)  # ±lr: the largest step
         self.mv, self.g2 = empty(2, k, c), empty(2, k, c)  # [m, v], [grad, grad²]
         self.m, self.v = self.mv.unbind(0)
         self.grad, self.grad_sq = self.g2.unbind(0)
@@ -94,15 +119,19 @@ class UncertaintyWeighting(WeightingMethod):
     Args:
         num_components: number of loss components ``K``.
         lr: Adam learning rate on the log-variances (``> 0``, default ``1e-2``).
-        s_min: lower bound of ``s`` (default ``-10``: weight ratio up to ``e^10``).
-        s_max: upper bound of ``s`` (default ``10``); ``s_min < s_max``.
+        s_min: lower bound of ``s − log a`` (default ``-10``), in ``[-20, 0)``.
+        s_max: upper bound of ``s − log a`` (default ``10``), in ``(0, 20]``.
         beta1: Adam first-moment decay, ``0 <= beta1 < 1`` (default ``0.9``).
         beta2: Adam second-moment decay, ``0 <= beta2 < 1`` (default ``0.999``).
         eps: Adam epsilon ``> 0`` (default ``1e-8``).
+        grad_clip: the gradient is clipped below at ``-grad_clip`` (``> 0``, default 1).
+        anchor: ``"first"`` (scales relative to the first losses) or ``"none"``
+            (Kendall's scales ∝ 1/L).
 
-    State: ``s`` (init 0, clamped into the bounds), Adam moments ``m``, ``v``, the
+    State: the anchors ``a`` (NaN until a component's first finite positive loss),
+    ``x = s − log a`` (init 0, clamped into the bounds), Adam moments ``m``, ``v``, the
     number of updates ``t`` (skipped steps do not count) and the bias-correction
-    products ``beta1**t``, ``beta2**t`` (kept as running products). Internally ``u = -s``
+    products ``beta1**t``, ``beta2**t`` (kept as running products). Internally ``u = -x``
     is stored (exact negation); all state tensors carry a leading configuration dimension
     ``K`` (``1`` unless batched).
 
@@ -124,6 +153,8 @@ class UncertaintyWeighting(WeightingMethod):
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
+        grad_clip: float = 1.0,
+        anchor: str = "first",
     ) -> None:
         super().__init__(num_components)
         self.lr = _check_number("lr", lr)
@@ -131,8 +162,10 @@ class UncertaintyWeighting(WeightingMethod):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.s_min = _check_number("s_min", s_min)
         self.s_max = _check_number("s_max", s_max)
-        if not self.s_min < self.s_max:
-            raise ValueError(f"s_min must be < s_max, got s_min={s_min!r}, s_max={s_max!r}")
+        if not -_S_LIMIT <= self.s_min < 0.0:
+            raise ValueError(f"s_min must be in [-{_S_LIMIT:g}, 0), got {s_min!r}")
+        if not 0.0 < self.s_max <= _S_LIMIT:
+            raise ValueError(f"s_max must be in (0, {_S_LIMIT:g}], got {s_max!r}")
         self.beta1 = _check_number("beta1", beta1)
         if not 0.0 <= self.beta1 < 1.0:
             raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
@@ -142,19 +175,27 @@ class UncertaintyWeighting(WeightingMethod):
         self.eps = _check_number("eps", eps)
         if self.eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.grad_clip = _check_number("grad_clip", grad_clip)
+        if self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0, got {grad_clip!r}")
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS!r}, got {anchor!r}")
+        self.anchor = anchor
         c = num_components
         hp = {"_lr": self.lr, "_s_min": self.s_min, "_s_max": self.s_max}
         hp |= {"_beta1": self.beta1, "_beta2": self.beta2, "_eps": self.eps}
+        hp |= {"_grad_clip": self.grad_clip, "_kendall": float(anchor == "none")}
         for attr, value in hp.items():  # (K, 1) per-configuration tensors
             setattr(self, attr, torch.full((1, 1), value, dtype=_DTYPE))
         # The state holds u = -s (exact negation), so the step needs exp(u), not exp(-s).
-        self._u = torch.zeros(1, c, dtype=_DTYPE).clamp(-self.s_max, -self.s_min)
+        self._u = torch.zeros(1, c, dtype=_DTYPE)
+        self._anchor = torch.full((1, c), math.nan, dtype=_DTYPE)
         self._m = torch.zeros(1, c, dtype=_DTYPE)
         self._v = torch.zeros(1, c, dtype=_DTYPE)
-        self._t = torch.zeros(1, 1, dtype=_DTYPE)
+        self._t = torch.zeros(1, c, dtype=_DTYPE)
         # beta1**t and beta2**t kept as running products (plain multiplications, no pow).
-        self._b1_pow = torch.ones(1, 1, dtype=_DTYPE)
-        self._b2_pow = torch.ones(1, 1, dtype=_DTYPE)
+        self._b1_pow = torch.ones(1, c, dtype=_DTYPE)
+        self._b2_pow = torch.ones(1, c, dtype=_DTYPE)
         self._ws: _Workspace | None = None  # scratch buffers, not state
 
     def params(self) -> dict[str, Any]:
@@ -165,6 +206,8 @@ class UncertaintyWeighting(WeightingMethod):
             "beta1": self.beta1,
             "beta2": self.beta2,
             "eps": self.eps,
+            "grad_clip": self.grad_clip,
+            "anchor": self.anchor,
         }
 
     def _row(self, t: Tensor) -> Tensor:
@@ -172,41 +215,75 @@ class UncertaintyWeighting(WeightingMethod):
 
     @property
     def log_var(self) -> Tensor:
-        """Current log-variances ``s`` (float64, ``(C,)``; ``(K, C)`` when batched)."""
-        return self._row(0.0 - self._u)  # 0 - u: +0.0 rather than -0.0 for u = 0
+        """Current log-variances ``s = x + log a`` (float64, ``(C,)``; ``(K, C)`` when
+        batched); ``x`` alone for components without an anchor yet."""
+        return self._row(self._log_anchor() - self._u)
+
+    def _log_anchor(self) -> Tensor:
+        a = self._anchor
+        return torch.where(a.isnan(), 0.0, a.log())
+
+    def _shift(self, log_anchor: Tensor) -> Tensor:
+        """What is subtracted from ``u`` before the softmax: ``log a`` for Kendall's
+        scales (``anchor="none"``), 0 for scales relative to the anchor."""
+        return log_anchor * self._kendall
 
     def scales(self) -> Tensor:
-        return self._row(self.num_components * torch.softmax(self._u, -1))
+        u = self._u - self._shift(self._log_anchor())
+        return self._row(self.num_components * torch.softmax(u, -1))
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
         self.scales_and_observe(losses.reshape(1, -1), finite.reshape(1))
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
-        s = 0.0 - self._u
-        objective = (torch.exp(self._u) * losses + s).sum(-1)
+        log_a = self._log_anchor()
+        s = log_a - self._u
+        objective = (torch.exp(-s) * losses + s).sum(-1)
         return {"log_var": self._row(s), "objective": self._row(objective)}
 
-    def _coefficients(self, finite: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _anchor_block(self, losses: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Anchors over a block: ``(anchor before each step (T, K, C), anchor after the
+        block (K, C), normalised losses (T, K, C))``. A component's anchor is its first
+        observed (finite, positive) loss; before it the normalised loss is 1."""
+        n = losses.size(0)
+        first = valid.to(torch.int64).argmax(0)  # first valid row (0 if none)
+        has = valid.any(0)
+        candidate = losses.gather(0, first.unsqueeze(0)).squeeze(0)  # (C,)
+        rows = torch.arange(n, device=losses.device).unsqueeze(-1)  # (T, 1)
+        pending = self._anchor.isnan()  # (K, C)
+        newly = pending & has  # set inside this block
+        after = torch.where(newly, candidate, self._anchor)
+        # before step t: set if it was set before the block, or at an earlier row here
+        set_before = (~pending) | (newly & (rows.unsqueeze(-1) > first))  # (T, K, C)
+        before = torch.where(set_before, after, math.nan)
+        active = (~pending) | (newly & (rows.unsqueeze(-1) >= first))
+        norm = torch.where(active, losses.unsqueeze(1) / after, 1.0)
+        return before, after, norm
+
+    def _coefficients(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Per-step Adam coefficients of a block, vectorised over steps and configs.
 
-        Returns ``(w, f, e, b1_pow, b2_pow)``: ``w`` ``(T, 2, K, 1)`` the lerp weights of
-        ``m`` and ``v`` (``1 - beta``; 0 on skipped steps), ``f``, ``e`` ``(T, K, 1)`` such
-        that the step is ``u += m / (sqrt(v)·f + e)`` (``f = 0``, ``e = inf`` on skipped
-        steps: an exact no-op), and the bias-correction products after the block.
+        ``obs`` ``(T, C)`` marks the components observed at each step (finite step, loss
+        > 0). Returns ``(w, f, e, b1_pow, b2_pow)``: ``w`` ``(T, 2, K, C)`` the lerp
+        weights of ``m`` and ``v`` (``1 - beta``; 0 where not observed), ``f``, ``e``
+        ``(T, K, C)`` such that the step is ``u += m / (sqrt(v)·f + e)`` (``f = 0``,
+        ``e = inf`` where not observed: an exact no-op), and the bias-correction
+        products after the block.
         """
-        n = finite.size(0)
-        fin = finite.view(n, 1, 1)
+        n, c = obs.shape
+        ob = obs.view(n, 1, c)
         b1, b2 = self._beta1, self._beta2
-        # beta**t as running products, advanced only on finite steps (x * 1.0 == x); a
+        # beta**t as running products, advanced only where observed (x * 1.0 == x); a
         # cumprod is a sequential scan: bit-identical to T successive multiplications.
-        p1 = torch.cat([self._b1_pow.unsqueeze(0), torch.where(fin, b1, 1.0)]).cumprod(0)[1:]
-        p2 = torch.cat([self._b2_pow.unsqueeze(0), torch.where(fin, b2, 1.0)]).cumprod(0)[1:]
+        p1 = torch.cat([self._b1_pow.unsqueeze(0), torch.where(ob, b1, 1.0)]).cumprod(0)[1:]
+        p2 = torch.cat([self._b2_pow.unsqueeze(0), torch.where(ob, b2, 1.0)]).cumprod(0)[1:]
         # Adam with bias correction: u += (lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps), written
         # as u += m / (sqrt(v)·f + e) with f = 1/(sqrt(bc2)·lr/bc1), e = eps/(lr/bc1).
         step = self._lr / (1.0 - p1)
-        f = torch.where(fin, 1.0 / ((1.0 - p2).sqrt() * step), 0.0)
-        e = torch.where(fin, self._eps / step, math.inf)
-        w = torch.where(fin.unsqueeze(1), torch.stack([1.0 - b1, 1.0 - b2]), 0.0)
+        f = torch.where(ob, 1.0 / ((1.0 - p2).sqrt() * step), 0.0)
+        e = torch.where(ob, self._eps / step, math.inf)
+        betas = torch.stack([1.0 - b1, 1.0 - b2]).expand(2, *p1.shape[1:])  # (2, K, C)
+        w = torch.where(ob.unsqueeze(1), betas, 0.0)
         return w, f, e, p1[-1], p2[-1]
 
     def scales_and_observe(
@@ -220,18 +297,25 @@ class UncertaintyWeighting(WeightingMethod):
             ]
             state = {key: torch.cat([p[1][key] for p in parts]) for key in parts[0][1]}
             return torch.cat([p[0] for p in parts]), state
-        c = self._u.size(1)
+        k, c = self._u.shape
         ws = self._workspace(n)
-        w, f, e, b1_pow, b2_pow = self._coefficients(finite)
+        # observed: a finite step and a positive loss (0 = the component is absent)
+        obs = finite.unsqueeze(-1) & (losses > 0.0)
+        w, f, e, b1_pow, b2_pow = self._coefficients(obs)
+        anchor_before, anchor_after, norm = self._anchor_block(losses, obs)
         ws.w[:n].copy_(w)
         ws.f[:n].copy_(f)
         ws.e[:n].copy_(e)
-        # -L, and 0 on skipped steps (their update is made a no-op by w, f, e above).
-        torch.where(finite.unsqueeze(-1), losses, ws.zero, out=ws.neg[:n]).neg_()
+        # -L/a, and 0 where not observed (the update is made a no-op by w, f, e above).
+        torch.where(obs.unsqueeze(1), norm, ws.zero, out=ws.neg[:n]).neg_()
         lo, hi = ws.lo, ws.hi
-        lo.copy_(self._s_max).neg_()  # bounds of u = -s, at full (K, C) size
+        lo.copy_(self._s_max).neg_()  # bounds of u = -x, at full (K, C) size
         hi.copy_(self._s_min).neg_()
-        us, rows, ws_, fs, es = ws.us, ws.rows, ws.ws, ws.fs, ws.es
+        ws.gmin.copy_(self._grad_clip).neg_()
+        ws.lr_hi.copy_(self._lr)
+        ws.lr_lo.copy_(self._lr).neg_()
+        us, rows, ws_, fs, es, gmin = ws.us, ws.rows, ws.ws, ws.fs, ws.es, ws.gmin
+        lr_lo, lr_hi = ws.lr_lo, ws.lr_hi
         eu, grad, grad_sq, g2, mv, m, v, d, one = (
             ws.eu,
             ws.grad,
@@ -245,33 +329,40 @@ class UncertaintyWeighting(WeightingMethod):
         )
         us[0].copy_(self._u)
         torch.stack([self._m, self._v], out=mv)  # (2, K, C): one lerp updates both moments
-        # The sequential part: 8 tensor ops per step on preallocated buffers and views.
+        # The sequential part: 11 tensor ops per step on preallocated buffers and views.
         for t in range(n):
             u = us[t]
             torch.exp(u, out=eu)
-            torch.addcmul(one, eu, rows[t], out=grad)  # ∂J/∂s = 1 - e^{-s}·L
+            torch.addcmul(one, eu, rows[t], out=grad)  # ∂J/∂x = 1 - e^{-x}·L/a  (<= 1)
+            torch.maximum(grad, gmin, out=grad)  # clipped: outliers cannot inflate v
             torch.mul(grad, grad, out=grad_sq)
             mv.lerp_(g2, ws_[t])  # m, v moving averages
             torch.sqrt(v, out=d)
             torch.addcmul(es[t], d, fs[t], out=d)
-            torch.addcdiv(u, m, d, out=d)  # u + step (s - step)
+            torch.div(m, d, out=d)  # Adam's step (on u = -x)
+            torch.clamp(d, lr_lo, lr_hi, out=d)  # at most lr per update
+            torch.add(u, d, out=d)
             torch.clamp(d, lo, hi, out=us[t + 1])  # projected onto [s_min, s_max]
         hist = ws.hist[: n + 1].clone()  # the workspace is reused by the next block
         self._u = hist[n]
         self._m, self._v = m.clone(), v.clone()
-        self._t = self._t + finite.sum()
+        self._t = self._t + obs.sum(0)
         self._b1_pow, self._b2_pow = b1_pow, b2_pow
+        self._anchor = anchor_after
         u_before = hist[:n]
-        # scale_c = e^{-s_c} / mean_j e^{-s_j} = C·softmax(u)_c (written out: much faster
+        log_a = torch.where(anchor_before.isnan(), 0.0, anchor_before.log())  # (T, K, C)
+        u_eff = u_before - self._shift(log_a)
+        # scale_c = e^{-x_c} / mean_j e^{-x_j} = C·softmax(u)_c (written out: much faster
         # than torch.softmax over a short last dimension).
-        ex = (u_before - u_before.amax(-1, keepdim=True)).exp_()  # in (0, 1], max 1
+        ex = (u_eff - u_eff.amax(-1, keepdim=True)).exp_()  # in (0, 1], max 1
         scales = ex.mul_(c / ex.sum(-1, keepdim=True))  # sum in [1, C]
 
         def log_var() -> Tensor:  # the s behind each step's weights
-            return 0.0 - u_before
+            return log_a - u_before
 
         def objective() -> Tensor:  # Kendall's J at (s_t, L_t)
-            return (torch.exp(u_before) * losses.unsqueeze(1) - u_before).sum(-1)
+            s_t = log_a - u_before
+            return (torch.exp(-s_t) * losses.unsqueeze(1) + s_t).sum(-1)
 
         return scales, LazyState({"log_var": log_var, "objective": objective})
 
@@ -297,6 +388,7 @@ class UncertaintyWeighting(WeightingMethod):
             "_t": self._t,
             "_b1_pow": self._b1_pow,
             "_b2_pow": self._b2_pow,
+            "_anchor": self._anchor,
         }
 
     def config_tensors(self) -> dict[str, Tensor]:
@@ -307,32 +399,45 @@ class UncertaintyWeighting(WeightingMethod):
             "_beta1": self._beta1,
             "_beta2": self._beta2,
             "_eps": self._eps,
+            "_grad_clip": self._grad_clip,
+            "_kendall": self._kendall,
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "log_var": encode_tensor(0.0 - self._u),
+            "anchor": encode_tensor(self._anchor),
+            "rel_log_var": encode_tensor(0.0 - self._u),
             "adam_m": encode_tensor(self._m),
             "adam_v": encode_tensor(self._v),
-            "adam_t": int(self._t),
-            "adam_beta1_pow": encode_tensor(self._b1_pow)[0],
-            "adam_beta2_pow": encode_tensor(self._b2_pow)[0],
+            "adam_t": [int(v) for v in self._t.reshape(-1).tolist()],
+            "adam_beta1_pow": encode_tensor(self._b1_pow),
+            "adam_beta2_pow": encode_tensor(self._b2_pow),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         c = self.num_components
+        if "anchor" not in state:
+            raise ValueError(
+                "uncertainty state from an older version (no 'anchor'); it cannot be resumed"
+            )
         t = state["adam_t"]
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise ValueError(f"state entry 'adam_t' must be an int >= 0, got {t!r}")
-        s = decode_tensor(state["log_var"], size=c, name="log_var")
+        if (
+            not isinstance(t, list)
+            or len(t) != c
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in t)
+        ):
+            raise ValueError(f"state entry 'adam_t' must be a list of {c} ints >= 0, got {t!r}")
+        s = decode_tensor(state["rel_log_var"], size=c, name="rel_log_var")
+        anchor = decode_tensor(state["anchor"], size=c, name="anchor")
         m = decode_tensor(state["adam_m"], size=c, name="adam_m")
         v = decode_tensor(state["adam_v"], size=c, name="adam_v")
-        b1_pow = decode_tensor([state["adam_beta1_pow"]], size=1, name="adam_beta1_pow")
-        b2_pow = decode_tensor([state["adam_beta2_pow"]], size=1, name="adam_beta2_pow")
+        b1_pow = decode_tensor(state["adam_beta1_pow"], size=c, name="adam_beta1_pow")
+        b2_pow = decode_tensor(state["adam_beta2_pow"], size=c, name="adam_beta2_pow")
         self._u = (0.0 - s).reshape(1, c)
+        self._anchor = anchor.reshape(1, c)
         self._m, self._v = m.reshape(1, c), v.reshape(1, c)
-        self._t = torch.tensor([[float(t)]], dtype=_DTYPE)
-        self._b1_pow = b1_pow.reshape(1, 1)
-        self._b2_pow = b2_pow.reshape(1, 1)
+        self._t = torch.tensor([[float(x) for x in t]], dtype=_DTYPE)
+        self._b1_pow = b1_pow.reshape(1, c)
+        self._b2_pow = b2_pow.reshape(1, c)
         for attr, value in self.config_tensors().items():
             setattr(self, attr, value.cpu())

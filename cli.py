@@ -630,14 +630,22 @@ def sweep(
     heat = plot_heatmap(res, dest / f"sweep.{fmt}")
     if heat is not None:
         files.append(heat)
-    files.append(
-        write_text(dest / "recommended.toml", recommended_toml(method, res.best, source=str(path)))
+    stale = dest / "recommended.toml"
+    if res.best is not None:
+        files.append(write_text(stale, recommended_toml(method, res.best, source=str(path))))
+    elif stale.exists():
+        stale.unlink()  # an older sweep's advice must not outlive this one
+    pooled = " (pooled over runs: mean score and effect)" if len(runs) > 1 else ""
+    shown = res.table.drop(columns=["problems"], errors="ignore").head(10)
+    typer.echo(
+        f"{len(res.table)} configurations{pooled}; effect = mean |delta|, score: lower = "
+        "more stable (0-4); recommended first:"
     )
-    pooled = " (pooled over runs: mean score)" if len(runs) > 1 else ""
-    typer.echo(f"{len(res.table)} configurations ranked by stability score{pooled}, best first:")
-    typer.echo(res.table.head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo("")
-    typer.echo("recommended: " + ", ".join(f"{k}={v}" for k, v in res.best.items()))
+    typer.echo(res.verdict)
+    if res.best is not None:
+        typer.echo(f"Switch it on live with: adaptive train --config {stale}")
     for f in files:
         typer.echo(f"wrote {f}")
 
@@ -660,8 +668,9 @@ def demo(
     """The main job end to end on built-in data: record, replay, compare, sweep, recommend.
 
     Trains the reference motion model with DWA and the scheduler in dry-run, replays dwa,
-    uncertainty and scheduler over its trace, sweeps DWA, and writes the comparison figure,
-    the stability table, a recommendation and a recommended config into one folder.
+    uncertainty and scheduler over its trace, sweeps DWA and uncertainty weighting, and
+    writes the comparison figure, the stability table, a recommendation and, when a
+    configuration is worth switching on, a recommended config into one folder.
 
     Example:
 
@@ -680,7 +689,9 @@ def demo(
     typer.echo("")
     typer.echo(f"figure              {res.figure}")
     typer.echo(f"stability table     {res.table}")
-    typer.echo(f"recommended config  {res.recommended_config}")
+    typer.echo(
+        f"recommended config  {res.recommended_config or 'none (nothing worth switching on)'}"
+    )
     typer.echo(f"everything is in    {res.folder}")
 
 

@@ -6,10 +6,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from replay._workflow import write_csv, write_text
 
-DEMO_GRID = {"temperature": [0.5, 1.0, 2.0, 4.0], "adjustment_range": [0.1, 0.2, 0.3]}
+DEMO_GRIDS: dict[str, dict[str, list[float]]] = {
+    "dwa": {"temperature": [0.5, 1.0, 2.0, 4.0], "adjustment_range": [0.1, 0.2, 0.3]},
+    "uncertainty": {"lr": [0.003, 0.01, 0.03], "adjustment_range": [0.1, 0.2, 0.3]},
+}
 DEMO_METHODS = ("dwa", "uncertainty", "scheduler")
 
 # A reduced size for tests and quick looks (`adaptive demo --quick`).
@@ -39,7 +43,7 @@ class DemoOutput:
     figure: Path
     table: Path
     recommendation: Path
-    recommended_config: Path
+    recommended_config: Path | None  # None: no configuration is worth switching on
     heatmap: Path | None
     text: str
 
@@ -53,7 +57,8 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> DemoOutput:
     """Train on built-in data (dwa + scheduler in dry-run), compare dwa / uncertainty /
-    scheduler over the trace, sweep dwa's temperature x range, write a recommendation."""
+    scheduler over the trace, sweep both loss weightings (`DEMO_GRIDS`) and recommend the
+    one configuration worth switching on (by the sweep's rule), or none."""
     from adaptive.trace import read_trace
     from adaptive.train.config import load_config
     from adaptive.train.run import run_training
@@ -81,23 +86,38 @@ def run_demo(
     if not quiet:
         echo("demo: replaying dwa, uncertainty and scheduler over the trace")
     cmp = compare(traces, DEMO_METHODS, folder)
-    if not quiet:
-        echo("demo: sweeping dwa temperature x adjustment_range")
-    sw = sweep(traces, "dwa", DEMO_GRID)
-    write_csv(sw.table, folder / "sweep-dwa.csv", index=False)
-    heatmap = plot_heatmap(sw, folder / "sweep-dwa.png")
-    rec_cfg = write_text(
-        folder / "recommended.toml", recommended_toml("dwa", sw.best, source=str(trace_path))
-    )
-    best = ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sw.best.items()
-    )
-    text = (
-        f"{cmp.recommendation}\n\n"
-        f"DWA sweep ({len(sw.table)} configurations): most stable adapting configuration "
-        f"{best} -> {rec_cfg}\n"
-        f"Switch it on live with: adaptive train --config {rec_cfg}"
-    )
+    sweeps = {}
+    for method, grid in DEMO_GRIDS.items():
+        if not quiet:
+            echo(f"demo: sweeping {method} " + " x ".join(grid))
+        sw = sweeps[method] = sweep(traces, method, grid)
+        write_csv(sw.table, folder / f"sweep-{method}.csv", index=False)
+        plot_heatmap(sw, folder / f"sweep-{method}.png")
+    pick = pick_sweep(sweeps)
+    lines = [cmp.recommendation, ""]
+    lines += [
+        f"{m} sweep ({len(sw.table)} configurations): {sw.verdict}" for m, sw in sweeps.items()
+    ]
+    rec_cfg: Path | None = None
+    stale = folder / "recommended.toml"
+    if pick is None:
+        if stale.exists():
+            stale.unlink()
+        lines.append(
+            "\nNothing to switch on: no swept configuration passes the stability checks "
+            "while moving the weights. Keep the loss weighting off (no recommended.toml)."
+        )
+    else:
+        sw = sweeps[pick]
+        assert sw.best is not None
+        rec_cfg = write_text(stale, recommended_toml(pick, sw.best, source=str(trace_path)))
+        lines.append(
+            f"\nRecommended: {pick} ({', '.join(f'{k}={v:g}' for k, v in sw.best.items())}),"
+            " the largest effect among the configurations of both sweeps that pass the checks."
+        )
+        lines.append(f"Switch it on live with: adaptive train --config {rec_cfg}")
+    text = "\n".join(lines)
+    heatmap = folder / f"sweep-{pick or 'dwa'}.png"
     rec = write_text(folder / "recommendation.md", text + "\n")
     read_trace(trace_path)  # the trace the figures came from is valid
     return DemoOutput(
@@ -110,3 +130,14 @@ def run_demo(
         heatmap=heatmap,
         text=text,
     )
+
+
+def pick_sweep(sweeps: dict[str, Any]) -> str | None:
+    """The method whose recommended configuration has the largest effect (None if no
+    sweep recommends anything): the sweep's own rule, applied across methods."""
+    best = [
+        (float(sw.table.iloc[0]["mean_abs_delta"]), m)
+        for m, sw in sweeps.items()
+        if sw.best is not None
+    ]
+    return max(best)[1] if best else None

@@ -37,6 +37,7 @@ class ReplayResult:
     names: list[str]  # components (weighting) or schedule parameters (scheduler)
     run_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)  # scheduler changes
+    notes: list[str] = field(default_factory=list)  # fallbacks taken for missing inputs
 
     @property
     def kind(self) -> str:
@@ -74,10 +75,23 @@ def _epoch_metric_dicts(trace: Trace, split: str) -> dict[int, dict[str, float]]
     return out
 
 
-def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
-    """Batch signals the scheduler sees: (loss, grad_norm) per step row.
+def recorded_setting(trace: Trace, key: str, default: Any) -> Any:
+    """`adaptive.<key>` of the config the trace's run recorded (reference trainer), else
+    `default`: a replay reproduces what the live run did unless told otherwise."""
+    cfg = trace.run.get("config") if isinstance(trace.run, Mapping) else None
+    section = cfg.get("adaptive") if isinstance(cfg, Mapping) else None
+    if isinstance(section, Mapping) and key in section:
+        return section[key]
+    return default
 
-    The loss is `loss_total` where recorded, else the sum of the raw component losses.
+
+def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Batch signals the scheduler sees: (loss, grad_norm, regime, notes) per step row.
+
+    The loss is `loss_tf_total` (the teacher-forced part, what the reference trainer feeds
+    the scheduler) where recorded, else `loss_total`, else the sum of the raw component
+    losses; the regime is the `regime` column, else 0 for every batch. `notes` says which
+    fallback was taken.
     """
     steps = trace.steps
     if "grad_norm" not in steps.columns:
@@ -85,12 +99,27 @@ def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
             f"{trace.path}: the scheduler needs a grad_norm column on step rows "
             "(and loss_total or loss/<c>); this trace has none"
         )
-    loss = _col(steps, "loss_total")
+    notes: list[str] = []
+    loss = _col(steps, "loss_tf_total")
+    if loss is None:
+        loss = _col(steps, "loss_total")
+        what = "loss_total" if loss is not None else "the sum of loss/<c>"
+        notes.append(f"no loss_tf_total column: the scheduler's loss signal is {what}")
     if loss is None:
         loss = np.stack(
             [steps[f"loss/{c}"].to_numpy(dtype=np.float32) for c in trace.components], axis=1
         ).sum(axis=1, dtype=np.float32)
-    return loss.astype(np.float32), steps["grad_norm"].to_numpy(dtype=np.float32)
+    if "regime" in steps.columns:
+        regime = steps["regime"].fillna(0).to_numpy(dtype=np.int64)
+    else:
+        regime = np.zeros(len(steps), dtype=np.int64)
+        notes.append("no regime column: every batch is judged against one reference")
+    return (
+        loss.astype(np.float32),
+        steps["grad_norm"].to_numpy(dtype=np.float32),
+        regime,
+        notes,
+    )
 
 
 def replay_weighting(
@@ -98,6 +127,8 @@ def replay_weighting(
     method: str,
     *,
     adjustment_range: float = 0.3,
+    loss_input: str | None = None,
+    restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,
     **method_params: Any,
 ) -> ReplayResult:
@@ -105,12 +136,20 @@ def replay_weighting(
 
     Base weights come from `weight_base/<c>` (or `weight/<c>`, else 1); epoch ends are the
     changes of `epoch` between consecutive step rows. Each epoch is one `step_block` call of
-    the live controller (bit-identical to per-step calls).
+    the live controller (bit-identical to per-step calls). `loss_input` (`tf`: the
+    `loss_tf/<c>` columns, `total`: `loss/<c>`) and `restart_on_stage_change` default to
+    what the run recorded in its config, else `tf` and True (see `weighting_inputs`).
     """
     from replay._weighting_replay import replay_weighting_fast
 
     return replay_weighting_fast(
-        trace, method, adjustment_range=adjustment_range, progress=progress, **method_params
+        trace,
+        method,
+        adjustment_range=adjustment_range,
+        loss_input=loss_input,
+        restart_on_stage_change=restart_on_stage_change,
+        progress=progress,
+        **method_params,
     )
 
 

@@ -10,8 +10,9 @@ module only lays the block records out as per-step columns.
 
 Output columns are bit-identical to the per-step replay: `step`, `epoch`, `delta` (in force
 when the batch was read), `base/<p>`, `proposed/schedule/<p>`, `reason` (set on the step
-after which a window-end change happened, else ""), `signal/grad_ratio`,
-`signal/loss_trend`, `signal/free_trend` (the value `diagnostics()` shows after the step).
+after which a window-end change happened, else ""), `signal/grad_z` (largest grad-norm
+z-score in the window), `signal/grad_outliers`, `signal/loss_trend`, `signal/calm_streak`,
+`signal/free_trend` (the value `diagnostics()` shows after the step).
 The signal columns are piecewise constant: batch signals only change at window ends and
 `free_trend` only at `step_epoch`. `events` holds every change, in order (not truncated to
 `history_size`).
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["replay_scheduler_fast"]
 
-_SIGNALS = ("grad_ratio", "loss_trend", "free_trend")
+_SIGNALS = ("grad_z", "grad_outliers", "loss_trend", "calm_streak", "free_trend")
 
 
 def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
@@ -105,11 +106,13 @@ def replay_scheduler_fast(
     n = len(steps)
     if n == 0:
         raise ReplayError(f"{trace.path}: no step rows to replay")
-    loss, grad = scheduler_inputs(trace)
+    loss, grad, regime, notes = scheduler_inputs(trace)
     names, base = _schedule_base(trace)
     valfree = _epoch_metric_dicts(trace, "valfree")
     val = _epoch_metric_dicts(trace, "val")
     params.pop("dry_run", None)
+    if "limits" not in params:
+        params["limits"] = recorded_limits(trace)
     ctrl = AdaptiveScheduler(dry_run=True, **params)
     epochs = steps["epoch"].to_numpy()
 
@@ -128,14 +131,14 @@ def replay_scheduler_fast(
         ctrl.set_base_values(bvals)
         seg_rows.append(start)
         seg_base.append(ctrl.base_values)
-        rec = ctrl.step_block(loss[start:stop], grad[start:stop])
+        rec = ctrl.step_block(loss[start:stop], grad[start:stop], regime[start:stop])
         if not s_vals:
             s_vals.append(_sig(rec.signals_before))
         rows = [start + off for off in rec.closes]
         d_rows += [row + 1 for row in rows]
         d_vals += rec.deltas
         s_rows += rows
-        s_vals += [(sg["grad_ratio"], sg["loss_trend"], sg["free_trend"]) for sg in rec.signals]
+        s_vals += [_sig(sg) for sg in rec.signals]
         for row, dec in zip(rows, rec.decisions, strict=True):
             if dec["action"] == "change":
                 r_rows.append(row)
@@ -163,9 +166,12 @@ def replay_scheduler_fast(
     run_delta = delta[run_start].tolist()
     run_seg = seg_idx[run_start].tolist()
     proposed = np.empty((len(run_start), len(names)))
+    limits = ctrl.config()["limits"] or {}
     for k, (d, si) in enumerate(zip(run_delta, run_seg, strict=True)):
         b = seg_base[si]
-        proposed[k] = [map_value(p, b[p], d) if p in b else math.nan for p in names]
+        proposed[k] = [
+            map_value(p, b[p], d, limits.get(p)) if p in b else math.nan for p in names
+        ]
     proposed = np.repeat(proposed, counts, axis=0)
     reason: list[str] = [""] * n
     for row, why in zip(r_rows, r_vals, strict=True):
@@ -185,4 +191,15 @@ def replay_scheduler_fast(
         names=names,
         run_id=_run_id(trace),
         events=events,
+        notes=notes,
     )
+
+
+def recorded_limits(trace: Trace) -> dict[str, tuple[float, float]] | None:
+    """The bounds the reference trainer gave its scheduler (from the run's recorded
+    `data.window`), so a replay clips the proposed values as the live run did."""
+    cfg = trace.run.get("config") if isinstance(trace.run, dict) else None
+    window = cfg.get("data", {}).get("window") if isinstance(cfg, dict) else None
+    if not isinstance(window, int) or window < 2:
+        return None
+    return {"freerun_horizon": (1.0, float(window - 1)), "tf_ratio": (0.0, 1.0)}

@@ -43,7 +43,14 @@ THRESHOLDS: dict[str, float] = {
 }
 
 # The scheduler's known change reasons, always reported (0 when absent).
-_SCHEDULER_REASONS = ("nonfinite", "grad_spike", "loss_rising", "valfree_worse", "both_worse")
+_SCHEDULER_REASONS = (
+    "nonfinite",
+    "grad_spike",
+    "loss_rising",
+    "valfree_worse",
+    "both_worse",
+    "recovered",
+)
 
 #: One line per metric. `<c>`: a loss component; `<reason>`: a scheduler change reason.
 METRIC_DOCS: dict[str, str] = {
@@ -378,7 +385,7 @@ def _is_schedule(m: Mapping[str, float]) -> bool:
     return "at_bound_share" in m or "changes" in m
 
 
-def _assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
+def assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
     """(problems, caveats) of one configuration, in words."""
     t = THRESHOLDS
     problems: list[str] = []
@@ -406,7 +413,10 @@ def _assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
         caveats.append(f"settles late (epoch {m.get('settle_epoch', math.nan):g})")
     effect = float(m.get("mean_abs_delta", 0.0))
     if effect < t["mean_abs_delta_small"]:
-        caveats.append(f"barely moves from base (mean |delta| {effect:.3f}): little effect")
+        caveats.append(
+            f"inert: barely moves from base (mean |delta| {effect:.3f}); switching it on "
+            "would change little"
+        )
     skipped = float(m.get("skipped_steps", 0.0))
     if skipped > 0:
         share = float(m.get("skipped_share", 0.0))
@@ -442,8 +452,15 @@ def _normalise(
 
 
 def _pick(items: Iterable[tuple[str, Mapping[str, float], list[str]]]) -> str | None:
-    ok = [(stability_rank_key(m), lab) for lab, m, problems in items if not problems]
-    return min(ok)[1] if ok else None
+    """The candidate to try: passes every check, is not inert, and has the largest effect
+    (ties to the lower score), as in a sweep's ranking."""
+    small = THRESHOLDS["mean_abs_delta_small"]
+    ok = [
+        (-float(m.get("mean_abs_delta", 0.0)), round(stability_score(m), SCORE_TIE_DECIMALS), lab)
+        for lab, m, problems in items
+        if not problems and float(m.get("mean_abs_delta", 0.0)) >= small
+    ]
+    return min(ok)[2] if ok else None
 
 
 def recommend(
@@ -463,7 +480,7 @@ def recommend(
     lines: list[str] = []
     assessed = []
     for lab, m in items:
-        problems, caveats = _assess(m)
+        problems, caveats = assess(m)
         assessed.append((lab, m, problems))
         score = stability_score(m)
         if problems:
@@ -479,9 +496,16 @@ def recommend(
             continue
         best = _pick(group)
         if best is None:
-            lines.append(f"No {name} configuration passes the stability checks.")
+            lines.append(
+                f"No {name} configuration both passes the stability checks and moves the "
+                "values (mean |delta| >= "
+                f"{THRESHOLDS['mean_abs_delta_small']:g}): keep it off for now."
+            )
         else:
-            lines.append(f"Best {name} candidate: {best} (lowest score, larger effect on ties).")
+            lines.append(
+                f"Best {name} candidate: {best} (passes the checks, largest effect among "
+                "those that do)."
+            )
     lines.append(
         "Replay is open loop: the recorded losses did not react to the proposed values, so "
         "live feedback can damp or amplify this behaviour — enable with logging on and "
@@ -494,6 +518,7 @@ __all__ = [
     "METRIC_DOCS",
     "SETTLE_TOLERANCE",
     "THRESHOLDS",
+    "assess",
     "recommend",
     "result_labels",
     "stability_metrics",

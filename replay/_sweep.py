@@ -96,13 +96,22 @@ def grid_configs(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class SweepResult:
-    """A ranked table of configurations and the recommended one."""
+    """A ranked table of configurations and the recommended one (if any).
+
+    `table` has one row per configuration, ranked (recommended first), with the columns
+    `status` (`recommended`, `eligible`, `inert`, `unstable`), `pareto` (on the front of
+    effect vs stability score) and `problems` (why a configuration is unstable). `best` is
+    None when no configuration is eligible; `notes` hold warnings (e.g. the pick lies on
+    the edge of the grid) and `verdict` says in one or two sentences what to do.
+    """
 
     method: str
     grid: dict[str, list[Any]]
-    table: pd.DataFrame  # one row per configuration, ranked (best first)
-    best: dict[str, Any]
+    table: pd.DataFrame
+    best: dict[str, Any] | None
     per_run: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    verdict: str = ""
 
 
 def sweep(
@@ -113,11 +122,12 @@ def sweep(
     fixed: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SweepResult:
-    """Replay every grid configuration over every run; rank by the stability score.
+    """Replay every grid configuration over every run; rank them (see `rank`).
 
-    With several runs the ranking uses the mean score over runs (pooled).
+    With several runs the score and effect are means over runs and a configuration is
+    unstable if it fails a stability check in any run.
     """
-    from replay._stability import stability_score
+    from replay._stability import assess, stability_score
 
     configs = grid_configs(grid)
     fixed = dict(fixed or {})
@@ -129,12 +139,15 @@ def sweep(
     }
     for i, cfg in enumerate(configs):
         scores, effects = [], []
+        problems: list[str] = []
         merged: dict[str, list[float]] = {}
         for rid in traces:
             m = metrics_by_run[rid][i]
             s = stability_score(m)
             scores.append(s)
             effects.append(m.get("mean_abs_delta", math.nan))
+            found = assess(m)[0]
+            problems += [f"{rid}: {p}" if len(traces) > 1 else p for p in found]
             per_run[rid].append({**cfg, "score": s, **m})
             for k, v in m.items():
                 merged.setdefault(k, []).append(v)
@@ -156,18 +169,75 @@ def sweep(
                 row[k] = float(np.nanmean(vals))
             elif vals.size:
                 row[k] = math.nan
+        row["problems"] = "; ".join(problems)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table = rank(table)
-    best = {k: table.iloc[0][k] for k in grid}
-    best = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}
+    table = rank(pd.DataFrame(rows))
+    best: dict[str, Any] | None = None
+    notes: list[str] = []
+    if len(table) and table["status"].iloc[0] == "recommended":
+        best = {k: table.iloc[0][k] for k in grid}
+        best = {**fixed, **{k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}}
+        notes = edge_notes(grid, best)
     return SweepResult(
         method=method,
         grid={k: list(v) for k, v in grid.items()},
         table=table,
-        best={**fixed, **best},
+        best=best,
         per_run={rid: rank(pd.DataFrame(r)) for rid, r in per_run.items()},
+        notes=notes,
+        verdict=sweep_verdict(method, table, best, notes),
     )
+
+
+def edge_notes(grid: Mapping[str, Sequence[Any]], best: Mapping[str, Any]) -> list[str]:
+    """Warnings for grid parameters whose recommended value is the smallest or largest
+    value tried: the best value may lie beyond the grid."""
+    out = []
+    for name, values in grid.items():
+        nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(nums) < 2 or len(nums) != len(values) or name not in best:
+            continue
+        v = best[name]
+        if v == max(nums) or v == min(nums):
+            side = "largest" if v == max(nums) else "smallest"
+            out.append(
+                f"{name}={v:g} is the {side} value in the grid: the best value may lie "
+                "beyond it; widen the grid to check"
+            )
+    return out
+
+
+def sweep_verdict(
+    method: str, table: pd.DataFrame, best: Mapping[str, Any] | None, notes: Sequence[str]
+) -> str:
+    """One or two sentences: what the sweep recommends, or why it recommends nothing."""
+    from replay._stability import THRESHOLDS
+
+    n = len(table)
+    counts = table["status"].value_counts().to_dict() if n else {}
+    inert, unstable = counts.get("inert", 0), counts.get("unstable", 0)
+    small = THRESHOLDS["mean_abs_delta_small"]
+    if best is None:
+        return (
+            f"No {method} configuration is worth switching on: of {n}, {inert} barely move "
+            f"the weights (mean |delta| < {small:g}: inert) and {unstable} fail the "
+            "stability checks. Keep the controller off, or widen the grid."
+        )
+    row = table.iloc[0]
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.items())
+    text = (
+        f"Recommended {method}: {shown} (mean |delta| {row['mean_abs_delta']:.3f}, "
+        f"score {row['score']:.2f}): the largest effect among the "
+        f"{counts.get('recommended', 0) + counts.get('eligible', 0)} of {n} configurations "
+        f"that pass the stability checks and are not inert."
+    )
+    if notes:
+        text += " Note: " + "; ".join(notes) + "."
+    return text
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 SWEEP_CHUNK = 64  # most configurations advanced together
@@ -198,7 +268,8 @@ def _config_metrics(
     from replay._engine import ReplayResult
     from replay._weighting_replay import sweep_weighting, weighting_inputs
 
-    comps, _, base, _ = weighting_inputs(trace)
+    inputs = weighting_inputs(trace)
+    comps, base = inputs.components, inputs.base
     per_config = max(1, len(trace.steps) * len(comps) * 9)
     size = int(max(1, min(SWEEP_CHUNK, SWEEP_MEMORY // per_config)))
     for lo in range(0, len(configs), size):
@@ -227,17 +298,39 @@ def _config_metrics(
 
 
 def rank(table: pd.DataFrame) -> pd.DataFrame:
-    """Sort like `stability_rank_key`: score rounded to 3 decimals (lower is more stable),
-    ties to the larger effect (`mean_abs_delta`), so a do-nothing configuration does not win
-    a tie against one that adapts as stably."""
-    from replay._stability import SCORE_TIE_DECIMALS
+    """Rank configurations by what switching them on would do (docs/STABILITY.md).
 
-    key = table.assign(
-        _score=table["score"].round(SCORE_TIE_DECIMALS),
-        _effect=-table["mean_abs_delta"].fillna(0.0),
-    )
-    t = key.sort_values(["_score", "_effect"], kind="stable")
-    return t.drop(columns=["_score", "_effect"]).reset_index(drop=True)
+    Eligible configurations pass every stability check (no `problems`) and are not
+    *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them
+    the largest effect (`mean_abs_delta`) ranks first, ties to the lower score. Then the
+    unstable ones (by score), then the inert ones (a controller that does nothing is never
+    recommended, however calm). Adds `status` and `pareto` (no other configuration has
+    both a larger effect and a lower score).
+    """
+    from replay._stability import SCORE_TIE_DECIMALS, THRESHOLDS
+
+    t = table.copy()
+    if "problems" not in t.columns:
+        t["problems"] = ""
+    effect = t["mean_abs_delta"].fillna(0.0).to_numpy(dtype=np.float64)
+    score = t["score"].round(SCORE_TIE_DECIMALS).to_numpy(dtype=np.float64)
+    inert = effect < THRESHOLDS["mean_abs_delta_small"]
+    unstable = t["problems"].fillna("").astype(str).str.len().to_numpy() > 0
+    status = np.where(inert, "inert", np.where(unstable, "unstable", "eligible"))
+    pareto = np.ones(len(t), dtype=bool)
+    for i in range(len(t)):
+        dominated = (effect >= effect[i]) & (score <= score[i])
+        dominated &= (effect > effect[i]) | (score < score[i])
+        pareto[i] = not dominated.any()
+    group = np.where(status == "eligible", 0, np.where(status == "unstable", 1, 2))
+    t = t.assign(status=status, pareto=pareto, _g=group, _s=score, _e=-effect)
+    # eligible: largest effect first; the others: most stable first
+    t["_k1"] = np.where(group == 0, t["_e"], t["_s"])
+    t["_k2"] = np.where(group == 0, t["_s"], t["_e"])
+    t = t.sort_values(["_g", "_k1", "_k2"], kind="stable").reset_index(drop=True)
+    if len(t) and t.loc[0, "status"] == "eligible":
+        t.loc[0, "status"] = "recommended"
+    return t.drop(columns=["_g", "_s", "_e", "_k1", "_k2"])
 
 
 def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = "") -> str:
@@ -249,7 +342,7 @@ def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = ""
     if method == SCHEDULER:
         adaptive["scheduler"] = True
         if "adjustment_range" in p:
-            adaptive["adjustment_range"] = float(p.pop("adjustment_range"))
+            adaptive["scheduler_adjustment_range"] = float(p.pop("adjustment_range"))
         for k in _SCHEDULER_TOP:
             if k in p:
                 adaptive[k] = p.pop(k)
@@ -259,7 +352,7 @@ def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = ""
     else:
         adaptive["loss"] = method
         if "adjustment_range" in p:
-            adaptive["adjustment_range"] = float(p.pop("adjustment_range"))
+            adaptive["loss_adjustment_range"] = float(p.pop("adjustment_range"))
         if p:
             adaptive[method] = p
     head = f"# Recommended by `adaptive sweep`{' over ' + source if source else ''}.\n"
@@ -267,15 +360,65 @@ def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = ""
     return head + dumps_toml({"adaptive": adaptive})
 
 
-def plot_heatmap(result: SweepResult, path: Path) -> Path | None:
-    """Score heat-map for a two-parameter grid (None for other grids)."""
-    from replay._plots import _pyplot, save
+_STATUS_STYLE = {
+    "recommended": ("tab:red", "*", 180),
+    "eligible": ("tab:green", "o", 50),
+    "unstable": ("tab:orange", "x", 50),
+    "inert": ("tab:gray", "o", 40),
+}
 
-    names = list(result.grid)
-    if len(names) != 2:
-        return None
+
+def plot_heatmap(result: SweepResult, path: Path) -> Path:
+    """The sweep's figure: effect vs stability score of every configuration (status,
+    Pareto front, the inert threshold) and, for a two-parameter grid, the score heat-map."""
+    from replay._plots import _pyplot, save
+    from replay._stability import THRESHOLDS
+
     plt = _pyplot()
-    a, b = names
+    names = list(result.grid)
+    two = len(names) == 2
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(13 if two else 7, 5), squeeze=False)
+    ax = axes[0][0]
+    t = result.table
+    for status, (color, marker, size) in _STATUS_STYLE.items():
+        sel = t[t["status"] == status]
+        if len(sel):
+            ax.scatter(
+                sel["mean_abs_delta"],
+                sel["score"],
+                c=color,
+                marker=marker,
+                s=size,
+                label=f"{status} ({len(sel)})",
+                zorder=3,
+            )
+    front = t[t["pareto"]].sort_values("mean_abs_delta")
+    if len(front) > 1:
+        ax.plot(
+            front["mean_abs_delta"],
+            front["score"],
+            "--",
+            c="0.4",
+            lw=1,
+            label="Pareto front",
+            zorder=2,
+        )
+    small = THRESHOLDS["mean_abs_delta_small"]
+    ax.axvline(small, c="0.5", lw=1, ls=":", label=f"inert below mean |delta| {small:g}")
+    ax.set_xlabel("effect: mean |delta| (relative change from base)")
+    ax.set_ylabel("stability score (0-4, lower = more stable)")
+    ax.set_title(f"{result.method} sweep: effect vs stability ({len(t)} configurations)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if two:
+        _heat(axes[0][1], fig, result)
+    return save(fig, path)
+
+
+def _heat(ax: Any, fig: Any, result: SweepResult) -> None:
+    from matplotlib.patches import Rectangle
+
+    a, b = list(result.grid)
     t = result.table
     mat = np.full((len(result.grid[a]), len(result.grid[b])), np.nan)
     for i, va in enumerate(result.grid[a]):
@@ -283,33 +426,34 @@ def plot_heatmap(result: SweepResult, path: Path) -> Path | None:
             sel = t[(t[a] == va) & (t[b] == vb)]
             if len(sel):
                 mat[i, j] = float(sel["score"].iloc[0])
-    fig, ax = plt.subplots(figsize=(1.4 * len(result.grid[b]) + 3, 1.0 * len(result.grid[a]) + 2))
     im = ax.imshow(mat, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(
-        range(len(result.grid[b])),
-        [f"{v:g}" if isinstance(v, float) else str(v) for v in result.grid[b]],
-    )
-    ax.set_yticks(
-        range(len(result.grid[a])),
-        [f"{v:g}" if isinstance(v, float) else str(v) for v in result.grid[a]],
-    )
+    ax.set_xticks(range(len(result.grid[b])), [_fmt(v) for v in result.grid[b]])
+    ax.set_yticks(range(len(result.grid[a])), [_fmt(v) for v in result.grid[a]])
     ax.set_xlabel(b)
     ax.set_ylabel(a)
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
             if np.isfinite(mat[i, j]):
+                sel = t[(t[a] == result.grid[a][i]) & (t[b] == result.grid[b][j])]
+                tag = {"inert": "\ninert", "unstable": "\nunstable"}.get(
+                    str(sel["status"].iloc[0]), ""
+                )
                 ax.text(
                     j,
                     i,
-                    f"{mat[i, j]:.3g}",
+                    f"{mat[i, j]:.3g}{tag}",
                     ha="center",
                     va="center",
                     fontsize=8,
                     color="white" if mat[i, j] > np.nanmean(mat) else "black",
                 )
-    ia = result.grid[a].index(result.best[a])
-    ib = result.grid[b].index(result.best[b])
-    ax.add_patch(plt.Rectangle((ib - 0.5, ia - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    title = f"{result.method}: stability score per configuration"
+    if result.best is not None:
+        ia = result.grid[a].index(result.best[a])
+        ib = result.grid[b].index(result.best[b])
+        ax.add_patch(Rectangle((ib - 0.5, ia - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+        title += " (red box: recommended)"
+    else:
+        title += " (none recommended)"
     fig.colorbar(im, ax=ax, label="stability score (lower = more stable)")
-    ax.set_title(f"{result.method} sweep: stability score per configuration (red box: recommended)")
-    return save(fig, path)
+    ax.set_title(title)

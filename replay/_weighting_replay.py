@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,13 @@ import torch
 from adaptive.trace import Trace
 from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds
 
-__all__ = ["SWEEP_OUTPUTS", "replay_weighting_fast", "sweep_weighting", "weighting_inputs"]
+__all__ = [
+    "SWEEP_OUTPUTS",
+    "WeightingInputs",
+    "replay_weighting_fast",
+    "sweep_weighting",
+    "weighting_inputs",
+]
 
 # BlockOutput attribute -> frame column prefix (order of the frame's columns).
 _FRAME_KEYS = {
@@ -33,19 +40,56 @@ _FRAME_KEYS = {
 SWEEP_OUTPUTS = ("proposed", "deltas", "clamped", "scales")
 
 
-def weighting_inputs(trace: Trace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """What the weighting replay feeds: components, raw losses ``(T, C)`` float32,
-    base weights ``(T, C)`` float64 and epochs ``(T,)`` of a trace's step rows.
+@dataclass
+class WeightingInputs:
+    """What the weighting replay feeds the controller (see :func:`weighting_inputs`)."""
 
-    Base weights come from `weight_base/<c>` (or `weight/<c>` when no base column exists,
-    else 1).
+    components: list[str]
+    losses: np.ndarray  # (T, C) float32, the controller's input
+    base: np.ndarray  # (T, C) float64 base weights
+    epochs: np.ndarray  # (T,)
+    restarts: np.ndarray  # (T,) bool: restart() before this row (a new stage begins)
+    notes: list[str] = field(default_factory=list)
+
+
+def weighting_inputs(
+    trace: Trace,
+    *,
+    loss_input: str | None = None,
+    restart_on_stage_change: bool | None = None,
+) -> WeightingInputs:
+    """Components, controller inputs, base weights, epochs and restart points of a
+    trace's step rows, as the live trainer fed them.
+
+    `loss_input`: `tf` reads `loss_tf/<c>` (the teacher-forced part, present in every
+    stage), `total` reads `loss/<c>`; None takes the run's recorded
+    `adaptive.loss_input`, else `tf`. A trace without `loss_tf/<c>` columns falls back to
+    `loss/<c>` (noted). `restart_on_stage_change` (None: the run's setting, else True)
+    restarts the method where the `stage` column changes at an epoch start (no `stage`
+    column: no restarts, noted). Base weights come from `weight_base/<c>` (or
+    `weight/<c>` when no base column exists, else 1).
     """
+    from replay._engine import recorded_setting
+
     steps = trace.steps
     comps = list(trace.components)
     if not comps:
         raise ReplayError(f"{trace.path}: no loss/<component> columns to replay")
     if len(steps) == 0:
         raise ReplayError(f"{trace.path}: no step rows to replay")
+    if loss_input is None:
+        loss_input = str(recorded_setting(trace, "loss_input", "tf"))
+    if loss_input not in ("tf", "total"):
+        raise ReplayError(f"loss_input must be 'tf' or 'total', got {loss_input!r}")
+    if restart_on_stage_change is None:
+        restart_on_stage_change = bool(recorded_setting(trace, "restart_on_stage_change", True))
+    notes: list[str] = []
+    prefix = "loss/"
+    if loss_input == "tf":
+        if all(f"loss_tf/{c}" in steps.columns for c in comps):
+            prefix = "loss_tf/"
+        else:
+            notes.append("no loss_tf/<c> columns: the loss weighting reads loss/<c>")
     base_cols = []
     for c in comps:
         col = _col(steps, f"weight_base/{c}")
@@ -53,16 +97,25 @@ def weighting_inputs(trace: Trace) -> tuple[list[str], np.ndarray, np.ndarray, n
             col = _col(steps, f"weight/{c}")
         base_cols.append(np.ones(len(steps)) if col is None else col)
     base = np.stack(base_cols, axis=1)
-    losses = steps[[f"loss/{c}" for c in comps]].to_numpy(dtype=np.float32)
-    return comps, losses, base, steps["epoch"].to_numpy()
+    losses = steps[[f"{prefix}{c}" for c in comps]].to_numpy(dtype=np.float32)
+    epochs = steps["epoch"].to_numpy()
+    restarts = np.zeros(len(steps), dtype=bool)
+    if restart_on_stage_change:
+        if "stage" in steps.columns:
+            stage = steps["stage"].to_numpy()
+            restarts[1:] = (stage[1:] != stage[:-1]) & (epochs[1:] != epochs[:-1])
+        else:
+            notes.append("no stage column: the loss weighting is never restarted")
+    return WeightingInputs(comps, losses, base, epochs, restarts, notes)
 
 
 def _segments(
-    epochs: np.ndarray, base: np.ndarray
-) -> Iterator[tuple[bool, int, int, np.ndarray | None]]:
-    """`(new_epoch, start, stop, new_base)` blocks: runs of one epoch with constant base
-    weights. `new_base` is the block's base where it differs from the previous row's
-    (NaN compares unequal, as `np.array_equal` in the per-step replay), else None."""
+    epochs: np.ndarray, base: np.ndarray, restarts: np.ndarray
+) -> Iterator[tuple[bool, bool, int, int, np.ndarray | None]]:
+    """`(new_epoch, restart, start, stop, new_base)` blocks: runs of one epoch with
+    constant base weights. `new_base` is the block's base where it differs from the
+    previous row's (NaN compares unequal, as `np.array_equal` in the per-step replay), else
+    None; `restart` where a new stage begins with the block."""
     changed = np.zeros(len(base), dtype=bool)
     for j in range(base.shape[1]):
         col = np.ascontiguousarray(base[:, j])
@@ -71,7 +124,10 @@ def _segments(
         cuts = start + 1 + np.flatnonzero(changed[start + 1 : stop])
         edges = [start, *cuts.tolist(), stop]
         for a, b in itertools.pairwise(edges):
-            yield i > 0 and a == start, a, b, (base[a] if changed[a] else None)
+            new_epoch = i > 0 and a == start
+            yield new_epoch, new_epoch and bool(restarts[a]), a, b, (
+                base[a] if changed[a] else None
+            )
 
 
 def _controller(
@@ -95,23 +151,27 @@ def _controller(
 
 def _drive(
     ctrl: Any,
-    comps: list[str],
+    inputs: WeightingInputs,
     losses: torch.Tensor,
-    base: np.ndarray,
-    epochs: np.ndarray,
     on_block: Callable[[int, int, Any], None],
     progress: Callable[[int], None] | None,
     max_block: int = 0,
 ) -> None:
-    """Feed every (epoch, base) block to the controller in the trainer's order, in
-    pieces of at most `max_block` steps when given (same results, smaller temporaries)."""
+    """Feed every (epoch, base) block to the controller in the trainer's order (end of
+    epoch, restart at a new stage, base weights), in pieces of at most `max_block` steps
+    when given (same results, smaller temporaries)."""
+    comps = inputs.components
     done_in_epoch = 0
-    for new_epoch, a, b, new_base in _segments(epochs, base):
+    for new_epoch, restart, a, b, new_base in _segments(
+        inputs.epochs, inputs.base, inputs.restarts
+    ):
         if new_epoch:
             if progress is not None and done_in_epoch:
                 progress(done_in_epoch)
             done_in_epoch = 0
             ctrl.end_epoch()
+        if restart:
+            ctrl.restart()
         if new_base is not None:
             ctrl.set_base_weights(dict(zip(comps, new_base.tolist(), strict=True)))
         step = max_block or b - a
@@ -128,6 +188,8 @@ def replay_weighting_fast(
     method: str,
     *,
     adjustment_range: float = 0.3,
+    loss_input: str | None = None,
+    restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,
     **method_params: Any,
 ) -> ReplayResult:
@@ -137,9 +199,12 @@ def replay_weighting_fast(
     replay (`tests/reference_replay.py`), one `step_block` per epoch instead of one call per
     step. `progress(n)` is called after each epoch with its number of steps.
     """
-    comps, losses_np, base, epochs = weighting_inputs(trace)
+    inputs = weighting_inputs(
+        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+    )
+    comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
     ctrl = _controller(
-        method, comps, base[0], None, adjustment_range=adjustment_range, **method_params
+        method, comps, inputs.base[0], None, adjustment_range=adjustment_range, **method_params
     )
     n, c = losses_np.shape
     losses = torch.from_numpy(losses_np.astype(np.float64))
@@ -159,7 +224,7 @@ def replay_weighting_fast(
                 state[k] = torch.empty((n, *v.shape[1:]), dtype=v.dtype)
             state[k][a:b].copy_(v)
 
-    _drive(ctrl, comps, losses, base, epochs, on_block, progress)
+    _drive(ctrl, inputs, losses, on_block, progress)
     # Frame columns are (strided) views of the (T, C) buffers: no further copies.
     cols: dict[str, Any] = {"step": trace.steps["step"].to_numpy(), "epoch": epochs}
     for k, prefix in _FRAME_KEYS.items():
@@ -177,7 +242,12 @@ def replay_weighting_fast(
     frame = pd.DataFrame(cols, copy=False)
     params = {"adjustment_range": adjustment_range, **ctrl.method_impl.params()}
     return ReplayResult(
-        method=method, params=params, frame=frame, names=comps, run_id=_run_id(trace)
+        method=method,
+        params=params,
+        frame=frame,
+        names=comps,
+        run_id=_run_id(trace),
+        notes=inputs.notes,
     )
 
 
@@ -197,6 +267,8 @@ def sweep_weighting(
     outputs: Sequence[str] = SWEEP_OUTPUTS,
     on_block: Callable[[int, int, Any], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    loss_input: str | None = None,
+    restart_on_stage_change: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Replay ``K = len(configs)`` configurations of one method over a trace at once.
 
@@ -215,8 +287,11 @@ def sweep_weighting(
     bad = [o for o in outputs if o not in valid]
     if bad:
         raise ReplayError(f"unknown sweep output(s) {bad!r}; valid: {list(valid)!r}")
-    comps, losses_np, base, epochs = weighting_inputs(trace)
-    ctrl = _controller(method, comps, base[0], list(configs))
+    inputs = weighting_inputs(
+        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+    )
+    comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
+    ctrl = _controller(method, comps, inputs.base[0], list(configs))
     n, c = losses_np.shape
     k = ctrl.num_configs
     losses = torch.from_numpy(losses_np.astype(np.float64))
@@ -236,7 +311,7 @@ def sweep_weighting(
 
     # Blocks of at most ~2**20 values per (T, K, C) temporary: bounded memory per block.
     max_block = max(1, (1 << 20) // (k * c))
-    _drive(ctrl, comps, losses, base, epochs, collect, progress, max_block)
+    _drive(ctrl, inputs, losses, collect, progress, max_block)
     result["skipped"] = skipped
     result["step"] = trace.steps["step"].to_numpy()
     result["epoch"] = epochs

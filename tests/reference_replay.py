@@ -30,6 +30,8 @@ def replay_weighting(
     method: str,
     *,
     adjustment_range: float = 0.3,
+    loss_input: str | None = None,
+    restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,
     **method_params: Any,
 ) -> ReplayResult:
@@ -44,7 +46,10 @@ def replay_weighting(
     from replay._weighting_replay import weighting_inputs
 
     steps = trace.steps
-    comps, losses_np, base, _ = weighting_inputs(trace)  # the inputs, not the maths
+    inputs = weighting_inputs(  # the inputs, not the maths
+        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+    )
+    comps, losses_np, base = inputs.components, inputs.losses, inputs.base
     losses = torch.from_numpy(losses_np.astype(np.float64))
     ctrl = AdaptiveLossWeighting(
         comps,
@@ -67,6 +72,8 @@ def replay_weighting(
     for i, (_, start, stop) in enumerate(bounds):
         if i > 0:
             ctrl.end_epoch()
+            if inputs.restarts[start]:
+                ctrl.restart()
         for r in range(start, stop):
             if not np.array_equal(base[r], current_base):
                 current_base = base[r]
@@ -128,19 +135,22 @@ def replay_scheduler(
     steps = trace.steps
     if len(steps) == 0:
         raise ReplayError(f"{trace.path}: no step rows to replay")
-    loss, grad = scheduler_inputs(trace)
-    from replay._scheduler_replay import _schedule_base
+    loss, grad, regime, _ = scheduler_inputs(trace)
+    from replay._scheduler_replay import _schedule_base, recorded_limits
 
     params_present, base = _schedule_base(trace)  # the inputs, not the control law
     valfree = _epoch_metric_dicts(trace, "valfree")
     val = _epoch_metric_dicts(trace, "val")
     params.pop("dry_run", None)
+    params.setdefault("limits", recorded_limits(trace))
     ctrl = AdaptiveScheduler(dry_run=True, **params)
     epochs = steps["epoch"].to_numpy()
     proposed = np.empty((len(steps), len(params_present)))
     delta = np.empty(len(steps))
     reason: list[str] = []
-    signals: dict[str, list[float]] = {"grad_ratio": [], "loss_trend": [], "free_trend": []}
+    signals: dict[str, list[float]] = {
+        k: [] for k in ("grad_z", "grad_outliers", "loss_trend", "calm_streak", "free_trend")
+    }
     for ep, start, stop in _epoch_bounds(epochs):
         ctrl.set_base_values(
             {
@@ -153,7 +163,7 @@ def replay_scheduler(
             prop = ctrl.proposed()
             proposed[r] = [prop.get(p, math.nan) for p in params_present]
             delta[r] = ctrl.delta
-            ctrl.step_batch(float(loss[r]), float(grad[r]))
+            ctrl.step_batch(float(loss[r]), float(grad[r]), regime=int(regime[r]))
             d = ctrl.diagnostics()
             dec = d["decision"]
             changed = dec is not None and dec["action"] == "change" and dec["step"] == d["step"]

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from adaptive.trace import TraceWriter, read_trace
@@ -164,8 +166,13 @@ def test_sweep_ranks_writes_heatmap_and_toml_that_trains(tmp_path: Path) -> None
     out = tmp_path / "run" / "sweep-dwa"
     table = pd.read_csv(out / "sweep.csv")
     assert len(table) == 6 and set(table["temperature"]) == {0.5, 2.0}
-    assert table["score"].round(3).is_monotonic_increasing
+    # ranked: the recommended configuration first, then the other eligible ones by effect
+    assert table.iloc[0]["status"] == "recommended"
+    eligible = table[table["status"].isin(["recommended", "eligible"])]
+    assert eligible["mean_abs_delta"].is_monotonic_decreasing
+    assert (eligible["mean_abs_delta"] >= 0.01).all()
     assert (out / "sweep.png").stat().st_size > 10_000
+    assert "Recommended dwa" in res.output and "Switch it on live with" in res.output
     rec = tomllib.loads((out / "recommended.toml").read_text())
     assert rec["adaptive"]["loss"] == "dwa"
     assert rec["adaptive"]["dwa"]["temperature"] == table.iloc[0]["temperature"]
@@ -180,7 +187,8 @@ def test_sweep_ranks_writes_heatmap_and_toml_that_trains(tmp_path: Path) -> None
     live = read_trace(tmp_path / "live" / "trace.parquet")
     run_cfg = live.run["config"]["adaptive"]
     assert run_cfg["loss"] == "dwa"
-    assert run_cfg["adjustment_range"] == rec["adaptive"]["adjustment_range"]
+    assert run_cfg["loss_adjustment_range"] == rec["adaptive"]["loss_adjustment_range"]
+    assert "scheduler_adjustment_range" not in rec["adaptive"]
     assert run_cfg["dwa"]["temperature"] == rec["adaptive"]["dwa"]["temperature"]
     assert "proposed/weight/a" not in live.steps.columns
     assert "proposed/weight/fk_pos" in live.steps.columns
@@ -192,17 +200,20 @@ def test_sweep_scheduler_toml_sections(tmp_path: Path) -> None:
     res = sweep(
         traces,
         "scheduler",
-        {"spike_ratio": [2.0, 3.0], "adjustment_rate": [0.05]},
+        {"spike_z": [2.0, 3.0], "adjustment_range": [0.2, 0.5]},
         fixed={"update_interval": 20},
     )
-    text = recommended_toml("scheduler", res.best)
+    params = res.best if res.best is not None else {**res.grid, "update_interval": 20}
+    params = {k: (v[0] if isinstance(v, list) else v) for k, v in params.items()}
+    text = recommended_toml("scheduler", params)
     cfg = tomllib.loads(text)["adaptive"]
     assert cfg["scheduler"] is True and cfg["update_interval"] == 20
-    assert cfg["scheduler_law"]["spike_ratio"] in (2.0, 3.0)
-    load_config(
-        trace.parent / "none.toml" if False else None,
-        [f"adaptive.scheduler_law.spike_ratio={cfg['scheduler_law']['spike_ratio']}"],
-    )
+    assert cfg["scheduler_law"]["spike_z"] in (2.0, 3.0)
+    assert cfg["scheduler_adjustment_range"] in (0.2, 0.5) and "loss_adjustment_range" not in cfg
+    path = trace.parent / "rec.toml"
+    path.write_text(text)
+    loaded = load_config(path)
+    assert loaded["adaptive"]["scheduler_adjustment_range"] == cfg["scheduler_adjustment_range"]
 
 
 def test_replay_many_runs(tmp_path: Path) -> None:
@@ -226,13 +237,23 @@ def test_demo_quick(tmp_path: Path) -> None:
         "compare.png",
         "stability.csv",
         "recommendation.md",
-        "recommended.toml",
         "sweep-dwa.csv",
         "sweep-dwa.png",
+        "sweep-uncertainty.csv",
+        "sweep-uncertainty.png",
         "demo/trace.parquet",
     ):
         assert (d / name).exists(), name
-    assert "Switch it on live with: adaptive train --config" in res.output
+    # The advice agrees with itself: a recommended.toml exists exactly when the text says
+    # to switch something on, and it is the method the text names.
+    text = (d / "recommendation.md").read_text()
+    rec = d / "recommended.toml"
+    if rec.exists():
+        method = tomllib.loads(rec.read_text())["adaptive"]["loss"]
+        assert f"Recommended: {method} (" in text
+        assert "Switch it on live with: adaptive train --config" in res.output
+    else:
+        assert "Nothing to switch on" in text and "Switch it on live" not in res.output
     table = pd.read_csv(d / "stability.csv", index_col=0)
     assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]
 
@@ -262,3 +283,72 @@ def test_batched_sweep_equals_one_replay_per_configuration(
         assert got.keys() == want.keys()
         for k in want:
             assert got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])), k
+
+
+def test_sweep_never_recommends_an_inert_configuration(tmp_path: Path) -> None:
+    """Temperature 1000 barely moves DWA's weights: it is the calmest configuration, and
+    it must be reported as inert and never recommended (the old ranking picked it)."""
+    traces = load_runs(synthetic(tmp_path / "t.parquet"))
+    res = sweep(traces, "dwa", {"temperature": [0.5, 2.0, 1000.0]})
+    t = res.table.set_index("temperature")
+    assert t.loc[1000.0, "status"] == "inert" and t.loc[1000.0, "mean_abs_delta"] < 0.01
+    assert t.loc[1000.0, "score"] <= t["score"].min() + 1e-9  # calmest, yet not chosen
+    assert res.best is not None and res.best["temperature"] != 1000.0
+    assert t.loc[0.5, "status"] == "unstable"  # larger effect, but never settles
+    assert res.best["temperature"] == 2.0 and not res.notes
+    # a pick on the edge of the grid is flagged: the best value may lie beyond it
+    res = sweep(traces, "dwa", {"temperature": [2.0, 1000.0]})
+    assert res.best is not None and res.best["temperature"] == 2.0
+    assert any("temperature=2 is the smallest value" in n for n in res.notes)
+    assert "widen the grid" in res.verdict
+
+
+def test_sweep_with_only_inert_configurations_recommends_nothing(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(app, ["sweep", str(trace), "-m", "dwa", "-g", "temperature=500,1000", "-q"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "run" / "sweep-dwa"
+    assert not (out / "recommended.toml").exists()
+    assert "No dwa configuration is worth switching on" in res.output
+    assert "Switch it on live" not in res.output
+    assert set(pd.read_csv(out / "sweep.csv")["status"]) == {"inert"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 0.2), st.floats(0.0, 4.0), st.booleans()
+        ),  # effect, score, unstable
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_rank_never_puts_an_inert_or_unstable_configuration_first(
+    rows: list[tuple[float, float, bool]],
+) -> None:
+    from replay._sweep import rank
+
+    table = pd.DataFrame(
+        {
+            "mean_abs_delta": [r[0] for r in rows],
+            "score": [r[1] for r in rows],
+            "problems": ["jittery" if r[2] else "" for r in rows],
+        }
+    )
+    ranked = rank(table)
+    eligible = [(e, -s) for e, s, bad in rows if not bad and e >= 0.01]
+    first = ranked.iloc[0]
+    if eligible:
+        assert first["status"] == "recommended"
+        assert first["mean_abs_delta"] == max(e for e, _ in eligible)
+        assert first["problems"] == "" and first["mean_abs_delta"] >= 0.01
+    else:
+        assert "recommended" not in set(ranked["status"])
+    # the Pareto flag: no other row has both a larger effect and a lower score
+    for _, row in ranked[ranked["pareto"]].iterrows():
+        better = ranked[
+            (ranked["mean_abs_delta"] > row["mean_abs_delta"])
+            & (ranked["score"].round(3) < round(row["score"], 3))
+        ]
+        assert better.empty

@@ -64,7 +64,9 @@ def test_two_rank_ddp_run_agrees_and_replays(tmp_path: Path) -> None:
         f"run.epochs={EPOCHS}",
         "adaptive.adjustment_range=0.5",
         "adaptive.uncertainty.lr=0.2",
-        "adaptive.scheduler_law.spike_ratio=1.5",
+        "adaptive.scheduler_law.spike_z=0.5",
+        "adaptive.scheduler_law.spike_count=1",
+        "adaptive.scheduler_law.min_samples=2",
         "adaptive.scheduler_law.cooldown=0",
     ]:
         cmd += ["--set", s]
@@ -103,7 +105,9 @@ def test_two_rank_ddp_run_agrees_and_replays(tmp_path: Path) -> None:
         base = tr.steps[f"weight_base/{c}"].to_numpy(np.float64)
         moved |= bool(np.any(np.abs(live - base) > 1e-3))
     assert moved
-    res_s = replay(tr, "scheduler", update_interval=5, spike_ratio=1.5, cooldown=0)
+    res_s = replay(
+        tr, "scheduler", update_interval=5, spike_z=0.5, spike_count=1, min_samples=2, cooldown=0
+    )
     for p in ("tf_ratio", "freerun_horizon", "freerun_weight"):
         live = tr.steps[f"proposed/schedule/{p}"].to_numpy(np.float64)
         np.testing.assert_allclose(

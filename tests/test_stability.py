@@ -371,7 +371,15 @@ def test_integration_replay(tmp_path: Path) -> None:
     results = [
         replay(tr, "dwa"),
         replay(tr, "uncertainty", adjustment_range=0.2),
-        replay(tr, "scheduler", free_metric="MPJPE", update_interval=10, cooldown=0),
+        replay(
+            tr,
+            "scheduler",
+            free_metric="MPJPE",
+            update_interval=10,
+            cooldown=0,
+            spike_count=1,
+            min_samples=4,
+        ),
     ]
     common = [
         "steps",

@@ -176,12 +176,16 @@ def test_scheduler_fidelity_live_vs_replay(tmp_path: Path, dry_run: bool) -> Non
         tmp_path,
         "adaptive.scheduler=true",
         f"adaptive.dry_run={str(dry_run).lower()}",
-        "adaptive.scheduler_law.spike_ratio=1.5",
+        "adaptive.scheduler_law.spike_z=0.5",
+        "adaptive.scheduler_law.spike_count=1",
+        "adaptive.scheduler_law.min_samples=2",
         "adaptive.scheduler_law.cooldown=0",
     )
     run_dir = run(cfg, "s")
     tr = read_trace(run_dir / "trace.parquet")
-    res = replay(tr, "scheduler", update_interval=5, spike_ratio=1.5, cooldown=0)
+    res = replay(
+        tr, "scheduler", update_interval=5, spike_z=0.5, spike_count=1, min_samples=2, cooldown=0
+    )
     for p in ("tf_ratio", "freerun_horizon", "freerun_weight"):
         live = tr.steps[f"proposed/schedule/{p}"].to_numpy(np.float64)
         rep = res.frame[f"proposed/schedule/{p}"].to_numpy()

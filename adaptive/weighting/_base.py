@@ -1090,7 +1090,9 @@ class AdaptiveLossWeighting:
         self._skipped_steps = torch.tensor(state["skipped_steps"], dtype=torch.int64)
         bad = state.get("nonfinite_state_steps", 0)
         if isinstance(bad, bool) or not isinstance(bad, int) or bad < 0:
-            raise ValueError(f"state entry 'nonfinite_state_steps' must be an int >= 0, got {bad!r}")
+            raise ValueError(
+                f"state entry 'nonfinite_state_steps' must be an int >= 0, got {bad!r}"
+            )
         self._nonfinite_state = torch.tensor(bad, dtype=torch.int64)
         self._nonfinite_reported = bad
         self._step = state["step"]

@@ -297,7 +297,7 @@ class UncertaintyWeighting(WeightingMethod):
             ]
             state = {key: torch.cat([p[1][key] for p in parts]) for key in parts[0][1]}
             return torch.cat([p[0] for p in parts]), state
-        k, c = self._u.shape
+        c = self._u.size(1)
         ws = self._workspace(n)
         # observed: a finite step and a positive loss (0 = the component is absent)
         obs = finite.unsqueeze(-1) & (losses > 0.0)

@@ -189,8 +189,12 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax.set_ylabel("delta")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax = axes[n + 1]
-    line(ax, steps, f["signal/grad_ratio"].to_numpy(), lw=1.0, label="grad-norm ratio (window/ref)")
-    line(ax, steps, f["signal/loss_trend"].to_numpy(), lw=1.0, label="loss trend (rel.)")
+    for col, label in (
+        ("signal/grad_z", "largest grad-norm z-score in the window"),
+        ("signal/loss_trend", "loss trend vs reference (rel.)"),
+    ):
+        if col in f.columns:
+            line(ax, steps, f[col].to_numpy(), lw=1.0, label=label)
     if trace is not None and len(trace.epochs):
         metric = str(result.params.get("free_metric", "YawAbsDeg"))
         vf = trace.split_metrics("valfree")

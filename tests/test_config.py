@@ -54,8 +54,13 @@ def test_method_sections_mirror_controller_defaults() -> None:
     for k, v in cfg["scheduler_law"].items():
         want = sig.parameters[k].default
         assert v == ("" if want is None else want), k
-    for k in ("adjustment_rate", "update_interval", "use_epoch_metrics", "adjustment_range"):
+    for k in ("adjustment_rate", "update_interval", "use_epoch_metrics"):
         assert cfg[k] == sig.parameters[k].default
+    assert cfg["scheduler_adjustment_range"] == sig.parameters["adjustment_range"].default
+    from adaptive.weighting import AdaptiveLossWeighting
+
+    loss_sig = inspect.signature(AdaptiveLossWeighting)
+    assert cfg["loss_adjustment_range"] == loss_sig.parameters["adjustment_range"].default
 
 
 def test_precedence_and_round_trip(tmp_path: Path) -> None:

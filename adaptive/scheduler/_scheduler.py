@@ -341,8 +341,9 @@ class AdaptiveScheduler:
     ``update_interval`` batches, and at each :meth:`step_epoch`), stays within
     ``[-adjustment_range, adjustment_range]`` and freezes for ``cooldown`` decision
     points after each change (non-finite inputs may still ease off). After
-    ``recover_patience`` consecutive calm decision points it moves back toward 0 by
-    ``adjustment_rate`` (reason ``recovered``): easing off is never permanent.
+    ``recover_patience`` consecutive calm decision points (and no cooldown left) it moves
+    back toward 0 by ``adjustment_rate`` (reason ``recovered``): easing off is never
+    permanent, and neither is an epoch-level push toward free run.
 
     Batch level, per *regime* (an int per batch, e.g. 0 = teacher forced only, 1 = free
     run drawn; batches of different regimes have different loss and grad-norm levels and
@@ -377,11 +378,13 @@ class AdaptiveScheduler:
         val_metric: key in the teacher-forced ``val_metrics``; ``None`` = ``free_metric``.
         spike_z: robust z-score of a batch's log grad norm above which it is an outlier
             (> 0).
-        spike_count: outlier batches in one window that make a ``grad_spike`` (>= 1).
+        spike_count: outlier batches in one window that make a ``grad_spike`` (>= 1; at
+            most ``update_interval`` are required).
         rising_threshold: relative rise of a regime's window median loss over its
             reference that counts as rising (> 0).
         baseline_momentum: EMA momentum of the per-regime references, in ``[0, 1)``.
-        min_samples: finite values a regime needs in a window to be judged (>= 2).
+        min_samples: finite values a regime needs in a window to be judged (>= 2; at
+            most ``update_interval`` are required, so short windows still get checks).
         recover_patience: consecutive calm decision points before delta moves back
             toward 0 (>= 1).
         on_nonfinite: ``"ease_off"`` (a NaN/inf loss or grad norm eases off) or
@@ -444,6 +447,9 @@ class AdaptiveScheduler:
             "baseline_momentum", baseline_momentum, lo=0.0, hi=1.0, hi_open=True
         )
         self._min_samples = _check_int("min_samples", min_samples, lo=2)
+        # a window never holds more than update_interval values: the checks would never run
+        self._need = min(self._min_samples, self._interval)
+        self._need_outliers = min(self._spike_count, self._interval)
         self._recover_patience = _check_int("recover_patience", recover_patience, lo=1)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
@@ -834,11 +840,11 @@ class AdaptiveScheduler:
         stats: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
         for r in sorted(by_regime):
             ls, gs = by_regime[r]
-            loss_c, loss_sp = _robust(ls) if len(ls) >= self._min_samples else (None, None)
-            grad_c, grad_sp = _robust(gs) if len(gs) >= self._min_samples else (None, None)
+            loss_c, loss_sp = _robust(ls) if len(ls) >= self._need else (None, None)
+            grad_c, grad_sp = _robust(gs) if len(gs) >= self._need else (None, None)
             stats[r] = (loss_c, loss_sp, grad_c, grad_sp)
             ref = self._refs.get(r)
-            if ref is None:
+            if ref is None or max(len(ls), len(gs)) < self._need:
                 continue
             judged += 1
             ref_lc, _, ref_gc, ref_gs = ref
@@ -872,7 +878,7 @@ class AdaptiveScheduler:
             detail = (
                 f"{nonfinite} non-finite loss/grad-norm value(s) in the last {len(losses)} batches"
             )
-        elif outliers >= self._spike_count:
+        elif outliers >= self._need_outliers:
             reason = "grad_spike"
             detail = (
                 f"{outliers} batch(es) in the last {len(losses)} with a grad-norm z-score above "
@@ -940,11 +946,13 @@ class AdaptiveScheduler:
             self._cooldown_left -= 1
         if reason is None:
             self._calm_streak += 1
-            if self._calm_streak < self._recover_patience or self._delta == 0.0:
+            if self._calm_streak < self._recover_patience or self._delta == 0.0 or cooling:
                 self._decision = self._make_decision(level, None, "hold")
                 return False
             old = self._delta
             new = max(0.0, old - self._rate) if old > 0.0 else min(0.0, old + self._rate)
+            if abs(new) < 1e-9 * self._rate:  # float residue of repeated steps: land on 0
+                new = 0.0
             self._calm_streak = 0
             self._apply(
                 level,

@@ -113,7 +113,8 @@ def run_demo(
         rec_cfg = write_text(stale, recommended_toml(pick, sw.best, source=str(trace_path)))
         lines.append(
             f"\nRecommended: {pick} ({', '.join(f'{k}={v:g}' for k, v in sw.best.items())}),"
-            " the largest effect among the configurations of both sweeps that pass the checks."
+            " the best trade-off of stability and effect (lowest net score) among the"
+            " configurations of both sweeps that pass the checks."
         )
         lines.append(f"Switch it on live with: adaptive train --config {rec_cfg}")
     text = "\n".join(lines)
@@ -133,11 +134,7 @@ def run_demo(
 
 
 def pick_sweep(sweeps: dict[str, Any]) -> str | None:
-    """The method whose recommended configuration has the largest effect (None if no
+    """The method whose recommended configuration has the lowest `net` score (None if no
     sweep recommends anything): the sweep's own rule, applied across methods."""
-    best = [
-        (float(sw.table.iloc[0]["mean_abs_delta"]), m)
-        for m, sw in sweeps.items()
-        if sw.best is not None
-    ]
-    return max(best)[1] if best else None
+    best = [(float(sw.table.iloc[0]["net"]), m) for m, sw in sweeps.items() if sw.best is not None]
+    return min(best)[1] if best else None

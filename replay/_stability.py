@@ -31,6 +31,8 @@ SCORE_VOLATILITY_REF = 0.01  # mean |change of w/base| per step: 1 % of base per
 SCORE_FLIPS_REF = 10.0  # delta sign flips per 1000 steps
 #: Scores closer than this count as tied; ties rank the larger `mean_abs_delta` first.
 SCORE_TIE_DECIMALS = 3
+#: Effect at which the ranking's effect bonus is half its maximum (mean |delta| of 5 %).
+EFFECT_REF = 0.05
 
 #: Thresholds used by `recommend` (documented in docs/STABILITY.md).
 THRESHOLDS: dict[str, float] = {
@@ -304,6 +306,19 @@ def stability_score(metrics: Mapping[str, float] | ReplayResult) -> float:
     )
 
 
+def effect_bonus(metrics: Mapping[str, float]) -> float:
+    """`e / (e + EFFECT_REF)` of the effect `e = mean_abs_delta`, in [0, 1): what moving the
+    values is worth in the ranking (0.5 at a mean |delta| of 5 %)."""
+    return _sat(float(metrics.get("mean_abs_delta", 0.0)), EFFECT_REF)
+
+
+def net_score(metrics: Mapping[str, float] | ReplayResult) -> float:
+    """The ranking's trade-off, lower = better: `stability_score - effect_bonus`, in
+    (-1, 4). A controller that never moves gets no bonus, so calm alone does not win."""
+    m = stability_metrics(metrics) if isinstance(metrics, ReplayResult) else metrics
+    return stability_score(m) - effect_bonus(m)
+
+
 def stability_rank_key(metrics: Mapping[str, float] | ReplayResult) -> tuple[float, float]:
     """Sort key for a sweep: score rounded to 3 decimals, then larger effect first."""
     m = stability_metrics(metrics) if isinstance(metrics, ReplayResult) else metrics
@@ -408,7 +423,9 @@ def assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
         problems.append(f"jittery: moves {vol:.2%} of base per step on average")
     settle = float(m.get("settle_fraction", 1.0))
     if math.isnan(float(m.get("settle_epoch", math.nan))) and m.get("epochs", 0) > 1:
-        problems.append("never settles: still moving at the end of the trace")
+        # a caveat, not a problem: an epoch-wise method (DWA) keeps adapting by a few
+        # percent per epoch; oscillation, pinning and jitter are the problems
+        caveats.append("never settles: still moving at the end of the trace")
     elif settle > t["settle_fraction_late"]:
         caveats.append(f"settles late (epoch {m.get('settle_epoch', math.nan):g})")
     effect = float(m.get("mean_abs_delta", 0.0))
@@ -452,11 +469,11 @@ def _normalise(
 
 
 def _pick(items: Iterable[tuple[str, Mapping[str, float], list[str]]]) -> str | None:
-    """The candidate to try: passes every check, is not inert, and has the largest effect
-    (ties to the lower score), as in a sweep's ranking."""
+    """The candidate to try, as in a sweep's ranking: passes every check, is not inert,
+    and has the lowest `net_score` (stability score minus effect bonus)."""
     small = THRESHOLDS["mean_abs_delta_small"]
     ok = [
-        (-float(m.get("mean_abs_delta", 0.0)), round(stability_score(m), SCORE_TIE_DECIMALS), lab)
+        (round(net_score(m), SCORE_TIE_DECIMALS), -float(m.get("mean_abs_delta", 0.0)), lab)
         for lab, m, problems in items
         if not problems and float(m.get("mean_abs_delta", 0.0)) >= small
     ]
@@ -503,8 +520,8 @@ def recommend(
             )
         else:
             lines.append(
-                f"Best {name} candidate: {best} (passes the checks, largest effect among "
-                "those that do)."
+                f"Best {name} candidate: {best} (passes the checks and is not inert; best "
+                "trade-off of stability score and effect)."
             )
     lines.append(
         "Replay is open loop: the recorded losses did not react to the proposed values, so "
@@ -519,6 +536,8 @@ __all__ = [
     "SETTLE_TOLERANCE",
     "THRESHOLDS",
     "assess",
+    "effect_bonus",
+    "net_score",
     "recommend",
     "result_labels",
     "stability_metrics",

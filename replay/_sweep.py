@@ -227,7 +227,7 @@ def sweep_verdict(
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.items())
     text = (
         f"Recommended {method}: {shown} (mean |delta| {row['mean_abs_delta']:.3f}, "
-        f"score {row['score']:.2f}): the largest effect among the "
+        f"score {row['score']:.2f}): the best trade-off of stability and effect among the "
         f"{counts.get('recommended', 0) + counts.get('eligible', 0)} of {n} configurations "
         f"that pass the stability checks and are not inert."
     )
@@ -301,13 +301,14 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank configurations by what switching them on would do (docs/STABILITY.md).
 
     Eligible configurations pass every stability check (no `problems`) and are not
-    *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them
-    the largest effect (`mean_abs_delta`) ranks first, ties to the lower score. Then the
-    unstable ones (by score), then the inert ones (a controller that does nothing is never
-    recommended, however calm). Adds `status` and `pareto` (no other configuration has
-    both a larger effect and a lower score).
+    *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them the
+    lowest `net` = score − effect / (effect + `EFFECT_REF`) ranks first (the trade-off of
+    stability and effect; ties to the larger effect). Then the unstable ones, then the
+    inert ones (a controller that does nothing is never recommended, however calm), each
+    by `net`. Adds `net`, `status` and `pareto` (no other configuration has both a larger
+    effect and a lower score).
     """
-    from replay._stability import SCORE_TIE_DECIMALS, THRESHOLDS
+    from replay._stability import EFFECT_REF, SCORE_TIE_DECIMALS, THRESHOLDS
 
     t = table.copy()
     if "problems" not in t.columns:
@@ -323,14 +324,13 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
         dominated &= (effect > effect[i]) | (score < score[i])
         pareto[i] = not dominated.any()
     group = np.where(status == "eligible", 0, np.where(status == "unstable", 1, 2))
-    t = t.assign(status=status, pareto=pareto, _g=group, _s=score, _e=-effect)
-    # eligible: largest effect first; the others: most stable first
-    t["_k1"] = np.where(group == 0, t["_e"], t["_s"])
-    t["_k2"] = np.where(group == 0, t["_s"], t["_e"])
-    t = t.sort_values(["_g", "_k1", "_k2"], kind="stable").reset_index(drop=True)
+    net = np.round(t["score"].to_numpy(dtype=np.float64) - effect / (effect + EFFECT_REF), 6)
+    t = t.assign(net=net, status=status, pareto=pareto, _g=group, _n=np.round(net, 3))
+    t = t.assign(_e=-effect)
+    t = t.sort_values(["_g", "_n", "_e"], kind="stable").reset_index(drop=True)
     if len(t) and t.loc[0, "status"] == "eligible":
         t.loc[0, "status"] = "recommended"
-    return t.drop(columns=["_g", "_s", "_e", "_k1", "_k2"])
+    return t.drop(columns=["_g", "_n", "_e"])
 
 
 def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = "") -> str:

@@ -125,8 +125,12 @@ def _segments(
         edges = [start, *cuts.tolist(), stop]
         for a, b in itertools.pairwise(edges):
             new_epoch = i > 0 and a == start
-            yield new_epoch, new_epoch and bool(restarts[a]), a, b, (
-                base[a] if changed[a] else None
+            yield (
+                new_epoch,
+                new_epoch and bool(restarts[a]),
+                a,
+                b,
+                (base[a] if changed[a] else None),
             )
 
 

@@ -169,8 +169,12 @@ def test_sweep_ranks_writes_heatmap_and_toml_that_trains(tmp_path: Path) -> None
     # ranked: the recommended configuration first, then the other eligible ones by effect
     assert table.iloc[0]["status"] == "recommended"
     eligible = table[table["status"].isin(["recommended", "eligible"])]
-    assert eligible["mean_abs_delta"].is_monotonic_decreasing
+    assert eligible["net"].round(3).is_monotonic_increasing
     assert (eligible["mean_abs_delta"] >= 0.01).all()
+    assert (
+        eligible["net"]
+        - (eligible["score"] - eligible["mean_abs_delta"] / (eligible["mean_abs_delta"] + 0.05))
+    ).abs().max() < 1e-5
     assert (out / "sweep.png").stat().st_size > 10_000
     assert "Recommended dwa" in res.output and "Switch it on live with" in res.output
     rec = tomllib.loads((out / "recommended.toml").read_text())
@@ -294,7 +298,9 @@ def test_sweep_never_recommends_an_inert_configuration(tmp_path: Path) -> None:
     assert t.loc[1000.0, "status"] == "inert" and t.loc[1000.0, "mean_abs_delta"] < 0.01
     assert t.loc[1000.0, "score"] <= t["score"].min() + 1e-9  # calmest, yet not chosen
     assert res.best is not None and res.best["temperature"] != 1000.0
-    assert t.loc[0.5, "status"] == "unstable"  # larger effect, but never settles
+    # 0.5 moves the weights more but less calmly: the trade-off picks 2
+    assert t.loc[0.5, "mean_abs_delta"] > t.loc[2.0, "mean_abs_delta"]
+    assert t.loc[0.5, "net"] > t.loc[2.0, "net"]
     assert res.best["temperature"] == 2.0 and not res.notes
     # a pick on the edge of the grid is flagged: the best value may lie beyond it
     res = sweep(traces, "dwa", {"temperature": [2.0, 1000.0]})
@@ -337,11 +343,11 @@ def test_rank_never_puts_an_inert_or_unstable_configuration_first(
         }
     )
     ranked = rank(table)
-    eligible = [(e, -s) for e, s, bad in rows if not bad and e >= 0.01]
+    eligible = [round(s - e / (e + 0.05), 3) for e, s, bad in rows if not bad and e >= 0.01]
     first = ranked.iloc[0]
     if eligible:
         assert first["status"] == "recommended"
-        assert first["mean_abs_delta"] == max(e for e, _ in eligible)
+        assert round(first["net"], 3) == min(eligible)
         assert first["problems"] == "" and first["mean_abs_delta"] >= 0.01
     else:
         assert "recommended" not in set(ranked["status"])

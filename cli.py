@@ -349,9 +349,30 @@ def train(
             help="Controllers compute and record proposals; base values are applied.",
         ),
     ] = None,
+    adaptive_loss_range: Annotated[
+        float | None,
+        typer.Option(
+            "--adaptive-loss-range",
+            "--adaptive_loss_range",
+            help="Loss weighting: largest relative change of a weight (>= 0).",
+        ),
+    ] = None,
+    adaptive_scheduler_range: Annotated[
+        float | None,
+        typer.Option(
+            "--adaptive-scheduler-range",
+            "--adaptive_scheduler_range",
+            help="Scheduler: bound on |delta|, in [0, 1).",
+        ),
+    ] = None,
     adjustment_range: Annotated[
         float | None,
-        typer.Option("--adjustment-range", "--adjustment_range", help="Bound on |delta|."),
+        typer.Option(
+            "--adjustment-range",
+            "--adjustment_range",
+            help="Deprecated: sets both ranges above.",
+            hidden=True,
+        ),
     ] = None,
     adaptive_log_every: Annotated[
         int | None,
@@ -421,6 +442,8 @@ def train(
         ("loss", adaptive_loss),
         ("dry_run", adaptive_dry_run),
         ("adjustment_range", adjustment_range),
+        ("loss_adjustment_range", adaptive_loss_range),
+        ("scheduler_adjustment_range", adaptive_scheduler_range),
         ("log_every", adaptive_log_every),
         ("scheduler", adaptive_scheduler),
         ("adjustment_rate", adaptive_adjustment_rate),

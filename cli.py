@@ -674,6 +674,103 @@ def sweep(
 
 
 @app.command()
+def trial(
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidate",
+            "-c",
+            help="A setting to try against the controllers off: a config file "
+            "(recommended.toml) or overrides separated by ';', optionally named "
+            "'NAME: ...'. Repeatable.",
+        ),
+    ] = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--runs",
+            help="Compare finished runs instead of training (run folders; repeatable). "
+            "Grouped by the controllers they had on, paired by seed.",
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (paired across arms).")] = 3,
+    first_seed: Annotated[int, typer.Option(help="The first seed.")] = 0,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Base training config (TOML) of every arm.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a training config key of every arm."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="A smaller task and 6 epochs: a first look (docs/OUTCOMES.md).")
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option(help="Runs in parallel processes (threads split between them).")
+    ] = 1,
+    baseline: Annotated[
+        str | None, typer.Option(help="With --runs: the arm to compare against (default off).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: trial-output).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Does switching a controller on make the run end better? Train and compare, paired by seed.
+
+    Trains the reference task with every controller off (the baseline) and with each
+    candidate, on the same seeds, then reports per candidate the final and best validation
+    metrics, the paired difference with a 95 % confidence interval (paired t) and a verdict:
+    better, worse or no clear difference. Finished runs are reused and interrupted ones
+    resumed when the same command runs again. Writes trial.md, trial.csv, runs.csv and
+    trial.png (learning curves) into the output folder.
+
+    Example:
+
+        adaptive trial --candidate "adaptive.loss='dwa'" --seeds 3 --out trials/dwa
+    """
+    from adaptive.trace import TraceError
+    from replay._trial import TrialError, compare_runs, run_trial
+
+    dest = out if out is not None else Path("trial-output")
+    echo = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
+    try:
+        if runs:
+            if candidate:
+                fail("give either --candidate (train) or --runs (compare finished runs)")
+            res = compare_runs(runs, baseline=baseline, out=dest)
+        else:
+            if not candidate:
+                fail("give at least one --candidate, e.g. --candidate \"adaptive.loss='dwa'\"")
+            res = run_trial(
+                dest,
+                candidate,
+                seeds=seeds,
+                first_seed=first_seed,
+                config=config,
+                sets=set_ or [],
+                epochs=epochs,
+                quick=quick,
+                jobs=jobs,
+                progress=echo,
+            )
+    except (TrialError, TraceError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: finished runs are kept; run the same command again to resume", 130)
+    typer.echo(res.summary() or "nothing to compare")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(
+        "Paired by seed; 95 % CI of the mean difference by paired t; lower is better. "
+        "'no clear difference' means the interval includes 0."
+    )
+    for name in ("trial.md", "trial.csv", "runs.csv", "trial.png"):
+        typer.echo(f"wrote {dest / name}")
+
+
+@app.command()
 def demo(
     out: Annotated[
         Path | None,

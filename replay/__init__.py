@@ -1,7 +1,9 @@
 """Offline replay: run the live controllers over recorded traces in dry-run, analyse, plot.
 
 `replay(trace, method, **params)` runs one controller; `compare` / `sweep` run several or a
-grid; `stability_metrics` / `stability_table` / `recommend` judge what they did.
+grid; `stability_metrics` / `stability_table` / `recommend` judge what they did; `trial`
+trains with the controllers off and on over several seeds and says whether the run ends
+better (`compare_runs` does the same for finished runs).
 """
 
 from replay._compare import plot_compare
@@ -33,6 +35,8 @@ from replay._summary import (
     write_frame,
 )
 from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
+from replay._trial import TrialError, TrialResult, compare_runs, paired_stats
+from replay._trial import run_trial as trial
 from replay._workflow import CompareOutput, compare
 
 __all__ = [
@@ -41,10 +45,14 @@ __all__ = [
     "ReplayError",
     "ReplayResult",
     "SweepResult",
+    "TrialError",
+    "TrialResult",
     "compare",
+    "compare_runs",
     "load_runs",
     "method_parameters",
     "metrics_by_epoch",
+    "paired_stats",
     "parse_grid",
     "per_epoch_scale",
     "plot_compare",
@@ -64,6 +72,7 @@ __all__ = [
     "stability_score",
     "stability_table",
     "sweep",
+    "trial",
     "weighting_summary",
     "write_frame",
 ]

@@ -112,7 +112,7 @@ def load_datasets(cfg: Config) -> tuple[MotionDataset, MotionDataset]:
 
         if not d["path"]:
             raise TrainingError("data.source = 'bvh' needs data.path (a folder of .bvh files)")
-        full = load_bvh_folder(d["path"], scale=d["bvh_scale"])
+        full = load_bvh_folder(d["path"], scale=d["bvh_scale"], frame_step=d["bvh_frame_step"])
         n = full.num_clips
         if n < 2:
             raise TrainingError(f"{d['path']}: need at least 2 BVH clips (train and val), got {n}")

@@ -82,9 +82,7 @@ def _fit(
 
 
 def _dwa(trace: Path, dry_run: bool = False) -> AdaptiveCallback:
-    return AdaptiveCallback(
-        trace, components=COMPS, method="dwa", dry_run=dry_run, temperature=0.5
-    )
+    return AdaptiveCallback(trace, components=COMPS, method="dwa", dry_run=dry_run, temperature=0.5)
 
 
 def test_live_dwa_records_and_replay_matches(tmp_path: Path) -> None:

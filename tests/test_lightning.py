@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -148,3 +151,24 @@ def test_bad_use_is_a_clear_error(tmp_path: Path) -> None:
     _fit(tmp_path, AdaptiveCallback(tmp_path / "b.parquet", components=COMPS), 1)
     with pytest.raises(FileExistsError, match="already"):
         _fit(tmp_path, AdaptiveCallback(tmp_path / "b.parquet", components=COMPS), 1)
+
+
+def test_lightning_example_trains_with_dwa_and_resumes(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(
+        [sys.executable, str(root / "examples" / "lightning_module.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Restored all states from the checkpoint" in res.stdout + res.stderr
+    t = read_trace(tmp_path / "trace.parquet")
+    assert t.steps["step"].tolist() == list(range(48))
+    assert t.steps["epoch"].max() == 5
+    applied = t.steps[["weight/reg", "weight/cls"]].to_numpy()
+    assert np.abs(applied - 1.0).max() > 0.01
+    gap = float(res.stdout.rsplit("gap", 1)[1])
+    assert gap < 1e-5

@@ -172,3 +172,68 @@ def test_lightning_example_trains_with_dwa_and_resumes(tmp_path: Path) -> None:
     assert np.abs(applied - 1.0).max() > 0.01
     gap = float(res.stdout.rsplit("gap", 1)[1])
     assert gap < 1e-5
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cb = AdaptiveCallback(
+        Path(out) / "t.parquet", components=COMPS, method="dwa", dry_run=False, temperature=0.5
+    )
+    rows = []
+    for epoch in range(4):
+        if epoch:
+            cb.weighting.end_epoch()
+        for i in range(3):
+            w = torch.tensor(1.0, requires_grad=True)
+            scale = torch.tensor([1.0 + rank + i, 9.0 - 2 * rank * epoch])
+            total = cb({"reg": w * scale[0], "cls": w * scale[1]})
+            total.backward()
+            pending = cb._pending
+            cb._pending = None
+            rows.append(
+                [float(cb.weights[c]) for c in COMPS]
+                + [float(pending["losses"][c]) for c in COMPS]
+                + [float(w.grad), *scale.tolist()]
+            )
+    torch.save(rows, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_losses_are_all_reduced_and_weights_shared(tmp_path: Path) -> None:
+    """Two gloo ranks (no Lightning trainer): the callback's DDP path as DDP runs it."""
+    import socket
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    from adaptive.weighting import AdaptiveLossWeighting
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("needs torch.distributed gloo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (np.array(torch.load(tmp_path / f"rank{r}.pt")) for r in (0, 1))
+    np.testing.assert_array_equal(r0[:, :4], r1[:, :4])  # same weights, same mean losses
+    mean = (r0[:, 5:7] + r1[:, 5:7]) / 2
+    np.testing.assert_allclose(r0[:, 2:4], mean, rtol=1e-6)
+    # Each rank's gradient is its own losses under the shared weights.
+    for r in (r0, r1):
+        np.testing.assert_allclose(r[:, 4], (r[:, :2] * r[:, 5:7]).sum(1), rtol=1e-6)
+    # The weights are what one controller fed the mean losses applies.
+    ref = AdaptiveLossWeighting(COMPS, {"reg": 1.0, "cls": 1.0}, method="dwa", temperature=0.5)
+    expect = []
+    for i, row in enumerate(r0[:, 2:4]):
+        if i and i % 3 == 0:
+            ref.end_epoch()
+        _, w, _ = ref(
+            {c: torch.tensor(v, dtype=torch.float32) for c, v in zip(COMPS, row, strict=True)}
+        )
+        expect.append([float(w[c]) for c in COMPS])
+    np.testing.assert_allclose(r0[:, :2], expect, rtol=1e-6)
+    assert np.abs(r0[:, :2] - 1.0).max() > 0.01

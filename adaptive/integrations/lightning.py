@@ -293,6 +293,8 @@ class AdaptiveCallback(pl.Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         pending, self._pending = self._pending, None
+        if pending is None and outputs is None:
+            return  # training_step returned None: Lightning skipped the batch
         if pending is None:
             losses = outputs.get("losses") if isinstance(outputs, Mapping) else None
             if losses is None:

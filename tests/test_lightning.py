@@ -217,7 +217,9 @@ def test_ddp_losses_are_all_reduced_and_weights_shared(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(
+        _ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     r0, r1 = (np.array(torch.load(tmp_path / f"rank{r}.pt")) for r in (0, 1))
     np.testing.assert_array_equal(r0[:, :4], r1[:, :4])  # same weights, same mean losses
     mean = (r0[:, 5:7] + r1[:, 5:7]) / 2

@@ -276,8 +276,14 @@ def build_trace(
     # step s was evaluated with s steps done: it belongs to the epoch of step s - 1.
     metric_rows: dict[int, dict[str, float]] = {}
     metric_step: dict[int, int] = {}
+    metric_time: dict[int, float] = {}
     for m, tag in mets.items():
         s = clean[tag]
+        wall = (
+            (s.times - t0).tolist()
+            if s.times is not None and math.isfinite(t0)
+            else [math.nan] * len(s.steps)
+        )
         ep, _ = _epoch_of(
             np.maximum(s.steps - 1, 0),
             epoch_series=epoch_series,
@@ -285,9 +291,11 @@ def build_trace(
             source=source,
             epoch_tag=epoch_tag,
         )
-        for e, st, v in zip(ep.tolist(), s.steps.tolist(), s.values.tolist(), strict=True):
+        rows = zip(ep.tolist(), s.steps.tolist(), s.values.tolist(), wall, strict=True)
+        for e, st, v, w in rows:
             metric_rows.setdefault(e, {})[m] = v
             metric_step[e] = max(metric_step.get(e, st), st)
+            metric_time[e] = max(metric_time.get(e, w), w)
 
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.importing")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -326,7 +334,7 @@ def build_trace(
                 epoch=e,
                 step=metric_step[e],
                 metrics=metric_rows[e],
-                time=math.nan,
+                time=metric_time[e],
             )
         writer.close()
         os.replace(tmp, dest)

@@ -349,3 +349,18 @@ def test_csv_bad_input(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "--steps-per-epoch" in res.stderr
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_pattern_names_and_clashes() -> None:
+    from adaptive.importers._common import select_tags
+
+    tags = ["run1 - train/loss_fk", "run1 - train/loss_rot", "val/fk", "epoch"]
+    comps, mets = select_tags(
+        tags, components={}, patterns=["* - train/loss_*"], metrics={"m": "val/fk"}, source="s"
+    )
+    assert comps == {"run1_fk": "run1 - train/loss_fk", "run1_rot": "run1 - train/loss_rot"}
+    assert mets == {"m": "val/fk"}
+    with pytest.raises(TraceImportError, match="both 'a/fk' and 'b/fk'"):
+        select_tags(
+            ["a/fk", "b/fk"], components={}, patterns=["a/*", "b/*"], metrics={}, source="s"
+        )

@@ -815,6 +815,218 @@ def demo(
     typer.echo(f"everything is in    {res.folder}")
 
 
+# ---------------------------------------------------------------------------- import
+import_app = typer.Typer(
+    help="Import existing training logs (TensorBoard, MLflow, CSV) as traces.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(import_app, name="import")
+
+_Comp = Annotated[
+    list[str] | None,
+    typer.Option("--component", "-c", help="Loss component NAME=TAG (or TAG); repeatable."),
+]
+_Comps = Annotated[
+    list[str] | None,
+    typer.Option("--components", help="Tag pattern, e.g. 'train/loss_*' (* names it)."),
+]
+_Metric = Annotated[
+    list[str] | None,
+    typer.Option("--metric", "-m", help="Evaluation metric NAME=TAG (or TAG); repeatable."),
+]
+_Split = Annotated[str, typer.Option(help="Split of the metrics' epoch rows.")]
+_Run = Annotated[str | None, typer.Option(help="Which run, where the source holds several.")]
+_Spe = Annotated[
+    int | None,
+    typer.Option(help="Epoch = step // N, instead of the logged 'epoch' scalar.", min=1),
+]
+_EpochTag = Annotated[str, typer.Option(help="Scalar that holds the epoch.")]
+_RunId = Annotated[str | None, typer.Option(help="Run id in the trace (default: run name).")]
+_Out = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Trace to write (default: runs/<run>/trace.parquet)."),
+]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+class _PhaseProgress:
+    """One progress bar per import phase (`read` event bytes, `write` trace rows)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.phase, self.bar = quiet, "", None
+
+    def __call__(self, phase: str, n: int, total: int) -> None:
+        if self.quiet:
+            return
+        if phase != self.phase:
+            self.close()
+            unit = "bytes" if phase == "read" else "rows"
+            self.bar, self.phase = _Progress(total, f"{phase}", False, unit=unit), phase
+        self.bar(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _run_import(
+    importer: Callable[..., object], source: object, out: Path | None, **kw: object
+) -> None:
+    """Map the shared options, run `importer`, print its report; errors are one line."""
+    import tempfile
+
+    from adaptive.importers import TraceImportError, parse_mapping
+
+    quiet = bool(kw.pop("quiet"))
+    try:
+        kw["components"] = parse_mapping(kw.pop("component") or [], "--component")
+        kw["metrics"] = parse_mapping(kw.pop("metric") or [], "--metric")
+    except TraceImportError as exc:
+        fail(str(exc))
+    kw["patterns"] = kw.pop("components_pattern") or []
+    bar = _PhaseProgress(quiet)
+    try:
+        if out is None:  # the run's name is known only once read: stage, then place
+            Path("runs").mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir="runs", prefix=".import-") as tmp:
+                report = importer(source, Path(tmp) / "trace.parquet", progress=bar, **kw)
+                dest = Path("runs") / report.run_id / "trace.parquet"
+                if dest.exists():
+                    fail(f"{dest}: already exists; choose another --out or remove it")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                report.trace.replace(dest)
+                report.trace = dest
+        else:
+            report = importer(source, out, progress=bar, **kw)
+    except (TraceImportError, FileExistsError) as exc:
+        bar.close()
+        fail(str(exc))
+    bar.close()
+    typer.echo("\n".join(report.lines()))
+
+
+@import_app.command("tensorboard")
+def import_tensorboard_cmd(
+    logdir: Annotated[Path, typer.Argument(help="TensorBoard log directory (or event file).")],
+    component: _Comp = None,
+    components_pattern: _Comps = None,
+    metric: _Metric = None,
+    split: _Split = "val",
+    run: _Run = None,
+    steps_per_epoch: _Spe = None,
+    epoch_tag: _EpochTag = "epoch",
+    run_id: _RunId = None,
+    out: _Out = None,
+    quiet: _Quiet = False,
+) -> None:
+    """Import a TensorBoard run (every scalar, no downsampling) as a trace.
+
+    Example:
+
+        adaptive import tensorboard lightning_logs/version_0 --components 'train/loss_*' -m val_acc
+    """
+    from adaptive.importers import import_tensorboard
+
+    _run_import(
+        import_tensorboard,
+        logdir,
+        out,
+        component=component,
+        components_pattern=components_pattern,
+        metric=metric,
+        split=split,
+        run=run,
+        steps_per_epoch=steps_per_epoch,
+        epoch_tag=epoch_tag,
+        run_id=run_id,
+        quiet=quiet,
+    )
+
+
+@import_app.command("mlflow")
+def import_mlflow_cmd(
+    store: Annotated[
+        str, typer.Argument(help="sqlite:///mlflow.db, the .db file, or an mlruns folder.")
+    ] = "mlruns",
+    component: _Comp = None,
+    components_pattern: _Comps = None,
+    metric: _Metric = None,
+    split: _Split = "val",
+    run: _Run = None,
+    steps_per_epoch: _Spe = None,
+    epoch_tag: _EpochTag = "epoch",
+    run_id: _RunId = None,
+    out: _Out = None,
+    quiet: _Quiet = False,
+) -> None:
+    """Import an MLflow run (SQLite tracking store or file store) as a trace.
+
+    Example:
+
+        adaptive import mlflow sqlite:///mlflow.db --run bright-owl-42 --components 'loss_*'
+    """
+    from adaptive.importers import import_mlflow
+
+    _run_import(
+        import_mlflow,
+        store,
+        out,
+        component=component,
+        components_pattern=components_pattern,
+        metric=metric,
+        split=split,
+        run=run,
+        steps_per_epoch=steps_per_epoch,
+        epoch_tag=epoch_tag,
+        run_id=run_id,
+        quiet=quiet,
+    )
+
+
+@import_app.command("csv")
+def import_csv_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV: wide (step + a column per tag) or long.")],
+    component: _Comp = None,
+    components_pattern: _Comps = None,
+    metric: _Metric = None,
+    split: _Split = "val",
+    run: _Run = None,
+    step_column: Annotated[
+        str | None, typer.Option(help="Step column (default: step, _step, global_step, ...).")
+    ] = None,
+    steps_per_epoch: _Spe = None,
+    epoch_tag: _EpochTag = "epoch",
+    run_id: _RunId = None,
+    out: _Out = None,
+    quiet: _Quiet = False,
+) -> None:
+    """Import a CSV log (a W&B or MLflow history export, or any wide or long CSV) as a trace.
+
+    Example:
+
+        adaptive import csv wandb_export.csv -c fk=train/loss_fk -c rot=train/loss_rot
+    """
+    from adaptive.importers import import_csv
+
+    _run_import(
+        import_csv,
+        file,
+        out,
+        component=component,
+        components_pattern=components_pattern,
+        metric=metric,
+        split=split,
+        run=run,
+        steps_per_epoch=steps_per_epoch,
+        epoch_tag=epoch_tag,
+        run_id=run_id,
+        quiet=quiet,
+        step_column=step_column,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="adaptive")

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from adaptive._version import __version__
+from adaptive.record import TraceRecorder
 from adaptive.trace import Trace, TraceError, TraceWriter, read_trace
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "AdaptiveScheduler",
     "Trace",
     "TraceError",
+    "TraceRecorder",
     "TraceWriter",
     "__version__",
     "read_trace",

@@ -1,0 +1,28 @@
+"""Import existing training logs as v1 traces: TensorBoard, MLflow, CSV (W&B / MLflow exports).
+
+Each importer reads the scalars with the source's own well-kept reader (tensorboard's
+event-file loader, the stdlib `sqlite3` for MLflow's SQLite store), maps tags to loss
+components (`components={"fk": "train/loss_fk"}` or `patterns=["train/loss_*"]`) and
+metrics, derives epochs from a logged `epoch` scalar or `steps_per_epoch`, and writes the
+trace atomically. Nothing is downsampled; steps missing for some component are kept with
+an empty value and reported.
+"""
+
+from adaptive.importers._common import ImportReport, Series, TraceImportError, parse_mapping
+from adaptive.importers._csv import import_csv, read_csv_series
+from adaptive.importers._mlflow import import_mlflow, mlflow_runs
+from adaptive.importers._tensorboard import import_tensorboard, read_tensorboard, tensorboard_runs
+
+__all__ = [
+    "ImportReport",
+    "Series",
+    "TraceImportError",
+    "import_csv",
+    "import_mlflow",
+    "import_tensorboard",
+    "mlflow_runs",
+    "parse_mapping",
+    "read_csv_series",
+    "read_tensorboard",
+    "tensorboard_runs",
+]

@@ -1,0 +1,128 @@
+"""The recording API for any loop (TraceRecorder) and the plain-loop example."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive import AdaptiveLossWeighting, TraceRecorder, read_trace
+from replay import replay
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_counters_tensors_and_epoch_rows(tmp_path: Path) -> None:
+    path = tmp_path / "mine" / "trace.parquet"
+    w = torch.tensor(2.0, requires_grad=True)
+    with TraceRecorder(path, components=["a", "b"], metrics=["acc"]) as rec:
+        for _epoch in range(2):
+            for i in range(3):
+                la, lb = w * (i + 1), w * 10.0
+                rec.log_step(losses={"a": la, "b": lb}, lr=0.1, grad_norm=torch.tensor(1.5))
+            rec.log_epoch(split="val", metrics={"acc": 0.5 + rec.epoch})
+            rec.end_epoch()
+        assert (rec.step, rec.epoch) == (6, 2)
+    t = read_trace(path)
+    assert t.run_id == "mine" and t.components == ["a", "b"] and t.metrics == ["acc"]
+    assert t.steps["step"].tolist() == list(range(6))
+    assert t.steps["epoch"].tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_allclose(t.steps["loss/a"], [2, 4, 6, 2, 4, 6])
+    np.testing.assert_allclose(t.steps["lr"], 0.1, rtol=1e-6)
+    val = t.split_metrics("val")
+    assert val["metric/acc"].tolist() == [0.5, 1.5] and val["step"].tolist() == [3, 6]
+
+
+def test_diagnostics_fill_weights_and_replay_matches_live(tmp_path: Path) -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], {"a": 1.0, "b": 0.5}, method="dwa", temperature=1.0)
+    gen = torch.Generator().manual_seed(3)
+    path = tmp_path / "t.parquet"
+    with TraceRecorder(path, components=["a", "b"]) as rec:
+        for _epoch in range(5):
+            for _ in range(4):
+                losses = {"a": torch.rand((), generator=gen), "b": torch.rand((), generator=gen)}
+                _, _, diag = ctrl(losses)
+                rec.log_step(losses=losses, diagnostics=diag)
+            ctrl.end_epoch()
+            rec.end_epoch()
+    t = read_trace(path)
+    live = t.steps[["proposed/weight/a", "proposed/weight/b"]].to_numpy()
+    assert not np.allclose(live[-1], [1.0, 0.5])  # DWA moved the weights
+    np.testing.assert_allclose(t.steps["weight_base/b"], 0.5)
+    res = replay(t, "dwa", temperature=1.0)
+    np.testing.assert_allclose(
+        res.frame[["proposed/weight/a", "proposed/weight/b"]].to_numpy(), live, atol=1e-5
+    )
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\[\]"):
+        TraceRecorder(tmp_path / "x.parquet", components=[])
+    with pytest.raises(ValueError, match="unique"):
+        TraceRecorder(tmp_path / "x.parquet", components=["a", "a"])
+    with pytest.raises(ValueError, match="-1"):
+        TraceRecorder(tmp_path / "x.parquet", components=["a"], start_step=-1)
+    with TraceRecorder(tmp_path / "y.parquet", components=["a", "b"]) as rec:
+        with pytest.raises(KeyError, match=r"missing \['b'\], unexpected \['c'\]"):
+            rec.log_step(losses={"a": 1.0, "c": 2.0})
+        with pytest.raises(ValueError, match="split"):
+            rec.log_epoch(split="")
+        rec.log_step(losses={"a": 1.0, "b": 2.0})
+    with pytest.raises(FileExistsError, match="append=True"):
+        TraceRecorder(tmp_path / "y.parquet", components=["a", "b"])
+    rec = TraceRecorder(tmp_path / "y.parquet", components=["a", "b"], append=True, start_step=1)
+    rec.log_step(losses={"a": 1.0, "b": 2.0})
+    rec.close()
+    assert read_trace(tmp_path / "y.parquet").steps["step"].tolist() == [0, 1]
+
+
+def test_a_crashing_loop_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    with pytest.raises(RuntimeError, match="boom"), TraceRecorder(path, components=["a"]) as rec:
+        for i in range(7):
+            rec.log_step(losses={"a": float(i)})
+        raise RuntimeError("boom")
+    assert read_trace(path).steps["step"].tolist() == list(range(7))
+    # A killed process keeps every flushed part (here: the first epoch).
+    code = (
+        "import os; from adaptive import TraceRecorder\n"
+        f"rec = TraceRecorder({str(tmp_path / 'k.parquet')!r}, components=['a'])\n"
+        "for i in range(3): rec.log_step(losses={'a': 1.0})\n"
+        "rec.end_epoch()\n"
+        "rec.log_step(losses={'a': 2.0})\n"
+        "os._exit(9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT)
+    assert read_trace(tmp_path / "k.parquet").steps["step"].tolist() == [0, 1, 2]
+
+
+def test_plain_loop_example_runs(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "plain_loop.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "proposed/weight/cls" in res.stdout
+    base = read_trace(tmp_path / "base" / "trace.parquet")
+    live = read_trace(tmp_path / "dwa" / "trace.parquet")
+    assert len(base.steps) == len(live.steps) == 6 * 16
+    # The live run applied DWA: its weights moved off the base, and replaying its own
+    # trace gives the weights it applied.
+    applied = live.steps[["weight/reg", "weight/cls"]].to_numpy()
+    assert np.abs(applied - 1.0).max() > 0.01
+    res_live = replay(live, "dwa", temperature=2.0)
+    np.testing.assert_allclose(
+        res_live.frame[["proposed/weight/reg", "proposed/weight/cls"]].to_numpy(),
+        applied,
+        atol=1e-5,
+    )

@@ -577,7 +577,12 @@ def plot_trial(result: TrialResult, path: Path) -> Path:
         ax.set_ylabel(f"{m}" + (f" [{unit}]" if unit else ""))
         ax.grid(alpha=0.3)
         if m != "RootDrift":
+            from matplotlib.ticker import FormatStrFormatter
+
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
     axes[0][0].legend(fontsize=8, loc="upper right")
     fig.suptitle("Outcome trial: free-run validation, mean over seeds (band: min–max)")
     fig.tight_layout()

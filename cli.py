@@ -233,7 +233,8 @@ def replay_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the trace).")
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: RUN/replays)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -241,7 +242,8 @@ def replay_cmd(
     """Replay a controller over a trace in dry-run: the weights / schedule it would have produced.
 
     Writes replay-<method>.parquet (per-step scales, deltas, proposals) and
-    replay-<method>.png, and prints a short table.
+    replay-<method>.png into the run's replays/ folder (never taken for trace parts), and
+    prints a short table.
 
     Example:
 
@@ -289,7 +291,7 @@ def replay_cmd(
         fail(str(exc).strip("'\""))
     bar.close()
     many = len(runs) > 1
-    base = out if out is not None else _run_folder(path)
+    base = out if out is not None else _default_out(path, "replays")
     summaries = []
     for rid, result in results.items():
         dest = base / rid if many else base

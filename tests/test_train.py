@@ -113,6 +113,27 @@ def test_ctrl_c_keeps_trace_and_checkpoint(tmp_path: Path) -> None:
     assert len(read_trace(run_dir / "trace.parquet").steps) == 4 * 12
 
 
+def test_interrupt_in_the_first_epoch_can_resume(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, "run.epochs=2")
+
+    def interrupt(info) -> None:
+        if info.epoch == 0 and info.step_in_epoch == 3:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "early"
+    assert Trainer(cfg, run_dir, progress=interrupt).train().interrupted
+    Trainer(cfg, run_dir, resume=True).train()
+    pd.testing.assert_frame_equal(steps_of(run_dir), steps_of(run(cfg, "whole")))
+
+
+def test_finished_trace_is_compacted_into_one_part(tmp_path: Path) -> None:
+    run_dir = run(tiny(tmp_path), "compact")  # 4 epochs: at least 4 parts before compaction
+    assert [p.name for p in (run_dir / "trace.parquet").iterdir()] == ["part-000000.parquet"]
+    assert len(read_trace(run_dir / "trace.parquet").steps) == 4 * 12
+    kept = run(tiny(tmp_path, "trace.compact=false"), "parts")
+    assert len(list((kept / "trace.parquet").glob("part-*.parquet"))) >= 4
+
+
 def test_dry_run_trains_exactly_like_off(tmp_path: Path) -> None:
     off = run(tiny(tmp_path), "off")
     dry = run(
@@ -238,6 +259,23 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "replay-dwa.parquet").is_file()
     assert (tmp_path / "o" / "replay-dwa.png").stat().st_size > 10_000
     assert "mean scale per epoch" in res.output
+    # default outputs go to the run's replays/ folder; the run folder stays a readable trace
+    run_dir = tmp_path / "cli"
+    for cmd in (
+        ["replay", str(trace), "-m", "scheduler", "-q"],
+        ["replay", str(run_dir), "-m", "dwa", "-q"],
+        ["compare", str(trace), "-m", "dwa", "-q"],
+    ):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 0, res.output
+    assert (run_dir / "replays" / "replay-dwa.parquet").is_file()
+    assert (run_dir / "replays" / "replay-scheduler.parquet").is_file()
+    assert not list(run_dir.glob("replay-*"))
+    tr = read_trace(trace)
+    for target in (run_dir, trace):
+        res = runner.invoke(app, ["inspect", str(target)])
+        assert res.exit_code == 0, res.output
+        assert f"rows       {len(tr.steps)} step, {len(tr.epochs)} epoch" in res.output
 
 
 def test_trains_on_a_folder_of_bvh_files(tmp_path: Path) -> None:

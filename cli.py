@@ -312,6 +312,8 @@ def replay_cmd(
             )
         summaries.append(summary)
         typer.echo(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+        for note in result.notes:
+            typer.echo(f"input: {note}")
         typer.echo(f"wrote {table} and {figure}")
     if many:
         pooled = pd_mean(summaries)
@@ -517,6 +519,8 @@ def compare(
 ) -> None:
     """Replay several controllers over a trace: one aligned figure, one stability table.
 
+    Prints one verdict line per controller (the score against its threshold, the one or
+    two things that drove it, what to do next); the full table goes to stability.csv.
     With a folder of runs, one figure per run and a table pooled over runs (mean).
 
     Example:
@@ -544,12 +548,12 @@ def compare(
         bar.close()
         fail(str(exc).strip("'\""))
     bar.close()
-    title = "stability (pooled over runs: mean)" if len(runs) > 1 else "stability"
-    typer.echo(f"{title}:")
-    typer.echo(res.table.to_string(float_format=lambda v: f"{v:.4g}"))
+    pooled = f" (pooled over runs: mean of {len(runs)})" if len(runs) > 1 else ""
+    typer.echo(f"verdict per controller{pooled}; score 0-4, lower is steadier:")
+    typer.echo(res.summary())
+    typer.echo("replay is open loop: confirm live with logging on (recommendation.md says more)")
     typer.echo("")
-    typer.echo(res.recommendation)
-    typer.echo("")
+    typer.echo(f"full stability table ({len(res.table)} metrics): {dest / 'stability.csv'}")
     for f in [*res.figures, *res.files]:
         typer.echo(f"wrote {f}")
 

@@ -37,6 +37,7 @@ class ReplayResult:
     names: list[str]  # components (weighting) or schedule parameters (scheduler)
     run_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)  # scheduler changes
+    notes: list[str] = field(default_factory=list)  # fallbacks used for absent inputs
 
     @property
     def kind(self) -> str:
@@ -129,15 +130,26 @@ def replay_scheduler(
 
 
 def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
-    """Replay one controller (`dwa`, `uncertainty`, any registered method, or `scheduler`)."""
-    if method == SCHEDULER:
-        return replay_scheduler(trace, **params)
-    from adaptive.weighting import available_methods
+    """Replay one controller (`dwa`, `uncertainty`, any registered method, or `scheduler`).
 
-    if method not in available_methods():
-        valid = ", ".join([*available_methods(), SCHEDULER])
-        raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
-    return replay_weighting(trace, method, **params)
+    A method whose inputs the trace lacks is refused with a `ReplayError`; where a documented
+    fallback applies instead, `result.notes` names it.
+    """
+    from replay._inputs import check_inputs
+
+    if method != SCHEDULER:
+        from adaptive.weighting import available_methods
+
+        if method not in available_methods():
+            valid = ", ".join([*available_methods(), SCHEDULER])
+            raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
+    notes = check_inputs(trace, method, params)
+    if method == SCHEDULER:
+        result = replay_scheduler(trace, **params)
+    else:
+        result = replay_weighting(trace, method, **params)
+    result.notes = notes
+    return result
 
 
 def metrics_by_epoch(trace: Trace, split: str) -> Mapping[int, Mapping[str, float]]:

@@ -39,9 +39,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _check_namespace() -> None:
+    """Fail in one line when another package named `replay` shadows the offline engine."""
+    from adaptive._namespace import replay_clash
+
+    clash = replay_clash()
+    if clash is not None:
+        fail(clash)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"adaptive {__version__}")
+        _check_namespace()
         raise typer.Exit()
 
 
@@ -53,6 +63,7 @@ def main_callback(
     ] = False,
 ) -> None:
     """Adaptive loss weighting and schedule control with offline replay."""
+    _check_namespace()
 
 
 def _read(reader: Callable[[Path], T], path: Path) -> T:

@@ -701,6 +701,59 @@ def demo(
     typer.echo(f"everything is in    {res.folder}")
 
 
+def _tidy_help() -> None:
+    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`.
+
+    Recent typer renders types as `<list[str]>` and required arguments as `{path}`; this
+    rewrites those labels (only where no metavar was given) and leaves older typer alone.
+    """
+    try:
+        from typer import core
+    except ImportError:  # pragma: no cover
+        return
+    names = {"str": "TEXT", "path": "PATH", "int": "N", "float": "X", "bool": ""}
+
+    def label(text: str | None) -> str | None:
+        if not text or not (text.startswith("<") and text.endswith(">")):
+            return text
+        inner = text[1:-1]
+        if inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[5:-1]
+        return names.get(inner, inner.upper()) or None
+
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "display_type_rich"):
+            continue
+        original = cls.display_type_rich
+
+        def display_type(self, ctx, _original=original, _cls=cls):  # type: ignore[no-untyped-def]
+            if self.metavar is not None:
+                return self.metavar
+            if _cls.__name__ == "TyperArgument":
+                return None  # the argument's name says it
+            return label(_original(self, ctx))
+
+        cls.display_type_rich = display_type
+    arg = getattr(core, "TyperArgument", None)
+    if arg is not None and hasattr(arg, "_usage_display_name"):
+
+        def usage(self) -> str:  # type: ignore[no-untyped-def]
+            name = self.display_name_raw.upper()
+            return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+        arg._usage_display_name = usage
+    if arg is not None and hasattr(arg, "_rich_display_name"):
+        listed = arg._rich_display_name
+
+        def listed_upper(self) -> str:  # type: ignore[no-untyped-def]
+            return listed(self).upper()
+
+        arg._rich_display_name = listed_upper
+
+
+_tidy_help()
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="adaptive")

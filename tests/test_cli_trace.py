@@ -114,3 +114,12 @@ def test_a_shadowing_replay_package_is_named(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_help_shows_plain_placeholders() -> None:
+    for command in ("inspect", "compact", "replay", "train", "compare", "sweep", "demo"):
+        res = runner.invoke(app, [command, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "Example:" in res.output
+        for bad in ("<list[", "{path}", "<path>", "<int>", "<float>", "<str>"):
+            assert bad not in res.output, (command, bad)

@@ -19,11 +19,14 @@ from replay._plots import plot_result, plot_scheduler, plot_weighting
 from replay._runs import load_runs
 from replay._stability import (
     METRIC_DOCS,
+    READY_SCORE,
+    Verdict,
     recommend,
     stability_metrics,
     stability_rank_key,
     stability_score,
     stability_table,
+    verdicts,
 )
 from replay._summary import (
     per_epoch_scale,
@@ -37,10 +40,12 @@ from replay._workflow import CompareOutput, compare
 
 __all__ = [
     "METRIC_DOCS",
+    "READY_SCORE",
     "CompareOutput",
     "ReplayError",
     "ReplayResult",
     "SweepResult",
+    "Verdict",
     "compare",
     "load_runs",
     "method_parameters",
@@ -64,6 +69,7 @@ __all__ = [
     "stability_score",
     "stability_table",
     "sweep",
+    "verdicts",
     "weighting_summary",
     "write_frame",
 ]

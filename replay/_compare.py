@@ -57,6 +57,9 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
             f"(dashed: base, band: ±{rr:g} clamp)",
             fontsize=9,
         )
+        ax.plot([], [], color="0.3", lw=0.8, ls="--", label="base weight")
+        ax.fill_between([], [], [], color="0.3", alpha=0.12, label=f"clamp band (±{rr:g})")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title=r.method)
     for r in schedulers:
         i += 1
         ax = axes[i]
@@ -89,25 +92,40 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         metrics = [m for m in ("MPJPE", "YawAbsDeg", "RootDrift") if f"metric/{m}" in vf.columns]
         metrics = metrics or [m for m in trace.metrics if f"metric/{m}" in vf.columns][:3]
         units = {"MPJPE": "mm", "YawAbsDeg": "deg", "RootDrift": "m"}
+        # one y-axis per metric (their units differ), each with its own colour, marker and
+        # line style so that lines on different axes stay apart even where they overlap
         mcolors = ["tab:red", "tab:purple", "tab:brown"]
+        styles = [("o", "-"), ("s", "--"), ("^", ":")]
         host = ax
+        handles = []
         for k, m in enumerate(metrics):
             target = host if k == 0 else host.twinx()
             if k > 1:
-                target.spines["right"].set_position(("axes", 1.0 + 0.08 * (k - 1)))
-            target.plot(
+                target.spines["right"].set_position(("axes", 1.0 + 0.1 * (k - 1)))
+            unit = units.get(m, "")
+            (h,) = target.plot(
                 vsteps,
                 vf[f"metric/{m}"].to_numpy(),
-                "o-",
-                ms=3,
-                lw=1.1,
+                marker=styles[k % 3][0],
+                ls=styles[k % 3][1],
+                ms=4,
+                lw=1.3,
                 color=mcolors[k % 3],
-                label=f"valfree {m}",
+                label=f"valfree {m}"
+                + (f" ({unit})" if unit else "")
+                + (" — left axis" if k == 0 else " — right axis" + (f" {k}" if k > 1 else "")),
             )
-            target.set_ylabel(f"{m} ({units.get(m, '')})", color=mcolors[k % 3])
+            handles.append(h)
+            target.set_ylabel(f"{m}" + (f" ({unit})" if unit else ""), color=mcolors[k % 3])
+            target.tick_params(axis="y", colors=mcolors[k % 3])
         if not metrics and "loss_total" in vf.columns:
-            ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")
+            (h,) = ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")
+            handles.append(h)
+            ax.set_ylabel("valfree loss")
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_title("free-run validation (valfree) per epoch", fontsize=9)
+        if handles:
+            offset = 1.01 + 0.1 * max(0, len(metrics) - 1) + (0.07 if len(metrics) > 1 else 0)
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(offset, 1.0), fontsize=8)
     axes[-1].set_xlabel("optimizer step")
     return save(fig, path)

@@ -108,6 +108,7 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     # Figures are shown inline, and were written with the trace into OUT, not the cwd.
     assert sum("image/png" in o.get("data", {}) for o in rich) >= 3
     out = tmp_path / "out"
-    assert (out / "run" / "trace.parquet").exists()
+    assert (out / "notebook-demo" / "trace.parquet").exists()
+    assert not (out / "notebook-demo" / "checkpoint.pt").exists()
     assert {"compare.png", "stability.csv", "recommended.toml"} <= {p.name for p in out.iterdir()}
     assert os.listdir(tmp_path) and not (tmp_path / "notebook-output").exists()

@@ -123,6 +123,9 @@ def inspect(
             out.append(f"time span  {t_min:.1f} s .. {t_max:.1f} s ({t_max - t_min:.1f} s)")
     if trace.skipped_parts:
         out.append(f"skipped    {len(trace.skipped_parts)} unreadable part(s)")
+    parts = _part_count(path)
+    if parts > 1:
+        out.append(f"parts      {parts} part files (`adaptive compact {path}` merges them)")
     out.append("columns    " + ", ".join(trace.columns))
     typer.echo("\n".join(out))
     if len(steps):
@@ -133,17 +136,36 @@ def inspect(
         typer.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
 
 
+def _part_count(path: Path) -> int:
+    """Part files of a trace directory (PATH itself, or PATH/trace.parquet of a run folder)."""
+    from adaptive.trace._writer import part_files
+
+    for d in (path, path / "trace.parquet"):
+        if d.is_dir():
+            n = len(part_files(d))
+            if n:
+                return n
+    return 0
+
+
 @app.command()
 def compact(
     path: Annotated[Path, typer.Argument(help="Trace directory of part files.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here instead of replacing PATH.")
     ] = None,
+    single_file: Annotated[
+        bool,
+        typer.Option(
+            "--single-file", help="Replace PATH by one plain file (train --resume cannot append)."
+        ),
+    ] = False,
 ) -> None:
-    """Merge a trace directory's part files into one Parquet file, atomically.
+    """Merge a trace directory's part files into one Parquet part, atomically.
 
-    The row count is verified before anything is replaced. Without --out the directory
-    is replaced by a single file of the same name.
+    The row count is verified before anything is replaced. Without --out PATH stays a
+    directory holding one part, so `adaptive train --resume` can still append to it;
+    --single-file replaces it by a single file of the same name.
 
     Example:
 
@@ -152,7 +174,7 @@ def compact(
     from adaptive.trace import TraceError, compact_trace
 
     try:
-        dest = compact_trace(path, out)
+        dest = compact_trace(path, out, keep_directory=not single_file)
     except TraceError as exc:
         fail(str(exc))
     typer.echo(f"compacted {path} -> {dest}")

@@ -125,7 +125,9 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_title("free-run validation (valfree) per epoch", fontsize=9)
         if handles:
-            offset = 1.01 + 0.1 * max(0, len(metrics) - 1) + (0.07 if len(metrics) > 1 else 0)
+            # right of the outermost right-hand axis and its labels
+            n = len(metrics)
+            offset = 1.01 if n < 2 else 1.11 + 0.1 * (n - 2)
             ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(offset, 1.0), fontsize=8)
     axes[-1].set_xlabel("optimizer step")
     return save(fig, path)

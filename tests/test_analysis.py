@@ -332,3 +332,15 @@ def test_batched_sweep_equals_one_replay_per_configuration(
         assert got.keys() == want.keys()
         for k in want:
             assert got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])), k
+
+
+def test_scheduler_signal_panels_follow_the_columns_present() -> None:
+    from replay._plots import signal_panels
+
+    cols = ["step", "delta", "signal/grad_ratio", "signal/free_trend", "signal/loss_z"]
+    panels = signal_panels(cols)
+    # the grad-norm ratio and the trends never share an axis; a missing column is skipped;
+    # a signal the list does not know (e.g. a future robust z-score) gets its own panel
+    assert list(panels) == ["gradient norm", "trend", "loss z"]
+    assert [c for c, _ in panels["trend"]] == ["signal/free_trend"]
+    assert signal_panels(["step", "delta"]) == {}

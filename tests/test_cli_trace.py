@@ -75,6 +75,15 @@ def test_compact(tmp_path: Path) -> None:
     assert len(read_trace(tmp_path / "one.parquet").steps) == 20
     res = runner.invoke(app, ["compact", str(tmp_path / "missing")])
     assert res.exit_code == 2
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0 and "part files (`adaptive compact" in res.output
+    res = runner.invoke(app, ["compact", str(path)])  # in place: one part, still a directory
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in path.iterdir()] == ["part-000000.parquet"]
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0 and "part files" not in res.output
+    res = runner.invoke(app, ["compact", str(path), "--single-file"])
+    assert res.exit_code == 0 and path.is_file() and len(read_trace(path).steps) == 20
 
 
 def test_version_imports_nothing_heavy() -> None:

@@ -27,7 +27,13 @@ BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text("utf-8"), re.S | r
 PYTHON = [code for lang, code in BLOCKS if lang == "python"]
 SHELL = [code for lang, code in BLOCKS if lang in ("bash", "sh", "shell", "console")]
 # programs the shell blocks may call besides `adaptive`, and where this venv has them
-PROGRAMS = {"python3": sys.executable, "pip": "pip", "python": sys.executable, "source": None}
+PROGRAMS = {
+    "python3": sys.executable,
+    "pip": "pip",
+    "python": sys.executable,
+    "source": None,
+    "jupyter": str(Path(sys.executable).with_name("jupyter")),
+}
 
 
 def _commands(block: str) -> list[list[str]]:
@@ -67,6 +73,8 @@ def test_shell_block_parses(block: str) -> None:
     group = typer.main.get_command(app)
     runner = CliRunner()
     for cmd in _commands(block):
+        while cmd and re.fullmatch(r"[A-Z_]+=.*", cmd[0]):  # VAR=value prefixes
+            cmd = cmd[1:]
         prog = Path(cmd[0]).name
         if prog == "adaptive":
             args = cmd[1:]
@@ -81,3 +89,6 @@ def test_shell_block_parses(block: str) -> None:
             assert prog in PROGRAMS, f"README calls {prog!r}; add it to PROGRAMS if intended"
             exe = PROGRAMS[prog]
             assert exe is None or shutil.which(exe) or Path(exe).exists(), prog
+            if prog == "jupyter":  # the subcommand must exist (nbconvert: the dev extra)
+                proc = subprocess.run([exe, cmd[1], "--help"], capture_output=True, text=True)
+                assert proc.returncode == 0, proc.stderr[-500:]

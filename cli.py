@@ -653,6 +653,15 @@ def sweep(
     if clash:
         fail(f"{', '.join(clash)} given both as --param and --grid")
     runs = _load_runs(path)
+    from replay._inputs import check_inputs
+
+    for trace in runs.values():  # refuse a method whose inputs the trace lacks, before sweeping
+        try:
+            notes = check_inputs(trace, method, fixed)
+        except ReplayError as exc:
+            fail(str(exc))
+    for note in notes:
+        typer.echo(f"input: {note}")
     n = len(grid_configs(g)) * len(runs)
     dest = out if out is not None else _default_out(path, f"sweep-{method}")
     bar = _Progress(n, f"sweep {method}", quiet, unit="replays")

@@ -138,6 +138,15 @@ def test_scheduler_without_schedule_columns_is_refused(tmp_path: Path) -> None:
     assert "scheduler" not in pd.read_csv(tmp_path / "run" / "compare" / "stability.csv").columns
 
 
+def test_sweep_refuses_the_scheduler_without_schedule_columns(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet", schedule=False, steps=100)
+    res = runner.invoke(
+        app, ["sweep", str(trace), "-m", "scheduler", "-g", "adjustment_rate=0.05,0.1", "-q"]
+    )
+    assert res.exit_code == 2 and "has none" in res.output
+    assert not (tmp_path / "run" / "sweep-scheduler").exists()
+
+
 def test_scheduler_without_valfree_names_its_fallback(tmp_path: Path) -> None:
     trace = synthetic(tmp_path / "run" / "trace.parquet", valfree=False, steps=100)
     res = runner.invoke(app, ["replay", str(trace), "-m", "scheduler", "-q"])

@@ -126,6 +126,18 @@ def test_interrupt_in_the_first_epoch_can_resume(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(steps_of(run_dir), steps_of(run(cfg, "whole")))
 
 
+def test_summary_names_threads_and_controllers(tmp_path: Path) -> None:
+    from adaptive.train.run import format_summary
+
+    cfg = tiny(tmp_path, "run.epochs=1", "adaptive.loss='dwa'", "adaptive.scheduler=true")
+    cfg["adaptive"]["dry_run"] = True
+    s = Trainer(cfg, tmp_path / "s").train()
+    text = format_summary(s)
+    assert "trained    1 epoch, 12 steps" in text and "on 1 CPU thread" in text
+    assert "adaptive   dwa (dry-run), scheduler (dry-run)" in text
+    assert format_summary(s, short=True).count("\n") == 0
+
+
 def test_finished_trace_is_compacted_into_one_part(tmp_path: Path) -> None:
     run_dir = run(tiny(tmp_path), "compact")  # 4 epochs: at least 4 parts before compaction
     assert [p.name for p in (run_dir / "trace.parquet").iterdir()] == ["part-000000.parquet"]
@@ -251,6 +263,10 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
         args += ["--set", s]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    # --quiet: no progress, but one line with the run folder and what was done
+    assert res.output.strip().count("\n") == 0, res.output
+    assert str(tmp_path / "cli") in res.output and "trained 4 epochs, 48 steps" in res.output
+    assert "on 1 CPU thread" in res.output
     trace = tmp_path / "cli" / "trace.parquet"
     res = runner.invoke(
         app, ["replay", str(trace), "--method", "dwa", "--out", str(tmp_path / "o"), "-q"]

@@ -43,7 +43,11 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         line(ax, steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
     ax.set_yscale("log")
     ax.set_ylabel("raw loss (log)")
-    ax.set_title(f"Controllers replayed over run {trace.run_id} (dry-run, open loop)")
+    ax.set_title(
+        f"Controllers replayed over run {trace.run_id} (dry-run, open loop)\n"
+        "raw (unweighted) training loss per component",
+        fontsize=10,
+    )
     epoch_lines(ax, steps, epochs)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="component")
     for r in weighting:
@@ -83,6 +87,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         line(ax, steps, np.where(g > 0, g, np.nan), color="0.2", lw=0.8, label="grad norm")
         ax.set_yscale("log")
         ax.set_ylabel("grad norm (L2, log)")
+        ax.set_title("gradient norm per step (as recorded, before clipping)", fontsize=9)
         epoch_lines(ax, steps, epochs, label=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if has_vf:

@@ -92,11 +92,22 @@ def run_demo(
     best = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sw.best.items()
     )
+    from replay._stability import READY_SCORE
+
+    best_score = float(sw.table["score"].iloc[0]) if "score" in sw.table else float("nan")
+    if best_score < READY_SCORE:
+        advice = f"Switch it on live with: adaptive train --config {rec_cfg}"
+    else:  # the verdict follows the score: no configuration is ready
+        advice = (
+            f"Its score is {best_score:.2f} >= {READY_SCORE:g}, so none of them looks stable "
+            f"enough yet: replay a longer run before switching it on "
+            f"(adaptive train --config {rec_cfg} when it is)."
+        )
     text = (
         f"{cmp.recommendation}\n\n"
         f"DWA sweep ({len(sw.table)} configurations): most stable adapting configuration "
-        f"{best} -> {rec_cfg}\n"
-        f"Switch it on live with: adaptive train --config {rec_cfg}"
+        f"{best} (score {best_score:.2f}) -> {rec_cfg}\n"
+        f"{advice}"
     )
     rec = write_text(folder / "recommendation.md", text + "\n")
     read_trace(trace_path)  # the trace the figures came from is valid

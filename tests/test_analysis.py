@@ -311,7 +311,11 @@ def test_demo_quick(tmp_path: Path) -> None:
         "demo/trace.parquet",
     ):
         assert (d / name).exists(), name
-    assert "Switch it on live with: adaptive train --config" in res.output
+    # the closing advice follows the sweep's best score, like every verdict
+    best = pd.read_csv(d / "sweep-dwa.csv")["score"].iloc[0]
+    ready = "Switch it on live with: adaptive train --config" in res.output
+    assert ready == (best < 1.0) and (ready or "none of them looks stable enough" in res.output)
+    assert f"(score {best:.2f})" in res.output
     table = pd.read_csv(d / "stability.csv", index_col=0)
     assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]
 

@@ -534,6 +534,11 @@ def _normalise(
     return out
 
 
+def _acts(v: Verdict) -> bool:
+    """Whether the configuration moves enough to matter (no "barely moves" caveat)."""
+    return not any(c.startswith("barely moves") for c in v.caveats)
+
+
 def verdicts(
     results_or_metrics: ReplayResult
     | Mapping[str, float]
@@ -572,12 +577,19 @@ def recommend(
         group = [(v, m) for v, (_, m) in zip(vs, items, strict=True) if v.kind == kind]
         if len(group) < 2:
             continue
-        ok = [(stability_rank_key(m), v.label) for v, m in group if v.ready]
+        ok = [(stability_rank_key(m), v.label, _acts(v)) for v, m in group if v.ready]
+        acting = [x for x in ok if x[2]]
         if not ok:
             lines.append(f"No {name} configuration scores below {READY_SCORE:g}.")
+        elif acting:
+            best = min(acting)[1]
+            lines.append(f"Best {name} candidate: {best} (lowest score, larger effect on ties).")
         else:
             best = min(ok)[1]
-            lines.append(f"Best {name} candidate: {best} (lowest score, larger effect on ties).")
+            lines.append(
+                f"Best {name} candidate: {best}, but it barely moves from base: below "
+                f"{READY_SCORE:g} only because it hardly acts."
+            )
     lines.append(
         "Replay is open loop: the recorded losses did not react to the proposed values, so "
         "live feedback can damp or amplify this behaviour — enable with logging on and "

@@ -533,6 +533,8 @@ class Trainer:
                 self._log_handler.close()
         if self._dump_path is not None:
             self._dump_state()
+        # rank 0 may still be compacting the trace: no rank tears the group down before it
+        distributed.barrier()
         vf = self.metric_history["valfree"]
         return RunSummary(
             run_dir=self.run_dir,

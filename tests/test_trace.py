@@ -103,9 +103,7 @@ def test_nan_and_inf_are_kept(tmp_path: Path) -> None:
 
 def test_flush_by_time(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    w = TraceWriter(
-        path, components=["a"], flush_rows=10_000, flush_seconds=0.05, min_part_rows=3
-    )
+    w = TraceWriter(path, components=["a"], flush_rows=10_000, flush_seconds=0.05, min_part_rows=3)
     w.log_step(step=0, epoch=0, losses={"a": 1.0})
     time.sleep(0.1)
     w.log_step(step=1, epoch=0, losses={"a": 1.0})  # past the time limit, but only 2 rows
@@ -139,8 +137,13 @@ def test_reader_ignores_the_tools_outputs(tmp_path: Path) -> None:
     want = read_trace(run / "trace.parquet")
     # what `replay`, `compare` and `sweep` (or an older version of them) leave in a run folder
     noise = pd.DataFrame({"step": [0, 1], "delta": [0.1, 0.2]})
-    for rel in ("replay-dwa.parquet", "replays/replay-dwa.parquet", "compare/x.parquet",
-                "sweep-dwa/x.parquet", "_tmp/x.parquet"):
+    for rel in (
+        "replay-dwa.parquet",
+        "replays/replay-dwa.parquet",
+        "compare/x.parquet",
+        "sweep-dwa/x.parquet",
+        "_tmp/x.parquet",
+    ):
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         noise.to_parquet(run / rel)
     got = read_trace(run)

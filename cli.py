@@ -39,9 +39,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _check_namespace() -> None:
+    """Fail in one line when another package named `replay` shadows the offline engine."""
+    from adaptive._namespace import replay_clash
+
+    clash = replay_clash()
+    if clash is not None:
+        fail(clash)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"adaptive {__version__}")
+        _check_namespace()
         raise typer.Exit()
 
 
@@ -53,6 +63,7 @@ def main_callback(
     ] = False,
 ) -> None:
     """Adaptive loss weighting and schedule control with offline replay."""
+    _check_namespace()
 
 
 def _read(reader: Callable[[Path], T], path: Path) -> T:
@@ -112,6 +123,9 @@ def inspect(
             out.append(f"time span  {t_min:.1f} s .. {t_max:.1f} s ({t_max - t_min:.1f} s)")
     if trace.skipped_parts:
         out.append(f"skipped    {len(trace.skipped_parts)} unreadable part(s)")
+    parts = _part_count(path)
+    if parts > 1:
+        out.append(f"parts      {parts} part files (`adaptive compact {path}` merges them)")
     out.append("columns    " + ", ".join(trace.columns))
     typer.echo("\n".join(out))
     if len(steps):
@@ -122,17 +136,36 @@ def inspect(
         typer.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
 
 
+def _part_count(path: Path) -> int:
+    """Part files of a trace directory (PATH itself, or PATH/trace.parquet of a run folder)."""
+    from adaptive.trace._writer import part_files
+
+    for d in (path, path / "trace.parquet"):
+        if d.is_dir():
+            n = len(part_files(d))
+            if n:
+                return n
+    return 0
+
+
 @app.command()
 def compact(
     path: Annotated[Path, typer.Argument(help="Trace directory of part files.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here instead of replacing PATH.")
     ] = None,
+    single_file: Annotated[
+        bool,
+        typer.Option(
+            "--single-file", help="Replace PATH by one plain file (train --resume cannot append)."
+        ),
+    ] = False,
 ) -> None:
-    """Merge a trace directory's part files into one Parquet file, atomically.
+    """Merge a trace directory's part files into one Parquet part, atomically.
 
-    The row count is verified before anything is replaced. Without --out the directory
-    is replaced by a single file of the same name.
+    The row count is verified before anything is replaced. Without --out PATH stays a
+    directory holding one part, so `adaptive train --resume` can still append to it;
+    --single-file replaces it by a single file of the same name.
 
     Example:
 
@@ -141,7 +174,7 @@ def compact(
     from adaptive.trace import TraceError, compact_trace
 
     try:
-        dest = compact_trace(path, out)
+        dest = compact_trace(path, out, keep_directory=not single_file)
     except TraceError as exc:
         fail(str(exc))
     typer.echo(f"compacted {path} -> {dest}")
@@ -233,7 +266,8 @@ def replay_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the trace).")
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: RUN/replays)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -241,7 +275,8 @@ def replay_cmd(
     """Replay a controller over a trace in dry-run: the weights / schedule it would have produced.
 
     Writes replay-<method>.parquet (per-step scales, deltas, proposals) and
-    replay-<method>.png, and prints a short table.
+    replay-<method>.png into the run's replays/ folder (never taken for trace parts), and
+    prints a short table.
 
     Example:
 
@@ -289,7 +324,7 @@ def replay_cmd(
         fail(str(exc).strip("'\""))
     bar.close()
     many = len(runs) > 1
-    base = out if out is not None else _run_folder(path)
+    base = out if out is not None else _default_out(path, "replays")
     summaries = []
     for rid, result in results.items():
         dest = base / rid if many else base
@@ -310,6 +345,8 @@ def replay_cmd(
             )
         summaries.append(summary)
         typer.echo(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+        for note in result.notes:
+            typer.echo(f"input: {note}")
         typer.echo(f"wrote {table} and {figure}")
     if many:
         pooled = pd_mean(summaries)
@@ -538,6 +575,8 @@ def compare(
 ) -> None:
     """Replay several controllers over a trace: one aligned figure, one stability table.
 
+    Prints one verdict line per controller (the score against its threshold, the one or
+    two things that drove it, what to do next); the full table goes to stability.csv.
     With a folder of runs, one figure per run and a table pooled over runs (mean).
 
     Example:
@@ -565,12 +604,12 @@ def compare(
         bar.close()
         fail(str(exc).strip("'\""))
     bar.close()
-    title = "stability (pooled over runs: mean)" if len(runs) > 1 else "stability"
-    typer.echo(f"{title}:")
-    typer.echo(res.table.to_string(float_format=lambda v: f"{v:.4g}"))
+    pooled = f" (pooled over runs: mean of {len(runs)})" if len(runs) > 1 else ""
+    typer.echo(f"verdict per controller{pooled}; score 0-4, lower is steadier:")
+    typer.echo(res.summary())
+    typer.echo("replay is open loop: confirm live with logging on (recommendation.md says more)")
     typer.echo("")
-    typer.echo(res.recommendation)
-    typer.echo("")
+    typer.echo(f"full stability table ({len(res.table)} metrics): {dest / 'stability.csv'}")
     for f in [*res.figures, *res.files]:
         typer.echo(f"wrote {f}")
 
@@ -637,6 +676,15 @@ def sweep(
     if clash:
         fail(f"{', '.join(clash)} given both as --param and --grid")
     runs = _load_runs(path)
+    from replay._inputs import check_inputs
+
+    for trace in runs.values():  # refuse a method whose inputs the trace lacks, before sweeping
+        try:
+            notes = check_inputs(trace, method, fixed)
+        except ReplayError as exc:
+            fail(str(exc))
+    for note in notes:
+        typer.echo(f"input: {note}")
     n = len(grid_configs(g)) * len(runs)
     dest = out if out is not None else _default_out(path, f"sweep-{method}")
     bar = _Progress(n, f"sweep {method}", quiet, unit="replays")
@@ -1025,6 +1073,58 @@ def import_csv_cmd(
         quiet=quiet,
         step_column=step_column,
     )
+
+def _tidy_help() -> None:
+    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`.
+
+    Recent typer renders types as `<list[str]>` and required arguments as `{path}`; this
+    rewrites those labels (only where no metavar was given) and leaves older typer alone.
+    """
+    try:
+        from typer import core
+    except ImportError:  # pragma: no cover
+        return
+    names = {"str": "TEXT", "path": "PATH", "int": "N", "float": "X", "bool": ""}
+
+    def label(text: str | None) -> str | None:
+        if not text or not (text.startswith("<") and text.endswith(">")):
+            return text
+        inner = text[1:-1]
+        if inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[5:-1]
+        return names.get(inner, inner.upper()) or None
+
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "display_type_rich"):
+            continue
+        original = cls.display_type_rich
+
+        def display_type(self, ctx, _original=original, _cls=cls):  # type: ignore[no-untyped-def]
+            if self.metavar is not None:
+                return self.metavar
+            if _cls.__name__ == "TyperArgument":
+                return None  # the argument's name says it
+            return label(_original(self, ctx))
+
+        cls.display_type_rich = display_type
+    arg = getattr(core, "TyperArgument", None)
+    if arg is not None and hasattr(arg, "_usage_display_name"):
+
+        def usage(self) -> str:  # type: ignore[no-untyped-def]
+            name = self.display_name_raw.upper()
+            return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+        arg._usage_display_name = usage
+    if arg is not None and hasattr(arg, "_rich_display_name"):
+        listed = arg._rich_display_name
+
+        def listed_upper(self) -> str:  # type: ignore[no-untyped-def]
+            return listed(self).upper()
+
+        arg._rich_display_name = listed_upper
+
+
+_tidy_help()
 
 
 def main() -> None:

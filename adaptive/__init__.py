@@ -2,7 +2,7 @@
 
 Controllers (`AdaptiveLossWeighting`, `AdaptiveScheduler`) are small deterministic state
 machines; the trace (`adaptive.trace`) records what a run saw so `replay` can run the same
-controllers offline. Heavy submodules (torch) load on first use.
+controllers offline. Heavy submodules (torch, pyarrow) load on first use.
 """
 
 from __future__ import annotations
@@ -11,16 +11,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from adaptive._version import __version__
-from adaptive.record import TraceRecorder
-from adaptive.trace import Trace, TraceError, TraceWriter, read_trace
 
 if TYPE_CHECKING:
+    from adaptive.record import TraceRecorder
     from adaptive.scheduler import AdaptiveScheduler
+    from adaptive.trace import Trace, TraceError, TraceWriter, read_trace
     from adaptive.weighting import AdaptiveLossWeighting
 
+# Loaded on first use, so `adaptive --version` and `--help` import neither torch nor pyarrow.
 _LAZY = {
     "AdaptiveLossWeighting": "adaptive.weighting",
     "AdaptiveScheduler": "adaptive.scheduler",
+    "Trace": "adaptive.trace",
+    "TraceError": "adaptive.trace",
+    "TraceWriter": "adaptive.trace",
+    "read_trace": "adaptive.trace",
+    "TraceRecorder": "adaptive.record",
 }
 
 __all__ = [

@@ -21,11 +21,14 @@ from replay._plots import plot_result, plot_scheduler, plot_weighting
 from replay._runs import load_runs
 from replay._stability import (
     METRIC_DOCS,
+    READY_SCORE,
+    Verdict,
     recommend,
     stability_metrics,
     stability_rank_key,
     stability_score,
     stability_table,
+    verdicts,
 )
 from replay._summary import (
     per_epoch_scale,
@@ -41,12 +44,14 @@ from replay._workflow import CompareOutput, compare
 
 __all__ = [
     "METRIC_DOCS",
+    "READY_SCORE",
     "CompareOutput",
     "ReplayError",
     "ReplayResult",
     "SweepResult",
     "TrialError",
     "TrialResult",
+    "Verdict",
     "compare",
     "compare_runs",
     "load_runs",
@@ -73,6 +78,7 @@ __all__ = [
     "stability_table",
     "sweep",
     "trial",
+    "verdicts",
     "weighting_summary",
     "write_frame",
 ]

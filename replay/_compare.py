@@ -43,7 +43,11 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         line(ax, steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
     ax.set_yscale("log")
     ax.set_ylabel("raw loss (log)")
-    ax.set_title(f"Controllers replayed over run {trace.run_id} (dry-run, open loop)")
+    ax.set_title(
+        f"Controllers replayed over run {trace.run_id} (dry-run, open loop)\n"
+        "raw (unweighted) training loss per component",
+        fontsize=10,
+    )
     epoch_lines(ax, steps, epochs)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="component")
     for r in weighting:
@@ -57,6 +61,9 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
             f"(dashed: base, band: ±{rr:g} clamp)",
             fontsize=9,
         )
+        ax.plot([], [], color="0.3", lw=0.8, ls="--", label="base weight")
+        ax.fill_between([], [], [], color="0.3", alpha=0.12, label=f"clamp band (±{rr:g})")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title=r.method)
     for r in schedulers:
         i += 1
         ax = axes[i]
@@ -80,6 +87,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         line(ax, steps, np.where(g > 0, g, np.nan), color="0.2", lw=0.8, label="grad norm")
         ax.set_yscale("log")
         ax.set_ylabel("grad norm (L2, log)")
+        ax.set_title("gradient norm per step (as recorded, before clipping)", fontsize=9)
         epoch_lines(ax, steps, epochs, label=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if has_vf:
@@ -89,25 +97,42 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         metrics = [m for m in ("MPJPE", "YawAbsDeg", "RootDrift") if f"metric/{m}" in vf.columns]
         metrics = metrics or [m for m in trace.metrics if f"metric/{m}" in vf.columns][:3]
         units = {"MPJPE": "mm", "YawAbsDeg": "deg", "RootDrift": "m"}
+        # one y-axis per metric (their units differ), each with its own colour, marker and
+        # line style so that lines on different axes stay apart even where they overlap
         mcolors = ["tab:red", "tab:purple", "tab:brown"]
+        styles = [("o", "-"), ("s", "--"), ("^", ":")]
         host = ax
+        handles = []
         for k, m in enumerate(metrics):
             target = host if k == 0 else host.twinx()
             if k > 1:
-                target.spines["right"].set_position(("axes", 1.0 + 0.08 * (k - 1)))
-            target.plot(
+                target.spines["right"].set_position(("axes", 1.0 + 0.1 * (k - 1)))
+            unit = units.get(m, "")
+            (h,) = target.plot(
                 vsteps,
                 vf[f"metric/{m}"].to_numpy(),
-                "o-",
-                ms=3,
-                lw=1.1,
+                marker=styles[k % 3][0],
+                ls=styles[k % 3][1],
+                ms=4,
+                lw=1.3,
                 color=mcolors[k % 3],
-                label=f"valfree {m}",
+                label=f"valfree {m}"
+                + (f" ({unit})" if unit else "")
+                + (" — left axis" if k == 0 else " — right axis" + (f" {k}" if k > 1 else "")),
             )
-            target.set_ylabel(f"{m} ({units.get(m, '')})", color=mcolors[k % 3])
+            handles.append(h)
+            target.set_ylabel(f"{m}" + (f" ({unit})" if unit else ""), color=mcolors[k % 3])
+            target.tick_params(axis="y", colors=mcolors[k % 3])
         if not metrics and "loss_total" in vf.columns:
-            ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")
+            (h,) = ax.plot(vsteps, vf["loss_total"].to_numpy(), "o-", ms=3, label="valfree loss")
+            handles.append(h)
+            ax.set_ylabel("valfree loss")
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_title("free-run validation (valfree) per epoch", fontsize=9)
+        if handles:
+            # right of the outermost right-hand axis and its labels
+            n = len(metrics)
+            offset = 1.01 if n < 2 else 1.11 + 0.1 * (n - 2)
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(offset, 1.0), fontsize=8)
     axes[-1].set_xlabel("optimizer step")
     return save(fig, path)

@@ -168,15 +168,26 @@ def replay_scheduler(
 
 
 def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
-    """Replay one controller (`dwa`, `uncertainty`, any registered method, or `scheduler`)."""
-    if method == SCHEDULER:
-        return replay_scheduler(trace, **params)
-    from adaptive.weighting import available_methods
+    """Replay one controller (`dwa`, `uncertainty`, any registered method, or `scheduler`).
 
-    if method not in available_methods():
-        valid = ", ".join([*available_methods(), SCHEDULER])
-        raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
-    return replay_weighting(trace, method, **params)
+    A method whose inputs the trace lacks is refused with a `ReplayError`; where a documented
+    fallback applies instead, `result.notes` names it.
+    """
+    from replay._inputs import check_inputs
+
+    if method != SCHEDULER:
+        from adaptive.weighting import available_methods
+
+        if method not in available_methods():
+            valid = ", ".join([*available_methods(), SCHEDULER])
+            raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
+    notes = check_inputs(trace, method, params)
+    if method == SCHEDULER:
+        result = replay_scheduler(trace, **params)
+    else:
+        result = replay_weighting(trace, method, **params)
+    result.notes = notes
+    return result
 
 
 def metrics_by_epoch(trace: Trace, split: str) -> Mapping[int, Mapping[str, float]]:

@@ -139,16 +139,55 @@ def plot_weighting(result: ReplayResult, path: Path, *, trace: Trace | None = No
     return save(fig, path)
 
 
+#: Scheduler signals to plot: (frame column, legend label, panel). Columns a replay does not
+#: have are skipped, and any other `signal/<name>` column gets a panel of its own, so the
+#: figure follows whichever signals the scheduler records.
+SCHEDULER_SIGNALS: tuple[tuple[str, str, str], ...] = (
+    ("signal/grad_z", "largest grad-norm z-score in the window (vs its regime)", "gradient norm"),
+    ("signal/grad_outliers", "outlier batches in the window", "outliers"),
+    ("signal/loss_trend", "batch loss trend vs reference (relative)", "trend"),
+    ("signal/calm_streak", "calm decision points in a row", "recovery"),
+    ("signal/free_trend", "valfree metric trend (relative, per epoch)", "trend"),
+)
+
+
+def signal_panels(
+    columns: Sequence[str], spec: Sequence[tuple[str, str, str]] = SCHEDULER_SIGNALS
+) -> dict[str, list[tuple[str, str]]]:
+    """Panel name -> [(column, label), ...] for the signal columns present, in `spec` order;
+    unlisted `signal/<name>` columns get a panel named after them."""
+    panels: dict[str, list[tuple[str, str]]] = {}
+    listed = set()
+    for col, label, panel in spec:
+        listed.add(col)
+        if col in columns:
+            panels.setdefault(panel, []).append((col, label))
+    for col in columns:
+        if col.startswith("signal/") and col not in listed:
+            name = col.split("/", 1)[1]
+            panels.setdefault(name.replace("_", " "), []).append((col, name))
+    return panels
+
+
 def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = None) -> Path:
-    """Base versus adjusted schedule values, the delta with its reasons, and the signals."""
+    """Base versus adjusted schedule values, the delta with a marker per change (coloured by
+    reason), each signal panel on its own axis, and the valfree metric it reacts to."""
     plt = _pyplot()
     f = result.frame
     steps, epochs = f["step"].to_numpy(), f["epoch"].to_numpy()
     names = result.names
     colors = component_colors(names)
-    n = len(names)
-    fig, axes = plt.subplots(n + 2, 1, figsize=(11, 2.1 * (n + 2) + 0.5), sharex=True)
-    for ax, p in zip(axes[:n], names, strict=True):
+    panels = signal_panels(list(f.columns))
+    metric = str(result.params.get("free_metric", "YawAbsDeg"))
+    vf = None
+    if trace is not None and len(trace.epochs):
+        vf = trace.split_metrics("valfree")
+        col = f"metric/{metric}" if f"metric/{metric}" in vf.columns else "loss_total"
+        vf = vf if col in vf.columns and "step" in vf.columns and len(vf) else None
+    n = len(names) + 1 + len(panels) + int(vf is not None)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 2.1 * n + 0.5), sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
+    for ax, p in zip(axes, names, strict=False):
         line(ax, steps, f[f"base/{p}"].to_numpy(), color="0.4", lw=1.0, ls="--", label="base")
         line(
             ax,
@@ -160,61 +199,90 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
         )
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel(p + (" (frames)" if "horizon" in p else ""))
+        ax.set_title(f"{p}: stage schedule (base) vs adjusted", fontsize=9)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     run = f" — run {result.run_id}" if result.run_id else ""
-    axes[0].set_title(f"adaptive scheduler: base vs proposed schedule (dry-run replay{run})")
-    ax = axes[n]
-    line(ax, steps, f["delta"].to_numpy(), color="black", lw=1.3, label="delta (+ = harder)")
+    axes[0].set_title(
+        f"adaptive scheduler: base vs proposed schedule (dry-run replay{run})\n"
+        f"{names[0]}: stage schedule (base) vs adjusted",
+        fontsize=10,
+    )
+    ax = axes[len(names)]
+    delta = f["delta"].to_numpy()
+    line(ax, steps, delta, color="black", lw=1.3, label="delta (+ = harder)")
     r = float(result.params.get("adjustment_range", 0.3))
-    ax.axhline(r, color="0.5", ls="--", lw=0.8, label=f"±range {r}")
+    ax.axhline(r, color="0.5", ls="--", lw=0.8, label=f"±range {r:g}")
     ax.axhline(-r, color="0.5", ls="--", lw=0.8)
+    # One marker per change, coloured by reason; epoch-level changes as diamonds. The legend
+    # names the reasons, so no text sits on the delta line.
+    marks: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     reasons = f["reason"].to_numpy()
-    marks = [i for i, x in enumerate(reasons) if x]
-    reason_colors = component_colors(sorted({reasons[i] for i in marks}))
-    for reason, color in reason_colors.items():
-        idx = [i for i in marks if reasons[i] == reason]
-        ax.scatter(
-            steps[idx], f["delta"].to_numpy()[idx], color=color, s=18, zorder=3, label=reason
-        )
-    # epoch-level changes (recorded at epoch ends) from the event history
+    for i in (i for i, x in enumerate(reasons) if x):
+        xs, ys = marks.setdefault(("batch", str(reasons[i])), ([], []))
+        xs.append(float(steps[i]))
+        ys.append(float(delta[i]))
     for ev in result.events:
-        if ev.get("level") == "epoch":
-            ax.annotate(
-                ev["reason"],
-                (steps[min(int(ev["step"]), len(steps) - 1)], ev["new_delta"]),
-                fontsize=7,
-                rotation=30,
-            )
+        if ev.get("level") == "epoch" and len(steps):
+            xs, ys = marks.setdefault(("epoch", str(ev["reason"])), ([], []))
+            xs.append(float(steps[min(int(ev["step"]), len(steps) - 1)]))
+            ys.append(float(ev["new_delta"]))
+    reason_colors = component_colors(sorted({reason for _, reason in marks}))
+    for (level, reason), (xs, ys) in sorted(marks.items()):
+        ax.scatter(
+            xs,
+            ys,
+            color=reason_colors[reason],
+            marker="D" if level == "epoch" else "o",
+            s=26 if level == "epoch" else 18,
+            zorder=3,
+            edgecolors="black" if level == "epoch" else "none",
+            linewidths=0.5,
+            label=f"{reason} ({level} change, {len(xs)})",
+        )
     epoch_lines(ax, steps, epochs, label=False)
-    ax.set_ylabel("delta")
+    ax.set_ylabel("delta δ")
+    ax.set_title("delta and its changes, by reason", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax = axes[n + 1]
-    for col, label in (
-        ("signal/grad_z", "largest grad-norm z-score in the window"),
-        ("signal/loss_trend", "loss trend vs reference (rel.)"),
-    ):
-        if col in f.columns:
-            line(ax, steps, f[col].to_numpy(), lw=1.0, label=label)
-    if trace is not None and len(trace.epochs):
-        metric = str(result.params.get("free_metric", "YawAbsDeg"))
-        vf = trace.split_metrics("valfree")
-        col = f"metric/{metric}" if f"metric/{metric}" in vf.columns else "loss_total"
-        if col in vf.columns and "step" in vf.columns:
-            ax3 = ax.twinx()
-            ax3.plot(
-                vf["step"].to_numpy(),
-                vf[col].to_numpy(),
-                "o-",
-                color="tab:red",
-                ms=3,
-                lw=1.0,
-                label=f"valfree {metric}",
+    k = len(names) + 1
+    signal_colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
+    for j, (panel, series) in enumerate(panels.items()):
+        ax = axes[k + j]
+        for m, (col, label) in enumerate(series):
+            line(
+                ax,
+                steps,
+                f[col].to_numpy(np.float64),
+                color=signal_colors[(j + m) % len(signal_colors)],
+                ls=("-", "--", ":")[m % 3],
+                lw=1.1,
+                label=label,
             )
-            ax3.set_ylabel(f"valfree {metric}", color="tab:red")
-    epoch_lines(ax, steps, epochs, label=False)
-    ax.set_ylabel("signal")
-    ax.set_xlabel("optimizer step")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8)
+        if panel == "gradient norm":
+            ax.axhline(1.0, color="0.6", lw=0.7, ls=":")
+        elif panel == "trend":
+            ax.axhline(0.0, color="0.6", lw=0.7, ls=":")
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.set_ylabel(panel)
+        ax.set_title(f"signal: {panel}", fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if vf is not None:
+        ax = axes[-1]
+        col = f"metric/{metric}" if f"metric/{metric}" in vf.columns else "loss_total"
+        shown = metric if col != "loss_total" else "loss"
+        ax.plot(
+            vf["step"].to_numpy(),
+            vf[col].to_numpy(),
+            "o-",
+            color="tab:red",
+            ms=3,
+            lw=1.0,
+            label=f"valfree {shown} (per epoch)",
+        )
+        epoch_lines(ax, steps, epochs, label=False)
+        ax.set_ylabel(f"valfree {shown}")
+        ax.set_title("free-run validation metric the epoch-level rule reads", fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes[-1].set_xlabel("optimizer step")
     return save(fig, path)
 
 

@@ -15,7 +15,8 @@ metrics describe the controller's reaction to the recorded training, not the clo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ SETTLE_TOLERANCE = 0.02
 #: Reference levels of the score's saturating terms (each term is x / (x + ref), 0.5 at ref).
 SCORE_VOLATILITY_REF = 0.01  # mean |change of w/base| per step: 1 % of base per step
 SCORE_FLIPS_REF = 10.0  # delta sign flips per 1000 steps
+SCORE_SETTLE_WEIGHT = 0.5  # weight of settle_fraction in the score
 #: Scores closer than this count as tied; ties rank the larger `mean_abs_delta` first.
 SCORE_TIE_DECIMALS = 3
 #: Effect at which the ranking's effect bonus is half its maximum (mean |delta| of 5 %).
@@ -285,13 +287,16 @@ def _clamp_share(metrics: Mapping[str, float]) -> float:
 
 
 def stability_score(metrics: Mapping[str, float] | ReplayResult) -> float:
-    """One number per configuration, **lower = more stable**, in [0, 4).
+    """One number per configuration, **lower = more stable**, in [0, 3.5).
 
-        score = clamp + v / (v + 0.01) + f / (f + 10) + settle_fraction
+        score = clamp + v / (v + 0.01) + f / (f + 10) + 0.5 · settle_fraction
 
     with clamp = `at_clamp_share_max` (weighting) or `at_bound_share` (scheduler),
-    v = `volatility_step`, f = `sign_flips_per_1000`. Effect size is not part of it: rank
-    with `stability_rank_key` to break ties by the larger `mean_abs_delta`.
+    v = `volatility_step`, f = `sign_flips_per_1000`. Settling counts half
+    (`SCORE_SETTLE_WEIGHT`): a controller still adapting at the end of a run (DWA moves a
+    few percent every epoch by design) is a caveat more than a danger, and at full weight
+    it alone would keep every epoch-wise method from `READY_SCORE`. Effect size is not part
+    of it: `net_score` weighs it against the score for ranking.
     """
     m = stability_metrics(metrics) if isinstance(metrics, ReplayResult) else metrics
     clamp = _clamp_share(m)
@@ -302,7 +307,7 @@ def stability_score(metrics: Mapping[str, float] | ReplayResult) -> float:
         clamp
         + _sat(m.get("volatility_step", 0.0), SCORE_VOLATILITY_REF)
         + _sat(m.get("sign_flips_per_1000", 0.0), SCORE_FLIPS_REF)
-        + settle
+        + SCORE_SETTLE_WEIGHT * settle
     )
 
 
@@ -396,44 +401,52 @@ def stability_table(
 
 
 # ------------------------------------------------------------------------------ recommend
+#: The verdict threshold: a configuration "looks stable enough to try live" exactly when its
+#: score is below this (the score's four terms are each in [0, 1]; one term at its worst,
+#: e.g. never settling, is enough to fail). The score, not a separate rule, decides.
+READY_SCORE = 1.0
+
+
 def _is_schedule(m: Mapping[str, float]) -> bool:
-    return "at_bound_share" in m or "changes" in m
+    return any(not math.isnan(float(m.get(k, math.nan))) for k in ("at_bound_share", "changes"))
 
 
-def assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
-    """(problems, caveats) of one configuration, in words."""
-    t = THRESHOLDS
-    problems: list[str] = []
-    caveats: list[str] = []
+def score_terms(m: Mapping[str, float]) -> dict[str, tuple[float, str]]:
+    """The score's four terms, each `(term value in [0, 1], what it means in words)`; they
+    add up to `stability_score(m)`."""
     clamp = _clamp_share(m)
-    what = "delta sits at ±adjustment_range" if _is_schedule(m) else "weights sit at the clamp"
-    if clamp > t["clamp_share_high"]:
-        advice = (
-            "the range binds most of the time — the controller wants larger moves: consider "
-            "raising adjustment_range, or it is fighting the base schedule"
-        )
-        problems.append(f"{what} on {clamp:.0%} of steps ({advice})")
-    elif clamp > t["clamp_share_notable"]:
-        caveats.append(f"{what} on {clamp:.0%} of steps")
-    flips = float(m.get("sign_flips_per_1000", 0.0))
-    if flips > t["flips_per_1000_high"]:
-        problems.append(f"delta changes sign {flips:.1f} times per 1000 steps (oscillation)")
+    clamp = min(max(clamp, 0.0), 1.0) if math.isfinite(clamp) else 1.0
+    what = "delta at ±adjustment_range" if _is_schedule(m) else "weights at the clamp"
     vol = float(m.get("volatility_step", 0.0))
-    if vol > t["volatility_step_high"]:
-        problems.append(f"jittery: moves {vol:.2%} of base per step on average")
+    flips = float(m.get("sign_flips_per_1000", 0.0))
     settle = float(m.get("settle_fraction", 1.0))
-    if math.isnan(float(m.get("settle_epoch", math.nan))) and m.get("epochs", 0) > 1:
-        # a caveat, not a problem: an epoch-wise method (DWA) keeps adapting by a few
-        # percent per epoch; oscillation, pinning and jitter are the problems
-        caveats.append("never settles: still moving at the end of the trace")
-    elif settle > t["settle_fraction_late"]:
-        caveats.append(f"settles late (epoch {m.get('settle_epoch', math.nan):g})")
+    settle = min(max(settle, 0.0), 1.0) if math.isfinite(settle) else 1.0
+    never = math.isnan(float(m.get("settle_epoch", math.nan))) and m.get("epochs", 0) > 1
+    return {
+        "clamp": (clamp, f"{what} on {clamp:.0%} of steps"),
+        "volatility": (
+            _sat(vol, SCORE_VOLATILITY_REF),
+            ("jittery: " if vol > 0.01 else "") + f"moves {vol:.2%} of base per step",
+        ),
+        "flips": (
+            _sat(flips, SCORE_FLIPS_REF),
+            ("oscillation: " if flips > 10 else "") + f"{flips:.1f} sign flips per 1000 steps",
+        ),
+        "settle": (
+            SCORE_SETTLE_WEIGHT * settle,
+            "never settles: still moving at the end"
+            if never
+            else f"settles at epoch {m.get('settle_epoch', math.nan):g}",
+        ),
+    }
+
+
+def _caveats(m: Mapping[str, float]) -> list[str]:
+    """Things worth knowing that the score does not weigh (effect size, bad input)."""
+    caveats: list[str] = []
     effect = float(m.get("mean_abs_delta", 0.0))
-    if effect < t["mean_abs_delta_small"]:
-        caveats.append(
-            f"inert: barely moves from base (mean |delta| {effect:.3f}); switching it on "
-            "would change little"
-        )
+    if effect < THRESHOLDS["mean_abs_delta_small"]:
+        caveats.append(f"barely moves from base (mean |delta| {effect:.3f}): little effect")
     skipped = float(m.get("skipped_steps", 0.0))
     if skipped > 0:
         share = float(m.get("skipped_share", 0.0))
@@ -441,7 +454,86 @@ def assess(m: Mapping[str, float]) -> tuple[list[str], list[str]]:
     nonfinite = float(m.get("nonfinite_changes", 0.0))
     if nonfinite > 0:
         caveats.append(f"{nonfinite:g} change(s) caused by non-finite values in the trace")
-    return problems, caveats
+    return caveats
+
+
+def _method(label: str) -> str:
+    return label.split("(", 1)[0].split("[", 1)[0].split("#", 1)[0].strip()
+
+
+def _advice(key: str, method: str) -> str:
+    """What to try when the term `key` drove a configuration's score up."""
+    if key == "clamp":
+        return (
+            "the range binds: it wants larger moves — raise adjustment_range, or it is "
+            "fighting the base schedule"
+        )
+    if key in ("flips", "volatility"):
+        return {
+            "dwa": "calm it with a higher temperature (sweep -m dwa -g temperature=1,2,4)",
+            "uncertainty": "calm it with a smaller lr (sweep -m uncertainty -g lr=0.001,0.003)",
+            "scheduler": (
+                "calm it with a smaller adjustment_rate or a longer update_interval "
+                "(sweep -m scheduler -g adjustment_rate=0.05,0.1)"
+            ),
+        }.get(method, f"sweep {method}'s parameters for a calmer setting")
+    return "record a longer run (it may settle later) or sweep for a calmer setting"
+
+
+def _try_live(method: str) -> str:
+    flag = "--adaptive-scheduler" if method == "scheduler" else f"--adaptive-loss {method}"
+    return f"try it live with logging on: adaptive train {flag}"
+
+
+@dataclass
+class Verdict:
+    """The verdict on one replayed configuration, derived from its stability score.
+
+    `ready` is exactly `score < READY_SCORE`; `drivers` are the one or two score terms that
+    weigh most, in words; `next_step` is what to do about it.
+    """
+
+    label: str
+    kind: str  # "weighting" or "schedule"
+    score: float
+    ready: bool
+    drivers: list[str]
+    caveats: list[str]
+    next_step: str
+
+    def line(self) -> str:
+        """One line: label, verdict, score against the threshold, what drove it."""
+        word = "looks stable enough to try live" if self.ready else "not yet"
+        cmp = "<" if self.ready else ">="
+        text = f"{self.label}: {word} — score {self.score:.2f} {cmp} {READY_SCORE:g}"
+        if self.drivers:
+            text += "; " + ", ".join(self.drivers)
+        return text
+
+
+def verdict(label: str, m: Mapping[str, float]) -> Verdict:
+    """The `Verdict` of one configuration's metrics (see `READY_SCORE`); a `score` entry
+    (a `stability_table` row, e.g. pooled over runs) is used as the score when present."""
+    schedule = _is_schedule(m)
+    given = float(m.get("score", math.nan))  # a table's score row (pooled: mean over runs)
+    score = given if math.isfinite(given) else stability_score(m)
+    ready = score < READY_SCORE
+    terms = sorted(score_terms(m).items(), key=lambda kv: -kv[1][0])
+    top = [(k, t, words) for k, (t, words) in terms if t >= 0.05][:2]
+    drivers = [f"{words} (+{t:.2f})" for _, t, words in top]
+    caveats = _caveats(m)
+    method = _method(label)
+    if ready and caveats and caveats[0].startswith("barely moves"):
+        nxt = "it hardly acts as configured: sweep for a setting that moves more"
+    elif ready:
+        nxt = _try_live(method)
+    else:
+        keys = [k for k, _, _ in top]
+        specific = [k for k, t, _ in top if k != "settle" and t >= 0.3]
+        nxt = _advice((specific or keys or ["settle"])[0], method)
+    return Verdict(
+        label, "schedule" if schedule else "weighting", score, ready, drivers, caveats, nxt
+    )
 
 
 def _normalise(
@@ -468,16 +560,19 @@ def _normalise(
     return out
 
 
-def _pick(items: Iterable[tuple[str, Mapping[str, float], list[str]]]) -> str | None:
-    """The candidate to try, as in a sweep's ranking: passes every check, is not inert,
-    and has the lowest `net_score` (stability score minus effect bonus)."""
-    small = THRESHOLDS["mean_abs_delta_small"]
-    ok = [
-        (round(net_score(m), SCORE_TIE_DECIMALS), -float(m.get("mean_abs_delta", 0.0)), lab)
-        for lab, m, problems in items
-        if not problems and float(m.get("mean_abs_delta", 0.0)) >= small
-    ]
-    return min(ok)[2] if ok else None
+def _acts(v: Verdict) -> bool:
+    """Whether the configuration moves enough to matter (no "barely moves" caveat)."""
+    return not any(c.startswith("barely moves") for c in v.caveats)
+
+
+def verdicts(
+    results_or_metrics: ReplayResult
+    | Mapping[str, float]
+    | Mapping[str, Mapping[str, float] | ReplayResult]
+    | Sequence[ReplayResult | Mapping[str, float]],
+) -> list[Verdict]:
+    """One `Verdict` per configuration (same inputs as `recommend`)."""
+    return [verdict(lab, m) for lab, m in _normalise(results_or_metrics)]
 
 
 def recommend(
@@ -489,39 +584,39 @@ def recommend(
     """A short recommendation: which controller looks stable enough to enable live.
 
     Accepts one result or metrics dict, a sequence of them, or a mapping label -> result or
-    metrics. Thresholds: `THRESHOLDS` (docs/STABILITY.md). Ends with the open-loop caveat.
+    metrics. The verdict is the score against `READY_SCORE` (docs/STABILITY.md). Ends with
+    the open-loop caveat.
     """
     items = _normalise(results_or_metrics)
     if not items:
         return "Nothing to recommend: no replay results."
-    lines: list[str] = []
-    assessed = []
-    for lab, m in items:
-        problems, caveats = assess(m)
-        assessed.append((lab, m, problems))
-        score = stability_score(m)
-        if problems:
-            verdict = f"{lab}: not yet (score {score:.2f}) — " + "; ".join(problems)
-        else:
-            verdict = f"{lab}: looks stable enough to try live (score {score:.2f})"
-        if caveats:
-            verdict += "; caveat: " + "; ".join(caveats)
-        lines.append(verdict + ".")
+    lines: list[str] = [
+        f"Score 0-4, lower is steadier; below {READY_SCORE:g} looks stable enough to try live."
+    ]
+    vs = [verdict(lab, m) for lab, m in items]
+    for v in vs:
+        text = v.line()
+        if v.caveats:
+            text += "; caveat: " + "; ".join(v.caveats)
+        lines.append(f"{text}. Next: {v.next_step}.")
     for kind, name in (("weighting", "loss weighting"), ("schedule", "schedule control")):
-        group = [a for a in assessed if _is_schedule(a[1]) == (kind == "schedule")]
+        group = [(v, m) for v, (_, m) in zip(vs, items, strict=True) if v.kind == kind]
         if len(group) < 2:
             continue
-        best = _pick(group)
-        if best is None:
+        ok = [(round(net_score(m), SCORE_TIE_DECIMALS), v.label, _acts(v)) for v, m in group if v.ready]
+        acting = [x for x in ok if x[2]]
+        if not ok:
+            lines.append(f"No {name} configuration scores below {READY_SCORE:g}.")
+        elif acting:
+            best = min(acting)[1]
             lines.append(
-                f"No {name} configuration both passes the stability checks and moves the "
-                "values (mean |delta| >= "
-                f"{THRESHOLDS['mean_abs_delta_small']:g}): keep it off for now."
+                f"Best {name} candidate: {best} (score below {READY_SCORE:g}, not inert; the "
+                "best trade-off of stability and effect)."
             )
         else:
             lines.append(
-                f"Best {name} candidate: {best} (passes the checks and is not inert; best "
-                "trade-off of stability score and effect)."
+                f"No {name} configuration is worth switching on: those scoring below "
+                f"{READY_SCORE:g} barely move from base (inert)."
             )
     lines.append(
         "Replay is open loop: the recorded losses did not react to the proposed values, so "
@@ -533,9 +628,10 @@ def recommend(
 
 __all__ = [
     "METRIC_DOCS",
+    "READY_SCORE",
     "SETTLE_TOLERANCE",
     "THRESHOLDS",
-    "assess",
+    "Verdict",
     "effect_bonus",
     "net_score",
     "recommend",
@@ -544,4 +640,6 @@ __all__ = [
     "stability_rank_key",
     "stability_score",
     "stability_table",
+    "verdict",
+    "verdicts",
 ]

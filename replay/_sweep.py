@@ -125,9 +125,9 @@ def sweep(
     """Replay every grid configuration over every run; rank them (see `rank`).
 
     With several runs the score and effect are means over runs and a configuration is
-    unstable if it fails a stability check in any run.
+    unstable if it scores `READY_SCORE` or more in any run.
     """
-    from replay._stability import assess, stability_score
+    from replay._stability import READY_SCORE, stability_score, verdict
 
     configs = grid_configs(grid)
     fixed = dict(fixed or {})
@@ -146,8 +146,9 @@ def sweep(
             s = stability_score(m)
             scores.append(s)
             effects.append(m.get("mean_abs_delta", math.nan))
-            found = assess(m)[0]
-            problems += [f"{rid}: {p}" if len(traces) > 1 else p for p in found]
+            if s >= READY_SCORE:  # the verdict rule of `compare`: score against READY_SCORE
+                why = f"score {s:.2f} >= {READY_SCORE:g}: " + ", ".join(verdict(rid, m).drivers)
+                problems.append(f"{rid}: {why}" if len(traces) > 1 else why)
             per_run[rid].append({**cfg, "score": s, **m})
             for k, v in m.items():
                 merged.setdefault(k, []).append(v)
@@ -300,8 +301,8 @@ def _config_metrics(
 def rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank configurations by what switching them on would do (docs/STABILITY.md).
 
-    Eligible configurations pass every stability check (no `problems`) and are not
-    *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them the
+    Eligible configurations score below `READY_SCORE` in every run (no `problems`: the
+    verdict rule of `compare`) and are not *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them the
     lowest `net` = score − effect / (effect + `EFFECT_REF`) ranks first (the trade-off of
     stability and effect; ties to the larger effect). Then the unstable ones, then the
     inert ones (a controller that does nothing is never recommended, however calm), each

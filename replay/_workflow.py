@@ -16,6 +16,7 @@ import pandas as pd
 
 from adaptive.trace import Trace
 from replay._engine import ReplayResult, replay
+from replay._stability import Verdict
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -46,6 +47,22 @@ class CompareOutput:
     figures: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     recommendation: str = ""
+    verdicts: list[Verdict] = field(default_factory=list)  # one per column of `table`
+    refused: dict[str, str] = field(default_factory=dict)  # method -> why it was not replayed
+    notes: dict[str, list[str]] = field(default_factory=dict)  # method -> fallbacks used
+
+    def summary(self) -> str:
+        """A few lines for the terminal: one per controller (verdict, what drove it, what
+        to do next), then refused controllers and fallbacks; the full table is in files."""
+        lines = []
+        for v in self.verdicts:
+            lines.append(v.line())
+            lines.append(f"    next: {v.next_step}")
+            lines.extend(f"    caveat: {c}" for c in v.caveats)
+            lines.extend(f"    input: {n}" for n in self.notes.get(v.label, []))
+        for m, why in self.refused.items():
+            lines.append(f"{m}: not replayed — {why}")
+        return "\n".join(lines)
 
 
 def compare(
@@ -60,23 +77,40 @@ def compare(
     """Replay every method over every run; one figure per run, one stability table.
 
     With several runs the table pools them: each metric is the mean over runs; the
-    per-run tables are written beside it.
+    per-run tables are written beside it. With several methods, one whose inputs a trace
+    lacks is left out and named in `refused` (alone, its `ReplayError` is raised).
     """
     from replay._compare import plot_compare
-    from replay._stability import recommend, stability_table
+    from replay._engine import ReplayError
+    from replay._stability import recommend, stability_table, verdicts
 
     params = params or {}
     results: dict[str, list[ReplayResult]] = {}
     per_run: dict[str, pd.DataFrame] = {}
     figures: list[Path] = []
     files: list[Path] = []
+    refused: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
     many = len(traces) > 1
     for rid, tr in traces.items():
         rs = []
         for m in methods:
-            rs.append(replay(tr, m, **dict(params.get(m, {}))))
-            if progress is not None:
-                progress(1)
+            try:
+                r = replay(tr, m, **dict(params.get(m, {})))
+            except ReplayError as exc:
+                if len(methods) == 1:
+                    raise
+                refused.setdefault(m, str(exc))
+                continue
+            finally:
+                if progress is not None:
+                    progress(1)
+            rs.append(r)
+            for n in r.notes:
+                if n not in notes.setdefault(m, []):
+                    notes[m].append(n)
+        if not rs:
+            raise ReplayError(next(iter(refused.values())))
         results[rid] = rs
         table = stability_table(rs)
         per_run[rid] = table
@@ -90,9 +124,14 @@ def compare(
     else:
         pooled = next(iter(per_run.values()))
     files.append(write_csv(pooled, out / "stability.csv"))
-    text = recommend([r for rs in results.values() for r in rs])
+    # verdicts from the printed table itself (pooled: mean metrics, mean score)
+    columns = {c: pooled[c].dropna().to_dict() for c in pooled.columns}
+    text = recommend(columns)
+    vs = verdicts(columns)
+    if refused:
+        text += "\n" + "\n".join(f"{m}: not replayed — {why}" for m, why in refused.items())
     files.append(write_text(out / "recommendation.md", text + "\n"))
-    return CompareOutput(results, pooled, per_run, figures, files, text)
+    return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes)
 
 
 def _safe(name: str) -> str:

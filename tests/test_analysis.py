@@ -26,7 +26,13 @@ COMPS = ["a", "b", "c"]
 
 
 def synthetic(
-    path: Path, seed: int = 0, steps: int = 400, run_id: str | None = None, grad: bool = True
+    path: Path,
+    seed: int = 0,
+    steps: int = 400,
+    run_id: str | None = None,
+    grad: bool = True,
+    schedule: bool = True,
+    valfree: bool = True,
 ) -> Path:
     rng = np.random.default_rng(seed)
     with TraceWriter(path, components=COMPS, metrics=["YawAbsDeg"], run_id=run_id) as w:
@@ -43,10 +49,12 @@ def synthetic(
                 losses=losses,
                 loss_total=sum(losses.values()),
                 grad_norm=(1.0 + 0.1 * rng.random()) if grad else None,
-                schedule_base={"tf_ratio": 0.5, "freerun_horizon": 10.0, "freerun_weight": 1.0},
+                schedule_base={"tf_ratio": 0.5, "freerun_horizon": 10.0, "freerun_weight": 1.0}
+                if schedule
+                else None,
             )
             if s % 50 == 49:
-                for split, m in (("val", 10 - e), ("valfree", 10 + e)):
+                for split, m in (("val", 10 - e), ("valfree", 10 + e))[: 2 if valfree else 1]:
                     w.log_epoch(split=split, epoch=e, step=s + 1, metrics={"YawAbsDeg": m})
     return path
 
@@ -84,6 +92,77 @@ def test_compare_single_trace(tmp_path: Path) -> None:
         assert row in table.index
     assert "Replay is open loop" in (out / "recommendation.md").read_text()
     assert not list(out.glob(".*tmp*"))
+
+
+def test_compare_summary_is_short_and_verdicts_follow_the_score(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(app, ["compare", str(trace), "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(res.output.splitlines()) < 20  # the 50-row table went to the file
+    table = pd.read_csv(tmp_path / "run" / "compare" / "stability.csv", index_col=0)
+    assert len(table) > 30 and "stability.csv" in res.output
+    for method in ("dwa", "uncertainty", "scheduler"):
+        score = table.loc["score", method]
+        line = next(x for x in res.output.splitlines() if x.startswith(f"{method}: "))
+        assert f"score {score:.2f}" in line
+        assert ("looks stable enough" in line) == (score < 1.0), line
+        assert ("not yet" in line) == (score >= 1.0), line
+
+
+def test_verdict_is_the_score_against_the_threshold() -> None:
+    from replay._stability import READY_SCORE, stability_score, verdict
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = {
+            "epochs": 5.0,
+            "at_clamp_share_max": float(rng.uniform(0, 0.6)),
+            "volatility_step": float(rng.uniform(0, 0.02)),
+            "sign_flips_per_1000": float(rng.uniform(0, 15)),
+            "settle_epoch": float(rng.integers(0, 4)),
+            "settle_fraction": float(rng.uniform(0, 0.8)),
+            "mean_abs_delta": float(rng.uniform(0, 0.2)),
+        }
+        v = verdict("dwa", m)
+        assert v.score == stability_score(m)
+        assert v.ready == (v.score < READY_SCORE)
+        assert 1 <= len(v.drivers) <= 2 or v.score < 0.1
+
+
+def test_scheduler_without_schedule_columns_is_refused(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet", schedule=False, steps=100)
+    res = runner.invoke(app, ["replay", str(trace), "-m", "scheduler", "-q"])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and "schedule" in res.output and "has none" in res.output
+    res = runner.invoke(app, ["compare", str(trace), "-q"])  # the others still run
+    assert res.exit_code == 0, res.output
+    assert "scheduler: not replayed" in res.output and "dwa: " in res.output
+    assert "scheduler" not in pd.read_csv(tmp_path / "run" / "compare" / "stability.csv").columns
+
+
+def test_sweep_refuses_the_scheduler_without_schedule_columns(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet", schedule=False, steps=100)
+    res = runner.invoke(
+        app, ["sweep", str(trace), "-m", "scheduler", "-g", "adjustment_rate=0.05,0.1", "-q"]
+    )
+    assert res.exit_code == 2 and "has none" in res.output
+    assert not (tmp_path / "run" / "sweep-scheduler").exists()
+
+
+def test_scheduler_without_valfree_names_its_fallback(tmp_path: Path) -> None:
+    trace = synthetic(tmp_path / "run" / "trace.parquet", valfree=False, steps=100)
+    res = runner.invoke(app, ["replay", str(trace), "-m", "scheduler", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "input: no valfree rows" in res.output
+    res = runner.invoke(app, ["compare", str(trace), "-q"])
+    assert res.exit_code == 0 and "input: no valfree rows" in res.output
+    res = runner.invoke(
+        app, ["replay", str(trace), "-m", "scheduler", "--no-use-epoch-metrics", "-q"]
+    )
+    assert res.exit_code == 0 and "input:" not in res.output
+    full = synthetic(tmp_path / "full.parquet", steps=100)
+    res = runner.invoke(app, ["replay", str(full), "-m", "scheduler", "--free-metric", "MPJPE"])
+    assert res.exit_code == 2 and "'MPJPE' is not in the trace's valfree rows" in res.output
 
 
 def test_compare_many_runs_reports_per_run_and_pooled(tmp_path: Path) -> None:
@@ -358,3 +437,26 @@ def test_rank_never_puts_an_inert_or_unstable_configuration_first(
             & (ranked["score"].round(3) < round(row["score"], 3))
         ]
         assert better.empty
+
+
+def test_scheduler_signal_panels_follow_the_columns_present() -> None:
+    from replay._plots import signal_panels
+
+    cols = ["step", "delta", "signal/grad_z", "signal/free_trend", "signal/loss_z"]
+    panels = signal_panels(cols)
+    # the grad-norm z-score and the trends never share an axis; a missing column is skipped;
+    # a signal the list does not know (e.g. a future robust z-score) gets its own panel
+    assert list(panels) == ["gradient norm", "trend", "loss z"]
+    assert [c for c, _ in panels["trend"]] == ["signal/free_trend"]
+    assert signal_panels(["step", "delta"]) == {}
+
+
+def test_scheduler_figure_survives_renamed_signals(tmp_path: Path) -> None:
+    from replay import plot_scheduler, replay
+
+    trace = read_trace(synthetic(tmp_path / "t.parquet", steps=150))
+    r = replay(trace, "scheduler", update_interval=10)
+    r.frame = r.frame.drop(columns=["signal/loss_trend", "signal/grad_z"])
+    r.frame["signal/loss_z"] = np.linspace(-1, 1, len(r.frame))  # a signal it does not know
+    out = plot_scheduler(r, tmp_path / "s.png", trace=trace)
+    assert out.stat().st_size > 20_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,60 @@ def test_compact(tmp_path: Path) -> None:
     assert len(read_trace(tmp_path / "one.parquet").steps) == 20
     res = runner.invoke(app, ["compact", str(tmp_path / "missing")])
     assert res.exit_code == 2
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0 and "part files (`adaptive compact" in res.output
+    res = runner.invoke(app, ["compact", str(path)])  # in place: one part, still a directory
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in path.iterdir()] == ["part-000000.parquet"]
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0 and "part files" not in res.output
+    res = runner.invoke(app, ["compact", str(path), "--single-file"])
+    assert res.exit_code == 0 and path.is_file() and len(read_trace(path).steps) == 20
+
+
+def test_version_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['adaptive', '--version']\n"
+        "from adaptive._cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'pyarrow', 'pandas', 'matplotlib') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    version, loaded = proc.stdout.splitlines()
+    assert version.startswith("adaptive ") and loaded == "[]"
+
+
+def test_a_shadowing_replay_package_is_named(tmp_path: Path) -> None:
+    fake = tmp_path / "other" / "replay"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")  # what another package called `replay` looks like
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
+    for args in (["--version"], ["inspect", "x"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "adaptive", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,  # not the repository root, where ours would come first
+            env=env,
+        )
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and str(fake) in proc.stderr
+        assert "RePlay" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "adaptive", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_help_shows_plain_placeholders() -> None:
+    for command in ("inspect", "compact", "replay", "train", "compare", "sweep", "demo"):
+        res = runner.invoke(app, [command, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "Example:" in res.output
+        for bad in ("<list[", "{path}", "<path>", "<int>", "<float>", "<str>"):
+            assert bad not in res.output, (command, bad)

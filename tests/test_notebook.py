@@ -108,7 +108,8 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     # Figures are shown inline, and were written with the trace into OUT, not the cwd.
     assert sum("image/png" in o.get("data", {}) for o in rich) >= 3
     out = tmp_path / "out"
-    assert (out / "run" / "trace.parquet").exists()
+    assert (out / "notebook-demo" / "trace.parquet").exists()
+    assert not (out / "notebook-demo" / "checkpoint.pt").exists()
     names = {p.name for p in out.iterdir()}
     assert {"compare.png", "stability.csv"} <= names
     # the sweep's advice and the file agree: recommended.toml exists iff one was recommended
@@ -117,3 +118,24 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     assert recommended or any("No dwa configuration is worth" in t for t in texts)
     assert ("recommended.toml" in names) == recommended
     assert os.listdir(tmp_path) and not (tmp_path / "notebook-output").exists()
+
+
+def test_relative_trace_is_found_from_where_jupyter_started(tmp_path, monkeypatch):
+    import re
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    source = next(c.source for c in nb.cells if "def resolve_trace" in c.source)
+    code = re.search(r"^def resolve_trace.*?(?=\n\n\n)", source, re.S | re.M).group(0)
+    ns = {"Path": Path, "os": os}
+    exec(code, ns)
+    resolve = ns["resolve_trace"]
+    (tmp_path / "runs" / "base").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # the kernel runs in the notebook's folder
+    monkeypatch.setenv("PWD", str(tmp_path))  # where the user started Jupyter
+    assert resolve("runs/base") == (tmp_path / "runs" / "base").resolve()
+    monkeypatch.setenv("PWD", "/nonexistent")
+    assert resolve("runs/base") == (tmp_path / "runs" / "base").resolve()  # the repo root
+    with pytest.raises(SystemExit, match="'runs/missing' not found") as info:
+        resolve("runs/missing")
+    assert "\n" not in str(info.value)

@@ -423,3 +423,13 @@ def test_docs_render_metric_docs() -> None:
     text = (Path(__file__).parents[1] / "docs" / "STABILITY.md").read_text()
     for key, line in METRIC_DOCS.items():
         assert f"| `{key}` | {line} |" in text, key
+
+
+def test_best_candidate_prefers_one_that_acts() -> None:
+    ep = [i // 10 for i in range(100)]
+    idle = weighting_result({"a": [0.0] * 100}, ep, params={"temperature": 8.0})
+    acting = weighting_result({"a": [0.1] * 100}, ep, params={"temperature": 2.0})
+    text = recommend([idle, acting])
+    assert "Best loss weighting candidate: dwa(temperature=2) (lowest score" in text
+    text = recommend([idle, weighting_result({"a": [0.0] * 100}, ep, params={"temperature": 9.0})])
+    assert "barely moves from base: below 1 only because it hardly acts" in text

@@ -103,12 +103,52 @@ def test_nan_and_inf_are_kept(tmp_path: Path) -> None:
 
 def test_flush_by_time(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    w = TraceWriter(path, components=["a"], flush_rows=10_000, flush_seconds=0.05)
+    w = TraceWriter(path, components=["a"], flush_rows=10_000, flush_seconds=0.05, min_part_rows=3)
     w.log_step(step=0, epoch=0, losses={"a": 1.0})
     time.sleep(0.1)
-    w.log_step(step=1, epoch=0, losses={"a": 1.0})  # this call crosses the time limit
-    assert len(read_trace(path).steps) == 2
+    w.log_step(step=1, epoch=0, losses={"a": 1.0})  # past the time limit, but only 2 rows
+    assert not list(path.glob("part-*.parquet"))
+    w.log_step(step=2, epoch=0, losses={"a": 1.0})  # 3 rows: a part worth writing
+    assert len(read_trace(path).steps) == 3
     w.close()
+    assert len(list(path.glob("part-*.parquet"))) == 1
+
+
+def test_compact_keeping_the_directory_can_be_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "run.parquet"
+    write_run(path, flush_rows=4)
+    before = read_trace(path)
+    assert len(list(path.glob("part-*.parquet"))) > 3
+    assert compact_trace(path, keep_directory=True) == path
+    assert [p.name for p in path.iterdir()] == ["part-000000.parquet"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run.parquet"]  # no leftovers
+    after = read_trace(path)
+    pd.testing.assert_frame_equal(before.steps, after.steps)
+    pd.testing.assert_frame_equal(before.epochs, after.epochs)
+    last = int(after.steps["step"].max())
+    with TraceWriter(path, components=COMPONENTS, run_id="r1", append=True) as w:
+        w.log_step(step=last + 1, epoch=9, losses=dict.fromkeys(COMPONENTS, 1.0))
+    assert read_trace(path).steps["step"].tolist() == [*after.steps["step"], last + 1]
+
+
+def test_reader_ignores_the_tools_outputs(tmp_path: Path) -> None:
+    run = tmp_path / "base"
+    write_run(run / "trace.parquet", flush_rows=4)
+    want = read_trace(run / "trace.parquet")
+    # what `replay`, `compare` and `sweep` (or an older version of them) leave in a run folder
+    noise = pd.DataFrame({"step": [0, 1], "delta": [0.1, 0.2]})
+    for rel in (
+        "replay-dwa.parquet",
+        "replays/replay-dwa.parquet",
+        "compare/x.parquet",
+        "sweep-dwa/x.parquet",
+        "_tmp/x.parquet",
+    ):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        noise.to_parquet(run / rel)
+    got = read_trace(run)
+    pd.testing.assert_frame_equal(want.steps, got.steps)
+    assert compact_trace(run / "trace.parquet", keep_directory=True) == run / "trace.parquet"
 
 
 def test_refuses_to_mix_runs_unless_appending(tmp_path: Path) -> None:
@@ -126,6 +166,8 @@ def test_writer_validates_arguments(tmp_path: Path) -> None:
         TraceWriter(tmp_path / "x", flush_rows=0)
     with pytest.raises(ValueError, match="flush_seconds must be > 0, got -1"):
         TraceWriter(tmp_path / "x", flush_seconds=-1)
+    with pytest.raises(ValueError, match="min_part_rows must be >= 1, got 0"):
+        TraceWriter(tmp_path / "x", min_part_rows=0)
 
 
 CRASH_SCRIPT = textwrap.dedent(

@@ -113,6 +113,39 @@ def test_ctrl_c_keeps_trace_and_checkpoint(tmp_path: Path) -> None:
     assert len(read_trace(run_dir / "trace.parquet").steps) == 4 * 12
 
 
+def test_interrupt_in_the_first_epoch_can_resume(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, "run.epochs=2")
+
+    def interrupt(info) -> None:
+        if info.epoch == 0 and info.step_in_epoch == 3:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "early"
+    assert Trainer(cfg, run_dir, progress=interrupt).train().interrupted
+    Trainer(cfg, run_dir, resume=True).train()
+    pd.testing.assert_frame_equal(steps_of(run_dir), steps_of(run(cfg, "whole")))
+
+
+def test_summary_names_threads_and_controllers(tmp_path: Path) -> None:
+    from adaptive.train.run import format_summary
+
+    cfg = tiny(tmp_path, "run.epochs=1", "adaptive.loss='dwa'", "adaptive.scheduler=true")
+    cfg["adaptive"]["dry_run"] = True
+    s = Trainer(cfg, tmp_path / "s").train()
+    text = format_summary(s)
+    assert "trained    1 epoch, 12 steps" in text and "on 1 CPU thread" in text
+    assert "adaptive   dwa (dry-run), scheduler (dry-run)" in text
+    assert format_summary(s, short=True).count("\n") == 0
+
+
+def test_finished_trace_is_compacted_into_one_part(tmp_path: Path) -> None:
+    run_dir = run(tiny(tmp_path), "compact")  # 4 epochs: at least 4 parts before compaction
+    assert [p.name for p in (run_dir / "trace.parquet").iterdir()] == ["part-000000.parquet"]
+    assert len(read_trace(run_dir / "trace.parquet").steps) == 4 * 12
+    kept = run(tiny(tmp_path, "trace.compact=false"), "parts")
+    assert len(list((kept / "trace.parquet").glob("part-*.parquet"))) >= 4
+
+
 def test_dry_run_trains_exactly_like_off(tmp_path: Path) -> None:
     off = run(tiny(tmp_path), "off")
     dry = run(
@@ -234,6 +267,10 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
         args += ["--set", s]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    # --quiet: no progress, but one line with the run folder and what was done
+    assert res.output.strip().count("\n") == 0, res.output
+    assert str(tmp_path / "cli") in res.output and "trained 4 epochs, 48 steps" in res.output
+    assert "on 1 CPU thread" in res.output
     trace = tmp_path / "cli" / "trace.parquet"
     res = runner.invoke(
         app, ["replay", str(trace), "--method", "dwa", "--out", str(tmp_path / "o"), "-q"]
@@ -242,6 +279,23 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "replay-dwa.parquet").is_file()
     assert (tmp_path / "o" / "replay-dwa.png").stat().st_size > 10_000
     assert "mean scale per epoch" in res.output
+    # default outputs go to the run's replays/ folder; the run folder stays a readable trace
+    run_dir = tmp_path / "cli"
+    for cmd in (
+        ["replay", str(trace), "-m", "scheduler", "-q"],
+        ["replay", str(run_dir), "-m", "dwa", "-q"],
+        ["compare", str(trace), "-m", "dwa", "-q"],
+    ):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 0, res.output
+    assert (run_dir / "replays" / "replay-dwa.parquet").is_file()
+    assert (run_dir / "replays" / "replay-scheduler.parquet").is_file()
+    assert not list(run_dir.glob("replay-*"))
+    tr = read_trace(trace)
+    for target in (run_dir, trace):
+        res = runner.invoke(app, ["inspect", str(target)])
+        assert res.exit_code == 0, res.output
+        assert f"rows       {len(tr.steps)} step, {len(tr.epochs)} epoch" in res.output
 
 
 def test_trains_on_a_folder_of_bvh_files(tmp_path: Path) -> None:

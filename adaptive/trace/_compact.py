@@ -31,17 +31,28 @@ def _write_atomic(table: pa.Table, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def compact_trace(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+def compact_trace(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    keep_directory: bool = False,
+) -> Path:
     """Merge a trace directory's part files into one Parquet file and return its path.
 
-    Without `out` the directory is replaced by a single file of the same name. The merged
-    file is written under a temporary name and its row count checked against the parts
-    before anything is replaced.
+    Without `out` the directory is replaced by a single file of the same name, or, with
+    `keep_directory`, by a directory holding one part (`part-000000.parquet`) so that a
+    `TraceWriter(append=True)` (`adaptive train --resume`) can continue it. The merged file
+    is written under a temporary name and its row count checked against the parts before
+    anything is replaced; until then the parts are untouched.
     """
     src = Path(path)
     if not src.is_dir():
         raise TraceError(f"{src}: not a trace directory (nothing to compact)")
-    parts = [p for p in sorted(src.rglob("*.parquet")) if p.is_file()]
+    parts = [
+        p
+        for p in sorted(src.rglob("*.parquet"))
+        if p.is_file() and not F.is_tool_output(p.relative_to(src).parts)
+    ]
     if not parts:
         raise TraceError(f"{src}: directory holds no .parquet files")
     tables = []
@@ -53,17 +64,32 @@ def compact_trace(path: str | os.PathLike[str], out: str | os.PathLike[str] | No
     table = pa.concat_tables(tables, promote_options="permissive")
     table = table.replace_schema_metadata(tables[0].schema.metadata)
     expected = sum(t.num_rows for t in tables)
-    dest = Path(out) if out is not None else src.with_name(src.name + ".compacted")
-    _write_atomic(table, dest)
-    got = pq.ParquetFile(dest).metadata.num_rows
-    if got != expected:
-        dest.unlink(missing_ok=True)
-        raise TraceError(f"{dest}: compacted file has {got} rows, parts had {expected}")
-    read_trace(dest)  # the merged file must be a valid trace
+    tag = uuid.uuid4().hex[:8]
+    if out is not None:
+        dest = Path(out)
+    elif keep_directory:
+        staging = src.with_name(f".{src.name}.compact-{tag}")
+        staging.mkdir()
+        dest = staging / "part-000000.parquet"
+    else:
+        dest = src.with_name(src.name + ".compacted")
+    try:
+        _write_atomic(table, dest)
+        got = pq.ParquetFile(dest).metadata.num_rows
+        if got != expected:
+            raise TraceError(f"{dest}: compacted file has {got} rows, parts had {expected}")
+        read_trace(dest)  # the merged file must be a valid trace
+    except BaseException:
+        if out is None and keep_directory:
+            shutil.rmtree(dest.parent, ignore_errors=True)
+        else:
+            dest.unlink(missing_ok=True)
+        raise
     if out is None:
-        old = src.with_name(src.name + f".old-{uuid.uuid4().hex[:8]}")
+        new = dest.parent if keep_directory else dest
+        old = src.with_name(f".{src.name}.old-{tag}")
         os.replace(src, old)
-        os.replace(dest, src)
+        os.replace(new, src)
         shutil.rmtree(old)
         dest = src
     return dest

@@ -60,6 +60,25 @@ _FLOAT32_PREFIXES = (
 )
 
 
+#: What the tools write into run folders. The reader never takes these for trace parts:
+#: files named `replay-*.parquet` and anything under a folder named `replays`, `compare`
+#: or `sweep-*` (names starting with `.` or `_` are skipped as well).
+OUTPUT_FILE_PREFIX = "replay-"
+OUTPUT_DIRS = ("replays", "compare")
+OUTPUT_DIR_PREFIX = "sweep-"
+
+
+def is_tool_output(relative_parts: tuple[str, ...]) -> bool:
+    """Whether a file, given by its path parts relative to the folder being read, is one of
+    the tools' outputs (or hidden) rather than a trace part."""
+    *dirs, name = relative_parts
+    if name.startswith(OUTPUT_FILE_PREFIX) or any(
+        d in OUTPUT_DIRS or d.startswith(OUTPUT_DIR_PREFIX) for d in dirs
+    ):
+        return True
+    return any(part.startswith((".", "_")) for part in relative_parts)
+
+
 def column_type(name: str) -> pa.DataType:
     """Arrow type of a trace column; columns not named by the format are float64."""
     if name in FIXED_TYPES:

@@ -91,11 +91,10 @@ def _files(path: Path) -> list[Path]:
     files = sorted(
         p
         for p in path.rglob("*.parquet")
-        if p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        if p.is_file() and not F.is_tool_output(p.relative_to(path).parts)
     )
     if not files:
-        raise TraceError(f"{path}: directory holds no .parquet files")
+        raise TraceError(f"{path}: directory holds no .parquet files (besides tool outputs)")
     return files
 
 

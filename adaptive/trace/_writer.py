@@ -46,8 +46,11 @@ class TraceWriter:
 
     Rows are buffered and written as complete Parquet part files under a temporary name
     (`*.parquet.tmp`) that is renamed into place, so a reader never sees a partial file and
-    a killed process loses at most the unflushed buffer. Flushes every `flush_rows` rows,
-    every `flush_seconds` seconds, on `close()` / context exit and at interpreter exit.
+    a killed process loses at most the unflushed buffer. Flushes every `flush_rows` rows;
+    every `flush_seconds` seconds once at least `min_part_rows` rows are buffered (so a slow
+    or busy run does not leave hundreds of tiny parts); and on `flush()`, `close()` /
+    context exit and at interpreter exit. `compact_trace(path, keep_directory=True)` merges
+    the parts of a finished trace into one (the reference trainer does so at the end).
 
     Every part holds every column declared up front (`components`, `metrics`, `columns`) and
     every column seen so far, so parts share one schema when the names are declared; a
@@ -73,12 +76,15 @@ class TraceWriter:
         run_info: Mapping[str, Any] | None = None,
         flush_rows: int = 10_000,
         flush_seconds: float = 10.0,
+        min_part_rows: int = 1000,
         append: bool = False,
     ) -> None:
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
         if not flush_seconds > 0:
             raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        if min_part_rows < 1:
+            raise ValueError(f"min_part_rows must be >= 1, got {min_part_rows!r}")
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"{self.path}: exists and is not a trace directory")
@@ -98,6 +104,7 @@ class TraceWriter:
         self.run_info.setdefault("start_time", _time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         self.flush_rows = int(flush_rows)
         self.flush_seconds = float(flush_seconds)
+        self.min_part_rows = int(min_part_rows)
         self._t0 = _time.monotonic() - float(self.run_info.get("time_offset", 0.0))
         self._rows: list[dict[str, Any]] = []
         self._columns: dict[str, None] = dict.fromkeys(F.REQUIRED)
@@ -125,8 +132,9 @@ class TraceWriter:
             raise RuntimeError(f"{self.path}: trace writer is closed")
         rows = self._rows
         rows.append(row if isinstance(row, dict) else dict(row))
-        if len(rows) >= self.flush_rows or (
-            _time.monotonic() - self._last_flush >= self.flush_seconds
+        n = len(rows)
+        if n >= self.flush_rows or (
+            n >= self.min_part_rows and _time.monotonic() - self._last_flush >= self.flush_seconds
         ):
             self.flush()
 
@@ -298,5 +306,5 @@ class TraceWriter:
         return (
             f"TraceWriter({str(self.path)!r}, run_id={self.run_id!r}, "
             f"components={self.components!r}, flush_rows={self.flush_rows}, "
-            f"flush_seconds={self.flush_seconds})"
+            f"flush_seconds={self.flush_seconds}, min_part_rows={self.min_part_rows})"
         )

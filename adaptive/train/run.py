@@ -53,17 +53,31 @@ def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> R
     finally:
         if owns_group:
             distributed.shutdown()
-    if not quiet:
-        typer.echo(format_summary(summary))
+    if info is None or info.is_main:
+        typer.echo(format_summary(summary, short=quiet))
     return summary
 
 
-def format_summary(s: RunSummary) -> str:
-    """A few lines: where the run is, how long it took, how valfree moved."""
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def format_summary(s: RunSummary, *, short: bool = False) -> str:
+    """A few lines: where the run is, how long it took, what ran, how valfree moved.
+
+    `short` (`--quiet`): one line with the run folder and the training figures.
+    """
+    trained = (
+        f"{_plural(s.epochs_done, 'epoch')}, {_plural(s.steps_done, 'step')} in {s.seconds:.1f} s"
+        f" on {_plural(s.threads, 'CPU thread')}"
+    )
+    if short:
+        return f"{s.run_dir}: trained {trained}" + (" (interrupted)" if s.interrupted else "")
     lines = [
         f"run        {s.run_dir}" + ("  (interrupted)" if s.interrupted else ""),
         f"trace      {s.run_dir / 'trace.parquet'}",
-        f"trained    {s.epochs_done} epochs, {s.steps_done} steps in {s.seconds:.1f} s",
+        f"trained    {trained}",
+        f"adaptive   {s.controllers}",
     ]
     for key, unit in (("MPJPE", "mm"), ("YawAbsDeg", "deg"), ("RootDrift", "m")):
         if key in s.first and key in s.last:

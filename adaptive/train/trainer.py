@@ -87,6 +87,8 @@ class RunSummary:
     first: dict[str, float] = field(default_factory=dict)  # valfree metrics, first epoch
     last: dict[str, float] = field(default_factory=dict)  # valfree metrics, last epoch
     interrupted: bool = False
+    threads: int = 0  # torch CPU threads the run used
+    controllers: str = ""  # which adaptive controllers ran, live or dry-run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -261,6 +263,7 @@ class Trainer:
                 },
                 flush_rows=cfg["trace"]["flush_rows"],
                 flush_seconds=cfg["trace"]["flush_seconds"],
+                min_part_rows=cfg["trace"]["min_part_rows"],
                 append=resume,
             )
             if record and self.is_main
@@ -532,6 +535,8 @@ class Trainer:
         t0 = time.monotonic()
         interrupted = False
         try:
+            if self.is_main and not (self.run_dir / CHECKPOINT_NAME).exists():
+                self._save_checkpoint()  # an interrupt in the first epoch can still resume
             while self.epoch < self.epochs:
                 epoch = self.epoch
                 sv = self._apply_stage_schedule(epoch)
@@ -565,11 +570,15 @@ class Trainer:
             )
         finally:
             self.trace.close()
+            if self.is_main and isinstance(self.trace, TraceWriter):
+                self._compact_trace()
             if self._log_handler is not None:
                 logging.getLogger("adaptive").removeHandler(self._log_handler)
                 self._log_handler.close()
         if self._dump_path is not None:
             self._dump_state()
+        # rank 0 may still be compacting the trace: no rank tears the group down before it
+        distributed.barrier()
         vf = self.metric_history["valfree"]
         return RunSummary(
             run_dir=self.run_dir,
@@ -579,7 +588,35 @@ class Trainer:
             first=dict(vf[0]) if vf else {},
             last=dict(vf[-1]) if vf else {},
             interrupted=interrupted,
+            threads=torch.get_num_threads(),
+            controllers=self._controllers_text(),
         )
+
+    def _controllers_text(self) -> str:
+        """`dwa (dry-run), scheduler (dry-run)`, `none`, ... for the run summary."""
+        on = []
+        for name, ctrl in (
+            (self.cfg["adaptive"]["loss"], self.weighting),
+            ("scheduler", self.scheduler),
+        ):
+            if ctrl is not None:
+                on.append(f"{name} ({'dry-run' if ctrl.dry_run else 'live'})")
+        return ", ".join(on) or "none (base weights and stage schedule)"
+
+    def _compact_trace(self) -> None:
+        """Merge the trace's parts into one (`trace.compact`); a failure keeps the parts."""
+        from adaptive.trace import TraceError, compact_trace
+        from adaptive.trace._writer import part_files
+
+        path = self.run_dir / TRACE_NAME
+        if not self.cfg["trace"]["compact"] or not path.is_dir():
+            return
+        if len(part_files(path)) < 2:
+            return
+        try:
+            compact_trace(path, keep_directory=True)
+        except (TraceError, OSError) as exc:
+            log.warning("trace left in parts, not compacted: %s", exc)
 
     def _dump_state(self) -> None:
         """Test hook (`ADAPTIVE_DIST_DUMP=<folder>`, distributed runs only): this rank's

@@ -1074,6 +1074,7 @@ def import_csv_cmd(
         step_column=step_column,
     )
 
+
 def _tidy_help() -> None:
     """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`.
 

@@ -591,7 +591,7 @@ def recommend(
     if not items:
         return "Nothing to recommend: no replay results."
     lines: list[str] = [
-        f"Score 0-4, lower is steadier; below {READY_SCORE:g} looks stable enough to try live."
+        f"Score 0-3.5, lower is steadier; below {READY_SCORE:g} looks stable enough to try live."
     ]
     vs = [verdict(lab, m) for lab, m in items]
     for v in vs:
@@ -603,7 +603,11 @@ def recommend(
         group = [(v, m) for v, (_, m) in zip(vs, items, strict=True) if v.kind == kind]
         if len(group) < 2:
             continue
-        ok = [(round(net_score(m), SCORE_TIE_DECIMALS), v.label, _acts(v)) for v, m in group if v.ready]
+        ok = [
+            (round(net_score(m), SCORE_TIE_DECIMALS), v.label, _acts(v))
+            for v, m in group
+            if v.ready
+        ]
         acting = [x for x in ok if x[2]]
         if not ok:
             lines.append(f"No {name} configuration scores below {READY_SCORE:g}.")

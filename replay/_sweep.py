@@ -302,12 +302,13 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank configurations by what switching them on would do (docs/STABILITY.md).
 
     Eligible configurations score below `READY_SCORE` in every run (no `problems`: the
-    verdict rule of `compare`) and are not *inert* (mean |delta| of at least `THRESHOLDS["mean_abs_delta_small"]`); among them the
-    lowest `net` = score − effect / (effect + `EFFECT_REF`) ranks first (the trade-off of
-    stability and effect; ties to the larger effect). Then the unstable ones, then the
-    inert ones (a controller that does nothing is never recommended, however calm), each
-    by `net`. Adds `net`, `status` and `pareto` (no other configuration has both a larger
-    effect and a lower score).
+    verdict rule of `compare`) and are not *inert* (mean |delta| of at least
+    `THRESHOLDS["mean_abs_delta_small"]`). Among them the lowest
+    `net = score - effect / (effect + EFFECT_REF)` ranks first (the trade-off of stability
+    and effect; ties to the larger effect). Then the unstable ones, then the inert ones (a
+    controller that does nothing is never recommended, however calm), each by `net`. Adds
+    `net`, `status` and `pareto` (no other configuration has both a larger effect and a
+    lower score).
     """
     from replay._stability import EFFECT_REF, SCORE_TIE_DECIMALS, THRESHOLDS
 

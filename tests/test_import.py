@@ -86,8 +86,8 @@ def test_tensorboard_cli_import_inspect_replay(tb_logdir: Path, tmp_path: Path) 
     assert res.exit_code == 0 and "12000 step, 12 epoch (val)" in res.output
     res = runner.invoke(app, ["replay", str(out), "--method", "dwa", "-q"])
     assert res.exit_code == 0, res.output
-    assert (out.parent / "replay-dwa.png").stat().st_size > 0
-    frame = pd.read_parquet(out.parent / "replay-dwa.parquet")
+    assert (out.parent / "replays" / "replay-dwa.png").stat().st_size > 0
+    frame = pd.read_parquet(out.parent / "replays" / "replay-dwa.parquet")
     late = frame[frame["epoch"] >= 2]
     assert (late["proposed/weight/a"] != 1.0).any()
 

@@ -430,6 +430,7 @@ def test_best_candidate_prefers_one_that_acts() -> None:
     idle = weighting_result({"a": [0.0] * 100}, ep, params={"temperature": 8.0})
     acting = weighting_result({"a": [0.1] * 100}, ep, params={"temperature": 2.0})
     text = recommend([idle, acting])
-    assert "Best loss weighting candidate: dwa(temperature=2) (lowest score" in text
+    assert "Best loss weighting candidate: dwa(temperature=2) (score below 1, not inert" in text
     text = recommend([idle, weighting_result({"a": [0.0] * 100}, ep, params={"temperature": 9.0})])
-    assert "barely moves from base: below 1 only because it hardly acts" in text
+    assert "No loss weighting configuration is worth switching on" in text
+    assert "barely move from base (inert)" in text

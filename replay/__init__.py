@@ -38,7 +38,7 @@ from replay._summary import (
     write_frame,
 )
 from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
-from replay._trial import TrialError, TrialResult, compare_runs, paired_stats
+from replay._trial import TrialError, TrialResult, compare_runs, paired_stats, read_trial
 from replay._trial import run_trial as trial
 from replay._workflow import CompareOutput, compare
 
@@ -58,6 +58,7 @@ __all__ = [
     "method_parameters",
     "metrics_by_epoch",
     "paired_stats",
+    "read_trial",
     "parse_grid",
     "per_epoch_scale",
     "plot_compare",

@@ -38,6 +38,7 @@ __all__ = [
     "paired_stats",
     "parse_candidate",
     "plot_trial",
+    "read_trial",
     "run_trial",
     "t_quantile",
     "trial_table",
@@ -498,6 +499,22 @@ def _finish(dirs: Mapping[str, Mapping[int, Path]], folder: Path | None) -> Tria
         )
         write_text(folder / "trial.md", text + "\n")
         plot_trial(result, folder / "trial.png")
+    return result
+
+
+def read_trial(folder: str | os.PathLike[str]) -> TrialResult:
+    """A finished (or partly finished) trial folder, compared again from its runs' traces
+    (`<folder>/<arm>/seed<k>/`); runs without a trace yet are left out. Writes nothing."""
+    root = Path(folder)
+    if not (root / BASELINE).is_dir():
+        raise TrialError(f"{root}: not a trial folder (no {BASELINE}/ runs)")
+    dirs: dict[str, dict[int, Path]] = {}
+    for arm_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for run_dir in sorted(arm_dir.glob("seed*")):
+            if (run_dir / "trace.parquet").exists() and run_dir.name[4:].isdigit():
+                dirs.setdefault(arm_dir.name, {})[int(run_dir.name[4:])] = run_dir
+    result = _finish(dirs, None)
+    result.folder = root
     return result
 
 

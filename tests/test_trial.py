@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from replay import TrialError, compare_runs, paired_stats, trial
+from replay import TrialError, compare_runs, paired_stats, read_trial, trial
 from replay._trial import parse_candidate, t_quantile
 from tests.test_train import TINY
 
@@ -123,6 +123,19 @@ def test_tiny_trial_end_to_end_identical_candidate_and_resume(tmp_path: Path) ->
     assert {k: v for k, v in after.items() if "dwa/seed1" not in k} == {
         k: v for k, v in before.items() if "dwa/seed1" not in k
     }
+    # a finished trial folder reads back (notebook) with the same statistics
+    again = read_trial(out)
+    cols = ["candidate", "split", "metric", "stat", "diff", "verdict"]
+    same_rows = again.frame[cols].sort_values(cols[:4]).reset_index(drop=True)
+    fresh = trial(
+        out,
+        ["same: adaptive.loss='none'", "adaptive.loss='dwa'; adaptive.loss_adjustment_range=0.5"],
+        seeds=2,
+        sets=SMALL,
+    ).frame[cols].sort_values(cols[:4]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(same_rows, fresh)
+    with pytest.raises(TrialError, match="not a trial folder"):
+        read_trial(tmp_path)
 
 
 def test_compare_finished_runs_pairs_by_seed(tmp_path: Path) -> None:

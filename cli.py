@@ -752,7 +752,7 @@ def trial(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
     quick: Annotated[
-        bool, typer.Option(help="A smaller task and 6 epochs: a first look (docs/OUTCOMES.md).")
+        bool, typer.Option(help="A smaller task and 8 epochs: a first look (docs/OUTCOMES.md).")
     ] = False,
     jobs: Annotated[
         int, typer.Option(help="Runs in parallel processes (threads split between them).")

@@ -716,6 +716,9 @@ def sweep(
     typer.echo("")
     typer.echo(res.verdict)
     if res.best is not None:
+        typer.echo(
+            f"Check that the run ends better first: adaptive trial --candidate {stale} --seeds 3"
+        )
         typer.echo(f"Switch it on live with: adaptive train --config {stale}")
     for f in files:
         typer.echo(f"wrote {f}")

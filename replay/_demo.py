@@ -116,6 +116,10 @@ def run_demo(
             " the best trade-off of stability and effect (lowest net score) among the"
             " configurations of both sweeps that pass the checks."
         )
+        lines.append(
+            f"Check that the run ends better first: adaptive trial --candidate {rec_cfg} "
+            "--seeds 3 (replay cannot tell; docs/OUTCOMES.md)."
+        )
         lines.append(f"Switch it on live with: adaptive train --config {rec_cfg}")
     text = "\n".join(lines)
     heatmap = folder / f"sweep-{pick or 'dwa'}.png"

@@ -147,3 +147,39 @@ def test_stage_schedule_ramps_and_overrides() -> None:
     assert v9.schedule == v4.schedule  # past the last stage: its end values
     with pytest.raises(ValueError, match="unknown components"):
         StageSchedule([{**stages[0], "loss_weights": {"z": 1.0}}], loss_weights={"x": 1.0}, lr=0.1)
+
+
+def test_cross_key_checks_at_load_time(caplog: pytest.LogCaptureFixture) -> None:
+    """Ranges are separate and validated; a stage whose stretched horizon cannot fit the
+    window is refused, naming the key; the old shared range still works, with a note."""
+    with pytest.raises(
+        ConfigError, match=r"adaptive\.scheduler_adjustment_range: .*\[0, 1\).*1\.5"
+    ):
+        load_config(overrides=["adaptive.scheduler_adjustment_range=1.5"])
+    with pytest.raises(ConfigError, match=r"adaptive\.loss_adjustment_range: must be >= 0"):
+        load_config(overrides=["adaptive.loss_adjustment_range=-0.1"])
+    cfg = load_config(overrides=["adaptive.loss_adjustment_range=2.0"])  # > 1 is fine for weights
+    assert cfg["adaptive"]["loss_adjustment_range"] == 2.0
+    with pytest.raises(ConfigError, match=r"adaptive\.loss_input: must be one of tf, total"):
+        load_config(overrides=["adaptive.loss_input='fr'"])
+    # horizon 32 x 1.3 = 42 frames do not fit a 40-frame window (at most 39), once the
+    # scheduler is on; without it 32 fits
+    stages = "schedule.stages=[{epochs=2, tf_ratio=0.5, freerun_horizon=32, freerun_weight=1.0}]"
+    assert load_config(overrides=[stages])["data"]["window"] == 40
+    with pytest.raises(
+        ConfigError, match=r"schedule\.stages\[0\]\.freerun_horizon: 32 x \(1 \+ 0\.3\) = 42"
+    ):
+        load_config(overrides=[stages, "adaptive.scheduler=true"])
+    with pytest.raises(
+        ConfigError, match=r"freerun_horizon: 40 frames do not fit data\.window = 40"
+    ):
+        load_config(overrides=[stages.replace("freerun_horizon=32", "freerun_horizon=40")])
+    with caplog.at_level("WARNING", logger="adaptive.config"):
+        cfg = load_config(overrides=["adaptive.adjustment_range=0.2"])
+    a = cfg["adaptive"]
+    assert a["loss_adjustment_range"] == a["scheduler_adjustment_range"] == 0.2
+    assert "deprecated" in caplog.text and "adaptive.adjustment_range" in caplog.text
+    # a recommended.toml written by an older sweep (shared key) still loads
+    old = tomllib.loads("[adaptive]\nloss = 'dwa'\nadjustment_range = 0.25\n")
+    merged = merge(default_config(), old)
+    assert merged["adaptive"]["loss_adjustment_range"] == 0.25

@@ -79,6 +79,19 @@ def test_tiny_run_learns_and_records_a_valid_trace(tmp_path: Path) -> None:
     # schedule follows the stages: epoch 0 is pure teacher forcing, the ramp ends at 0.3
     sched = tr.steps.groupby("epoch")["schedule/tf_ratio"].first()
     assert sched[0] == 1.0 and sched[3] == pytest.approx(0.3)
+    # Regime-separated signals: loss/<c> = loss_tf/<c> + freerun_weight * loss_fr/<c> on
+    # batches that drew a free-run rollout (regime 1), loss_tf/<c> alone on the others.
+    st = tr.steps
+    free = st["regime"] == 1
+    assert set(st["regime"]) == {0, 1} and not free[st["epoch"] == 0].any()
+    assert st.loc[~free, "loss_fr/rot"].isna().all() and st.loc[free, "loss_fr/rot"].notna().all()
+    for c in tr.components:
+        fr = st[f"loss_fr/{c}"].fillna(0.0) * st["schedule/freerun_weight"]
+        np.testing.assert_allclose(st[f"loss/{c}"], st[f"loss_tf/{c}"] + fr, rtol=1e-5)
+    base = st["weight_base/fk_pos"]  # equal base weights here: the scheduler's loss signal
+    tf_sum = sum(st[f"loss_tf/{c}"] for c in tr.components) * base
+    np.testing.assert_allclose(st["loss_tf_total"], tf_sum, rtol=1e-5)
+    assert st.groupby("epoch")["stage"].first().tolist() == [0, 1, 1, 1, 1, 1]
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
@@ -177,6 +190,8 @@ def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run:
     tr = read_trace(run_dir / "trace.parquet")
     params = {"temperature": 2.0} if method == "dwa" else {"lr": 0.05}
     res = replay(tr, method, adjustment_range=0.5, **params)
+    assert not res.notes  # the trace has every input the live run used
+    assert (tr.steps["weighting_nonfinite"] == 0).all()  # the state stayed finite
     moved = False
     for c in tr.components:
         live = tr.steps[f"proposed/weight/{c}"].to_numpy(np.float64)

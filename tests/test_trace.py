@@ -369,3 +369,20 @@ def test_pooled_runs_share_step_numbers_but_not_duplicates(tmp_path: Path) -> No
     pq.write_table(_table(run_id=["a", "b", "b", "b"], step=[0, 0, 1, 1]), path)
     with pytest.raises(TraceError, match="1 duplicate step row\\(s\\), first at run 'b' step 1"):
         read_trace(path)
+
+
+def test_truncate_before_step_keeps_earlier_steps_and_their_epoch_rows(tmp_path: Path) -> None:
+    """The bound a mid-epoch checkpoint needs (Lightning): step rows before the step, epoch
+    rows recorded at or before it."""
+    path = tmp_path / "t.parquet"
+    with TraceWriter(path, components=["a"], metrics=["m"], flush_rows=4) as w:
+        for s in range(10):
+            w.log_step(step=s, epoch=s // 5, losses={"a": float(s)})
+            if s % 5 == 4:
+                w.log_epoch(split="val", epoch=s // 5, step=s + 1, metrics={"m": 1.0})
+    assert truncate_trace(path, before_step=5) == 6  # steps 5..9 and the epoch row at 10
+    tr = read_trace(path)
+    assert tr.steps["step"].tolist() == [0, 1, 2, 3, 4]
+    assert tr.epochs["step"].tolist() == [5]
+    with pytest.raises(ValueError, match="exactly one"):
+        truncate_trace(path, through_epoch=1, before_step=3)

@@ -26,9 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
@@ -44,9 +41,7 @@ except ImportError:  # pragma: no cover - the standalone package name
         ) from exc
 
 from adaptive.record import TraceRecorder
-from adaptive.trace import _format as F
-from adaptive.trace._compact import _write_atomic
-from adaptive.trace._writer import part_files
+from adaptive.trace import truncate_trace
 
 __all__ = ["AdaptiveCallback"]
 
@@ -56,39 +51,6 @@ _STATE_VERSION = 1
 def _distributed() -> bool:
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def cut_trace_after(path: str | os.PathLike[str], *, step: int) -> int:
-    """Drop step rows at or after `step` and epoch rows recorded after it (for a resume
-    from a checkpoint taken when `step` steps were done). Returns the rows dropped."""
-    root = Path(path)
-    if not root.is_dir():
-        return 0
-    for tmp in root.glob("*.tmp"):
-        tmp.unlink()
-    dropped = 0
-    for part in part_files(root):
-        try:
-            table = pq.read_table(part)
-        except (pa.ArrowException, OSError):
-            part.unlink()
-            continue
-        steps = table.column(F.STEP_COL)
-        is_step = pc.equal(table.column(F.KIND), F.STEP)
-        keep = pc.if_else(
-            is_step,
-            pc.less(steps, pa.scalar(step, pa.int64())),
-            pc.less_equal(steps, pa.scalar(step, pa.int64())),
-        )
-        kept = table.filter(keep)
-        if kept.num_rows == table.num_rows:
-            continue
-        dropped += table.num_rows - kept.num_rows
-        if kept.num_rows == 0:
-            part.unlink()
-        else:
-            _write_atomic(kept.replace_schema_metadata(table.schema.metadata), part)
-    return dropped
 
 
 class AdaptiveCallback(pl.Callback):
@@ -248,7 +210,7 @@ class AdaptiveCallback(pl.Callback):
             return
         append = self._resumed or self._step > 0
         if self._resumed:
-            cut_trace_after(self.trace, step=self._step)
+            truncate_trace(self.trace, before_step=self._step)
             self._resumed = False
         w = self.weighting
         try:

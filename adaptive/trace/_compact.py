@@ -95,12 +95,22 @@ def compact_trace(
     return dest
 
 
-def truncate_trace(path: str | os.PathLike[str], *, through_epoch: int) -> int:
-    """Drop rows of epochs after `through_epoch` from a trace directory (for resume).
+def truncate_trace(
+    path: str | os.PathLike[str],
+    *,
+    through_epoch: int | None = None,
+    before_step: int | None = None,
+) -> int:
+    """Drop rows from a trace directory for a resume; give exactly one bound.
 
-    Each affected part is rewritten atomically; leftover temporary files are removed.
-    Returns the number of rows dropped.
+    `through_epoch`: keep the rows of epochs up to it (the reference trainer resumes at an
+    epoch boundary). `before_step`: keep step rows before that step and epoch rows recorded
+    at or before it (a checkpoint taken when `before_step` steps were done, as Lightning's
+    mid-epoch checkpoints are). Each affected part is rewritten atomically; leftover
+    temporary files are removed. Returns the number of rows dropped.
     """
+    if (through_epoch is None) == (before_step is None):
+        raise ValueError("give exactly one of through_epoch and before_step")
     root = Path(path)
     if not root.is_dir():
         return 0
@@ -113,7 +123,15 @@ def truncate_trace(path: str | os.PathLike[str], *, through_epoch: int) -> int:
         except (pa.ArrowException, OSError):
             part.unlink()
             continue
-        keep = pc.less_equal(table.column(F.EPOCH_COL), pa.scalar(through_epoch, pa.int32()))
+        if through_epoch is not None:
+            keep = pc.less_equal(table.column(F.EPOCH_COL), pa.scalar(through_epoch, pa.int32()))
+        else:
+            steps, bound = table.column(F.STEP_COL), pa.scalar(before_step, pa.int64())
+            keep = pc.if_else(
+                pc.equal(table.column(F.KIND), F.STEP),
+                pc.less(steps, bound),
+                pc.less_equal(steps, bound),
+            )
         kept = table.filter(keep)
         if kept.num_rows == table.num_rows:
             continue

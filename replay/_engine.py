@@ -75,13 +75,18 @@ def _epoch_metric_dicts(trace: Trace, split: str) -> dict[int, dict[str, float]]
     return out
 
 
-def recorded_setting(trace: Trace, key: str, default: Any) -> Any:
-    """`adaptive.<key>` of the config the trace's run recorded (reference trainer), else
-    `default`: a replay reproduces what the live run did unless told otherwise."""
+def recorded_config(trace: Trace) -> Mapping[str, Any]:
+    """The training config the trace's run recorded (reference trainer), else empty."""
     cfg = trace.run.get("config") if isinstance(trace.run, Mapping) else None
-    section = cfg.get("adaptive") if isinstance(cfg, Mapping) else None
-    if isinstance(section, Mapping) and key in section:
-        return section[key]
+    return cfg if isinstance(cfg, Mapping) else {}
+
+
+def recorded_setting(trace: Trace, key: str, default: Any, section: str = "adaptive") -> Any:
+    """`<section>.<key>` of the config the trace's run recorded, else `default`: a replay
+    reproduces what the live run did unless told otherwise."""
+    table = recorded_config(trace).get(section)
+    if isinstance(table, Mapping) and key in table:
+        return table[key]
     return default
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from adaptive.trace import Trace, read_trace
+from replay._engine import recorded_config
 
 __all__ = [
     "METRICS",
@@ -541,8 +542,7 @@ def compare_runs(
         if not trace_path.exists():
             raise TrialError(f"{run_dir}: no trace.parquet")
         trace = read_trace(trace_path)
-        cfg = trace.run.get("config", {}) if isinstance(trace.run, dict) else {}
-        arm = _arm_label(cfg)
+        arm = _arm_label(recorded_config(trace))
         seed = trace.run.get("seed") if isinstance(trace.run, dict) else None
         if not isinstance(seed, int):
             raise TrialError(f"{run_dir}: the trace records no seed; cannot pair it")

@@ -605,7 +605,7 @@ def compare(
         fail(str(exc).strip("'\""))
     bar.close()
     pooled = f" (pooled over runs: mean of {len(runs)})" if len(runs) > 1 else ""
-    typer.echo(f"verdict per controller{pooled}; score 0-4, lower is steadier:")
+    typer.echo(f"verdict per controller{pooled}; score 0-3.5, lower is steadier:")
     typer.echo(res.summary())
     typer.echo("replay is open loop: confirm live with logging on (recommendation.md says more)")
     typer.echo("")
@@ -710,7 +710,7 @@ def sweep(
     shown = res.table.drop(columns=["problems"], errors="ignore").head(10)
     typer.echo(
         f"{len(res.table)} configurations{pooled}; effect = mean |delta|, score: lower = "
-        "more stable (0-4); recommended first:"
+        "more stable (0-3.5); recommended first:"
     )
     typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo("")
@@ -782,6 +782,7 @@ def trial(
         adaptive trial --candidate "adaptive.loss='dwa'" --seeds 3 --out trials/dwa
     """
     from adaptive.trace import TraceError
+    from adaptive.train.trainer import TrainingError
     from replay._trial import TrialError, compare_runs, run_trial
 
     dest = out if out is not None else Path("trial-output")
@@ -806,8 +807,8 @@ def trial(
                 jobs=jobs,
                 progress=echo,
             )
-    except (TrialError, TraceError) as exc:
-        fail(str(exc))
+    except (TrialError, TraceError, TrainingError, ValueError, OSError) as exc:
+        fail(str(exc).strip("'\""))
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; run the same command again to resume", 130)
     typer.echo(res.summary() or "nothing to compare")

@@ -96,7 +96,8 @@ def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     The loss is `loss_tf_total` (the teacher-forced part, what the reference trainer feeds
     the scheduler) where recorded, else `loss_total`, else the sum of the raw component
     losses; the regime is the `regime` column, else 0 for every batch. `notes` says which
-    fallback was taken.
+    fallback was taken (for traces of the reference trainer from before these columns, and
+    whenever the loss is a sum of raw losses).
     """
     steps = trace.steps
     if "grad_norm" not in steps.columns:
@@ -105,11 +106,13 @@ def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             "(and loss_total or loss/<c>); this trace has none"
         )
     notes: list[str] = []
+    reference = bool(recorded_config(trace))  # the reference trainer's trace: say so
     loss = _col(steps, "loss_tf_total")
     if loss is None:
         loss = _col(steps, "loss_total")
-        what = "loss_total" if loss is not None else "the sum of loss/<c>"
-        notes.append(f"no loss_tf_total column: the scheduler's loss signal is {what}")
+        what = "loss_total" if loss is not None else "the sum of the raw losses loss/<c>"
+        if reference or loss is None:
+            notes.append(f"no loss_tf_total column: the scheduler's loss signal is {what}")
     if loss is None:
         loss = np.stack(
             [steps[f"loss/{c}"].to_numpy(dtype=np.float32) for c in trace.components], axis=1
@@ -118,7 +121,8 @@ def scheduler_inputs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         regime = steps["regime"].fillna(0).to_numpy(dtype=np.int64)
     else:
         regime = np.zeros(len(steps), dtype=np.int64)
-        notes.append("no regime column: every batch is judged against one reference")
+        if reference:
+            notes.append("no regime column: every batch is judged against one reference")
     return (
         loss.astype(np.float32),
         steps["grad_norm"].to_numpy(dtype=np.float32),
@@ -191,7 +195,8 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
         result = replay_scheduler(trace, **params)
     else:
         result = replay_weighting(trace, method, **params)
-    result.notes = notes
+    # the input check's notes first, then the fallbacks the replay itself took
+    result.notes = list(dict.fromkeys([*notes, *result.notes]))
     return result
 
 

@@ -40,8 +40,6 @@ def _scheduler(trace: Trace, params: Mapping[str, Any]) -> list[str]:
             f"(no schedule/<p> or schedule_base/<p> columns for {', '.join(SCHEDULE_PARAMS)}); "
             "record it with TraceWriter.log_step(schedule=..., schedule_base=...)"
         )
-    if "loss_total" not in steps.columns:
-        notes.append("no loss_total column: the batch loss is the sum of the raw losses")
     use_epoch = params.get("use_epoch_metrics", _default("use_epoch_metrics"))
     if not use_epoch:
         return notes

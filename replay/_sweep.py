@@ -146,10 +146,11 @@ def sweep(
             s = stability_score(m)
             scores.append(s)
             effects.append(m.get("mean_abs_delta", math.nan))
+            why = ""
             if s >= READY_SCORE:  # the verdict rule of `compare`: score against READY_SCORE
                 why = f"score {s:.2f} >= {READY_SCORE:g}: " + ", ".join(verdict(rid, m).drivers)
                 problems.append(f"{rid}: {why}" if len(traces) > 1 else why)
-            per_run[rid].append({**cfg, "score": s, **m})
+            per_run[rid].append({**cfg, "score": s, **m, "problems": why})
             for k, v in m.items():
                 merged.setdefault(k, []).append(v)
         row = {
@@ -408,7 +409,7 @@ def plot_heatmap(result: SweepResult, path: Path) -> Path:
     small = THRESHOLDS["mean_abs_delta_small"]
     ax.axvline(small, c="0.5", lw=1, ls=":", label=f"inert below mean |delta| {small:g}")
     ax.set_xlabel("effect: mean |delta| (relative change from base)")
-    ax.set_ylabel("stability score (0-4, lower = more stable)")
+    ax.set_ylabel("stability score (0-3.5, lower = more stable)")
     ax.set_title(f"{result.method} sweep: effect vs stability ({len(t)} configurations)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

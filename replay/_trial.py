@@ -76,6 +76,7 @@ QUICK_TRIAL = (
     " tf_ratio=0.4, freerun_horizon=20, freerun_weight=0.5}]",
 )
 DONE = "trial-done.json"
+FINGERPRINT = "trial-config.json"  # what a run folder was trained with (reuse check)
 
 
 class TrialError(ValueError):
@@ -92,26 +93,35 @@ _T95 = (
 
 
 def t_quantile(dof: int) -> float:
-    """Two-sided 95 % quantile of Student's t with `dof` degrees of freedom (table up to
-    30, then the normal 1.96: within 2 % beyond)."""
+    """Two-sided 95 % quantile of Student's t with `dof` degrees of freedom: the table up
+    to 30, then the Cornish-Fisher expansion z + (z^3 + z) / (4 dof) (within 0.2 %)."""
     if dof < 1:
         raise ValueError(f"dof must be >= 1, got {dof}")
-    return _T95[dof - 1] if dof <= len(_T95) else 1.96
+    if dof <= len(_T95):
+        return _T95[dof - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4.0 * dof)
 
 
 def paired_stats(candidate: Sequence[float], baseline: Sequence[float]) -> dict[str, float | str]:
     """Paired comparison of one metric (lower is better) over seeds.
 
-    Returns `n`, `mean_baseline`, `mean_candidate`, `diff` (mean of candidate − baseline),
-    `rel_diff` (diff / mean_baseline), `ci_low`, `ci_high` (95 % paired-t interval of the
-    mean difference; NaN with fewer than 2 pairs) and `verdict`: `better` when the whole
-    interval is below 0, `worse` when above, else `no clear difference`.
+    Returns `n` (finite pairs), `mean_baseline`, `mean_candidate`, `diff` (mean of
+    candidate − baseline), `rel_diff` (diff / mean_baseline), `ci_low`, `ci_high` (95 %
+    paired-t interval of the mean difference; NaN with fewer than 2 pairs), `diverged` /
+    `baseline_diverged` (seeds whose value is NaN/inf on that side only) and `verdict`:
+    `worse` when the candidate diverged on a seed where the baseline did not (a run that
+    blows up is not rescued by the others), else `better` when the whole interval is below
+    0, `worse` when above, else `no clear difference`. Pairs that are not finite on both
+    sides never enter the interval.
     """
     c = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
     if c.shape != b.shape:
         raise TrialError(f"paired values must match, got {c.size} and {b.size}")
-    ok = np.isfinite(c) & np.isfinite(b)
+    fc, fb = np.isfinite(c), np.isfinite(b)
+    diverged, baseline_diverged = int((~fc & fb).sum()), int((fc & ~fb).sum())
+    ok = fc & fb
     c, b = c[ok], b[ok]
     n = int(c.size)
     d = c - b
@@ -128,8 +138,11 @@ def paired_stats(candidate: Sequence[float], baseline: Sequence[float]) -> dict[
         out["ci_low"], out["ci_high"] = float(d.mean()) - half, float(d.mean()) + half
     else:
         out["ci_low"] = out["ci_high"] = math.nan
+    out["diverged"], out["baseline_diverged"] = float(diverged), float(baseline_diverged)
     lo, hi = out["ci_low"], out["ci_high"]
-    if n >= 2 and hi < 0:  # type: ignore[operator]
+    if diverged:
+        out["verdict"] = "worse"
+    elif n >= 2 and hi < 0:  # type: ignore[operator]
         out["verdict"] = "better"
     elif n >= 2 and lo > 0:  # type: ignore[operator]
         out["verdict"] = "worse"
@@ -157,6 +170,8 @@ class TrialResult:
     def markdown(self, *, metrics: Sequence[str] | None = None) -> str:
         """The table as Markdown: one row per candidate and metric (final and best)."""
         f = self.frame
+        if f.empty:
+            return "(nothing to compare)"
         if metrics is not None:
             f = f[f["metric"].isin(metrics)]
         lines = [
@@ -180,8 +195,10 @@ class TrialResult:
 
     def summary(self) -> str:
         """One line per candidate: verdict on valfree MPJPE (final) and the others'."""
-        lines = []
+        lines: list[str] = []
         f = self.frame
+        if f.empty:
+            return ""
         for cand in dict.fromkeys(f["candidate"]):
             sel = f[(f["candidate"] == cand) & (f["stat"] == "final") & (f["split"] == "valfree")]
             main = sel[sel["metric"] == "MPJPE"]
@@ -230,6 +247,22 @@ def _arm_label(cfg: Mapping[str, Any]) -> str:
     return "+".join(parts) if parts else "off"
 
 
+def _stat(df: pd.DataFrame, split: str, metric: str, stat: str) -> float:
+    """`final`: the last epoch's value as recorded (NaN/inf when the run diverged there);
+    `best`: the lowest finite value over epochs (NaN if none)."""
+    col = df[df["split"] == split].sort_values("epoch").get(metric) if len(df) else None
+    if col is None or col.empty:
+        return math.nan
+    if stat == "final":
+        return float(col.iloc[-1])
+    finite = col[np.isfinite(col.to_numpy(dtype=np.float64))]
+    return float(finite.min()) if len(finite) else math.nan
+
+
+def _last_epoch(df: pd.DataFrame) -> int:
+    return int(df["epoch"].max()) if len(df) else -1
+
+
 def trial_table(
     arms: Mapping[str, Mapping[int, pd.DataFrame]], *, baseline: str = BASELINE
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -256,23 +289,30 @@ def trial_table(
         if not seeds:
             notes.append(f"{arm}: no seed in common with {baseline!r}: nothing to compare")
             continue
+        short = [s for s in seeds if _last_epoch(runs[s]) != _last_epoch(base[s])]
+        if short:
+            notes.append(
+                f"{arm}: seed(s) {short} ended at a different epoch than the baseline run "
+                "(unfinished?): their 'final' values compare different epochs"
+            )
         for split, metric in METRICS:
             for stat in ("final", "best"):
                 vals = {}
                 for name, group in ((arm, runs), (baseline, base)):
-                    vs = []
-                    for s in seeds:
-                        df = group[s]
-                        col = df[df["split"] == split].sort_values("epoch").get(metric)
-                        if col is None or col.dropna().empty:
-                            vs.append(math.nan)
-                        else:
-                            col = col.dropna()
-                            vs.append(float(col.iloc[-1] if stat == "final" else col.min()))
-                    vals[name] = vs
+                    vals[name] = [_stat(group[s], split, metric, stat) for s in seeds]
                 if all(math.isnan(v) for v in vals[arm] + vals[baseline]):
                     continue
                 st = paired_stats(vals[arm], vals[baseline])
+                if st["diverged"] or st["baseline_diverged"]:
+                    bad = [s for s, v in zip(seeds, vals[arm], strict=True) if not np.isfinite(v)]
+                    bad_b = [
+                        s for s, v in zip(seeds, vals[baseline], strict=True) if not np.isfinite(v)
+                    ]
+                    notes.append(
+                        f"{arm}: {split} {metric} ({stat}) is not finite for seed(s) "
+                        f"{bad} of the candidate and {bad_b} of the baseline: diverged runs "
+                        "count against the side that diverged, and are left out of the interval"
+                    )
                 per_seed = "; ".join(
                     f"s{s}: {b:.4g} → {c:.4g}"
                     for s, b, c in zip(seeds, vals[baseline], vals[arm], strict=True)
@@ -306,10 +346,8 @@ def _collect(
             curves.append(df.assign(arm=arm, seed=seed))
             row: dict[str, Any] = {"arm": arm, "seed": seed, "run": str(run_dir)}
             for split, m in METRICS:
-                col = df[df["split"] == split].sort_values("epoch").get(m)
-                if col is not None and not col.dropna().empty:
-                    row[f"{split}/{m}/final"] = float(col.dropna().iloc[-1])
-                    row[f"{split}/{m}/best"] = float(col.min())
+                row[f"{split}/{m}/final"] = _stat(df, split, m, "final")
+                row[f"{split}/{m}/best"] = _stat(df, split, m, "best")
             run_rows.append(row)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return metrics, pd.DataFrame(run_rows), curves_df
@@ -367,6 +405,32 @@ def _train_one(cfg: dict[str, Any], run_dir: str, resume: bool, threads: int) ->
         json.dumps({"epochs": summary.epochs_done, "seconds": summary.seconds}), "utf-8"
     )
     return run_dir
+
+
+def _fingerprint(cfg: Mapping[str, Any]) -> str:
+    """A hash of the resolved training config, without what may differ between two
+    invocations of the same trial (`run.threads` follows `--jobs`)."""
+    import hashlib
+
+    clean = json.loads(json.dumps(cfg, default=list))
+    clean.get("run", {}).pop("threads", None)
+    return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_folder(run_dir: Path, arm: str, seed: int, fingerprint: str) -> None:
+    """Refuse to reuse or resume a run folder trained with another config."""
+    p = run_dir / FINGERPRINT
+    if not run_dir.exists():
+        return
+    try:
+        saved = json.loads(p.read_text("utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = None
+    if saved != fingerprint:
+        raise TrialError(
+            f"{run_dir} holds a run of {arm!r} seed {seed} trained with a different config "
+            "(or not by a trial); use another --out, or name the candidate differently"
+        )
 
 
 def _is_done(run_dir: Path, epochs: int) -> bool:
@@ -436,11 +500,15 @@ def run_trial(
                     raise TrialError("--config and a .toml candidate cannot be combined")
             except ConfigError as exc:
                 raise TrialError(f"{arm}: {exc}") from None
+            fingerprint = _fingerprint(cfg)
+            _check_folder(run_dir, arm, seed, fingerprint)
             if _is_done(run_dir, cfg["run"]["epochs"]):
                 continue
             resume = (run_dir / "checkpoint.pt").is_file()
             if not resume and run_dir.exists():
                 _clear(run_dir)  # started but no checkpoint yet: start over
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / FINGERPRINT).write_text(json.dumps({"config": fingerprint}), "utf-8")
             todo.append((cfg, run_dir, resume))
     folder.mkdir(parents=True, exist_ok=True)
     done = sum(len(v) for v in dirs.values()) - len(todo)
@@ -458,7 +526,8 @@ def run_trial(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        try:
             futures = {
                 pool.submit(_train_one, cfg, str(run_dir), resume, threads): run_dir
                 for cfg, run_dir, resume in todo
@@ -467,6 +536,12 @@ def run_trial(
                 fut.result()
                 if progress is not None:
                     progress(f"[{done + i}/{total}] finished {futures[fut]}")
+        except BaseException:
+            # a failed or interrupted run: do not wait for the queued ones (running ones end
+            # with the pool; finished runs are kept, so the same command resumes)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return _finish(dirs, folder)
 
 
@@ -483,6 +558,10 @@ def _clear(run_dir: Path) -> None:
 def _finish(dirs: Mapping[str, Mapping[int, Path]], folder: Path | None) -> TrialResult:
     metrics, runs, curves = _collect(dirs)
     frame, notes = trial_table(metrics)
+    if frame.empty:
+        raise TrialError(
+            "nothing to compare: " + ("; ".join(notes) or "no candidate runs besides the baseline")
+        )
     result = TrialResult(frame=frame, runs=runs, curves=curves, folder=folder, notes=notes)
     if folder is not None:
         from replay._workflow import write_csv, write_text

@@ -66,10 +66,11 @@ def weighting_inputs(
     `adaptive.loss_input`, else `tf`. A trace without `loss_tf/<c>` columns falls back to
     `loss/<c>` (noted). `restart_on_stage_change` (None: the run's setting, else True)
     restarts the method where the `stage` column changes at an epoch start (no `stage`
-    column: no restarts, noted). Base weights come from `weight_base/<c>` (or
+    column: no restarts). Fallbacks are noted for traces of the reference trainer (they
+    record its config) from before these columns. Base weights come from `weight_base/<c>` (or
     `weight/<c>` when no base column exists, else 1).
     """
-    from replay._engine import recorded_setting
+    from replay._engine import recorded_config, recorded_setting
 
     steps = trace.steps
     comps = list(trace.components)
@@ -84,11 +85,14 @@ def weighting_inputs(
     if restart_on_stage_change is None:
         restart_on_stage_change = bool(recorded_setting(trace, "restart_on_stage_change", True))
     notes: list[str] = []
+    # a trace of the reference trainer (it records its config) from before these columns:
+    # say which fallback is used; other loops' traces simply have loss/<c> as the input
+    reference = bool(recorded_config(trace))
     prefix = "loss/"
     if loss_input == "tf":
         if all(f"loss_tf/{c}" in steps.columns for c in comps):
             prefix = "loss_tf/"
-        else:
+        elif reference:
             notes.append("no loss_tf/<c> columns: the loss weighting reads loss/<c>")
     base_cols = []
     for c in comps:
@@ -104,7 +108,7 @@ def weighting_inputs(
         if "stage" in steps.columns:
             stage = steps["stage"].to_numpy()
             restarts[1:] = (stage[1:] != stage[:-1]) & (epochs[1:] != epochs[:-1])
-        else:
+        elif reference:
             notes.append("no stage column: the loss weighting is never restarted")
     return WeightingInputs(comps, losses, base, epochs, restarts, notes)
 

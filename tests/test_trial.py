@@ -36,13 +36,13 @@ def test_paired_stats_hand_computed() -> None:
     st = paired_stats([3.0, 3.1], [2.0, 2.0])  # d = [1, 1.1]: t(1) = 12.706
     assert st["ci_low"] == pytest.approx(1.05 - 12.706 * math.sqrt(0.005) / math.sqrt(2))
     assert st["verdict"] == "worse"
-    # one pair: no interval, no verdict either way; NaN pairs are dropped
-    st = paired_stats([1.0, math.nan], [2.0, 2.0])
+    # one pair: no interval, no verdict either way; pairs NaN on both sides are dropped
+    st = paired_stats([1.0, math.nan], [2.0, math.nan])
     assert st["n"] == 1 and math.isnan(st["ci_low"]) and st["verdict"] == "no clear difference"
     # identical arms: zero difference
     st = paired_stats([5.0, 6.0, 7.0], [5.0, 6.0, 7.0])
     assert st["diff"] == 0.0 and st["verdict"] == "no clear difference"
-    assert t_quantile(1) == 12.706 and t_quantile(100) == 1.96
+    assert t_quantile(1) == 12.706 and t_quantile(100) == pytest.approx(1.984, abs=0.001)
     with pytest.raises(TrialError):
         paired_stats([1.0], [1.0, 2.0])
 
@@ -127,12 +127,20 @@ def test_tiny_trial_end_to_end_identical_candidate_and_resume(tmp_path: Path) ->
     again = read_trial(out)
     cols = ["candidate", "split", "metric", "stat", "diff", "verdict"]
     same_rows = again.frame[cols].sort_values(cols[:4]).reset_index(drop=True)
-    fresh = trial(
-        out,
-        ["same: adaptive.loss='none'", "adaptive.loss='dwa'; adaptive.loss_adjustment_range=0.5"],
-        seeds=2,
-        sets=SMALL,
-    ).frame[cols].sort_values(cols[:4]).reset_index(drop=True)
+    fresh = (
+        trial(
+            out,
+            [
+                "same: adaptive.loss='none'",
+                "adaptive.loss='dwa'; adaptive.loss_adjustment_range=0.5",
+            ],
+            seeds=2,
+            sets=SMALL,
+        )
+        .frame[cols]
+        .sort_values(cols[:4])
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(same_rows, fresh)
     with pytest.raises(TrialError, match="not a trial folder"):
         read_trial(tmp_path)
@@ -183,3 +191,54 @@ def test_runs_table_lists_final_and_best(tmp_path: Path) -> None:
     # one seed: an honest "no interval"
     assert "one pair: no interval" in res.summary()
     assert os.path.isdir(tmp_path / "t" / "baseline" / "seed0")
+
+
+def test_diverged_runs_count_against_their_side_and_are_noted() -> None:
+    from replay._trial import trial_table
+
+    def run(vals: list[float]) -> pd.DataFrame:
+        rows = [{"split": "valfree", "epoch": e, "step": e, "MPJPE": v} for e, v in enumerate(vals)]
+        return pd.DataFrame(rows)
+
+    base = {s: run([20.0, 10.0 + s]) for s in range(3)}
+    # seed 2 of the candidate ends in NaN: its "final" is that NaN, not the epoch before
+    cand = {0: run([20.0, 5.0]), 1: run([20.0, 5.5]), 2: run([5.0, math.nan])}
+    frame, notes = trial_table({"baseline": base, "c": cand})
+    final = frame[(frame["metric"] == "MPJPE") & (frame["stat"] == "final")].iloc[0]
+    assert final["verdict"] == "worse" and final["diverged"] == 1 and final["n"] == 2
+    assert "nan" in final["per_seed"]
+    assert any("not finite for seed(s) [2] of the candidate" in n for n in notes)
+    best = frame[(frame["metric"] == "MPJPE") & (frame["stat"] == "best")].iloc[0]
+    assert best["n"] == 3 and best["diverged"] == 0  # its best epoch was finite
+    # inf counts the same way; a baseline that diverged does not make the candidate better
+    cand[2] = run([20.0, math.inf])
+    frame, _ = trial_table({"baseline": base, "c": cand})
+    assert frame.iloc[0]["verdict"] == "worse"
+    st = paired_stats([1.0, 2.0, 3.0], [2.0, 3.0, math.inf])
+    assert st["baseline_diverged"] == 1 and st["n"] == 2
+
+
+def test_a_folder_of_other_runs_is_never_reused(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    trial(out, ["adaptive.loss='dwa'"], seeds=1, sets=SMALL)
+    with pytest.raises(TrialError, match="trained with a different config"):
+        trial(out, ["adaptive.loss='dwa'; adaptive.dwa.temperature=8"], seeds=1, sets=SMALL)
+    with pytest.raises(TrialError, match="different config"):
+        trial(out, ["adaptive.loss='dwa'"], seeds=1, sets=[*SMALL, "train.lr=0.01"])
+    # nothing to compare is a one-line error, not a traceback
+    r = runner.invoke(app, ["trial", "--runs", str(out / "baseline" / "seed0")])
+    assert r.exit_code == 2 and "nothing to compare" in r.output
+    r = runner.invoke(
+        app,
+        [
+            *("trial", "-c", "adaptive.loss='dwa'", "--set", "data.source='bvh'"),
+            *("-o", str(tmp_path / "bvh")),
+        ],
+    )
+    assert r.exit_code == 2 and "data.path" in r.output and "Traceback" not in r.output
+
+
+def test_t_quantile_beyond_the_table() -> None:
+    assert t_quantile(31) == pytest.approx(2.040, abs=0.005)
+    assert t_quantile(60) == pytest.approx(2.000, abs=0.003)
+    assert t_quantile(10_000) == pytest.approx(1.960, abs=0.001)

@@ -323,7 +323,8 @@ class WeightingDiagnostics:
     was NaN/inf. ``method_state`` holds the method's state behind this step's weights
     (DWA: ``ratio``; uncertainty: ``log_var`` and the Kendall ``objective``).
     ``nonfinite_state`` counts the steps so far whose method state produced non-finite
-    scales: the controller applied neutral scales there and warns at the next epoch end.
+    scales: the controller applied neutral scales there and warns at its next log line or
+    state_dict (checkpoint).
     """
 
     step: int

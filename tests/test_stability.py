@@ -14,12 +14,14 @@ from adaptive.trace import TraceWriter, read_trace
 from replay._engine import ReplayResult, replay
 from replay._stability import (
     METRIC_DOCS,
+    net_score,
     recommend,
     stability_metrics,
     stability_rank_key,
     stability_score,
     stability_table,
 )
+from replay._sweep import rank
 
 
 # ------------------------------------------------------------------------------ builders
@@ -246,12 +248,30 @@ def test_score_orders_noisy_worse_than_smooth() -> None:
     smooth = weighting_result({"a": np.linspace(0.0, 0.1, n)}, ep)
     noisy = weighting_result({"a": np.clip(rng.normal(0.0, 0.2, n), -0.3, 0.3)}, ep)
     s_smooth, s_noisy = stability_score(stability_metrics(smooth)), stability_score(noisy)
-    assert 0.0 <= s_smooth < s_noisy < 4.0
-    flat = weighting_result({"a": [0.1] * n}, ep)
-    assert stability_score(flat) < s_smooth
+    assert 0.0 <= s_smooth < s_noisy < 3.5
+    # Doing nothing is calm, but the ranking never rewards it: an inert series (delta 0)
+    # scores 0 yet loses to the smooth one that acts, by net score and in a sweep's rank.
+    inert = stability_metrics(weighting_result({"a": [0.0] * n}, ep))
+    acting = stability_metrics(smooth)
+    assert stability_score(inert) == 0.0 < stability_score(acting)
+    assert net_score(acting) < net_score(inert)
+    table = pd.DataFrame(
+        [
+            {"config": "inert", "score": 0.0, "mean_abs_delta": inert["mean_abs_delta"]},
+            {
+                "config": "smooth",
+                "score": stability_score(acting),
+                "mean_abs_delta": acting["mean_abs_delta"],
+            },
+        ]
+    )
+    ranked = rank(table)
+    assert ranked["config"].tolist() == ["smooth", "inert"]
+    assert ranked["status"].tolist() == ["recommended", "inert"]
 
 
 def test_rank_key_breaks_ties_by_effect() -> None:
+    """`stability_rank_key` (score, then effect) for callers that rank by the score alone."""
     ep = [i // 10 for i in range(40)]
     none = stability_metrics(weighting_result({"a": [0.0] * 40}, ep))
     some = stability_metrics(weighting_result({"a": [0.1] * 40}, ep))

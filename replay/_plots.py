@@ -151,6 +151,15 @@ SCHEDULER_SIGNALS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Panel -> (scheduler parameter, legend) of the threshold line drawn on it.
+_THRESHOLDS = {
+    "gradient norm": ("spike_z", "outlier above z = {:g}"),
+    "outliers": ("spike_count", "eases off at {:g} outliers"),
+    "trend": ("rising_threshold", "loss rising above {:+.0%}"),
+    "recovery": ("recover_patience", "moves back toward 0 at {:g}"),
+}
+
+
 def signal_panels(
     columns: Sequence[str], spec: Sequence[tuple[str, str, str]] = SCHEDULER_SIGNALS
 ) -> dict[str, list[tuple[str, str]]]:
@@ -257,10 +266,13 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
                 lw=1.1,
                 label=label,
             )
-        if panel == "gradient norm":
-            ax.axhline(1.0, color="0.6", lw=0.7, ls=":")
-        elif panel == "trend":
+        if panel == "trend":
             ax.axhline(0.0, color="0.6", lw=0.7, ls=":")
+        # the threshold each signal is compared with, where the replay's params name it
+        key, text = _THRESHOLDS.get(panel, ("", ""))
+        if key in result.params:
+            thr = float(result.params[key])
+            ax.axhline(thr, color="tab:red", lw=0.8, ls=":", label=text.format(thr))
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel(panel)
         ax.set_title(f"signal: {panel}", fontsize=9)

@@ -38,14 +38,40 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
     axes = list(axes[:, 0])
     i = 0
     ax = axes[i]
+    # the teacher-forced part where recorded (what the loss weighting reads by default),
+    # thin, over the combined loss (what was optimised)
+    has_tf = all(f"loss_tf/{c}" in steps_df.columns for c in trace.components)
     for c in trace.components:
         y = steps_df[f"loss/{c}"].to_numpy(np.float64)
-        line(ax, steps, np.where(y > 0, y, np.nan), color=colors[c], lw=0.9, label=c)
+        line(
+            ax,
+            steps,
+            np.where(y > 0, y, np.nan),
+            color=colors[c],
+            lw=0.9,
+            alpha=0.35 if has_tf else 1.0,
+            label=f"{c} (TF + free run)" if has_tf else c,
+        )
+        if has_tf:
+            y = steps_df[f"loss_tf/{c}"].to_numpy(np.float64)
+            line(
+                ax,
+                steps,
+                np.where(y > 0, y, np.nan),
+                color=colors[c],
+                lw=1.1,
+                label=f"{c} (TF part)",
+            )
     ax.set_yscale("log")
     ax.set_ylabel("raw loss (log)")
+    what = (
+        "raw training loss per component: combined (faint) and its teacher-forced part, "
+        "which the loss weighting reads"
+        if has_tf
+        else "raw (unweighted) training loss per component"
+    )
     ax.set_title(
-        f"Controllers replayed over run {trace.run_id} (dry-run, open loop)\n"
-        "raw (unweighted) training loss per component",
+        f"Controllers replayed over run {trace.run_id} (dry-run, open loop)\n{what}",
         fontsize=10,
     )
     epoch_lines(ax, steps, epochs)

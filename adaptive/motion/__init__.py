@@ -37,13 +37,9 @@ from .rotations import (
 from .skeleton import HUMANOID_HIP_HEIGHT, Skeleton, humanoid
 from .task import (
     METRIC_KEYS,
-    MotionTask,
-    MotionTaskConfig,
     batch_loss,
-    build_motion_task,
     evaluate,
     motion_metrics,
-    validate,
 )
 
 __all__ = [
@@ -60,12 +56,9 @@ __all__ = [
     "MotionDataset",
     "MotionJointLoss",
     "MotionModel",
-    "MotionTask",
-    "MotionTaskConfig",
     "Skeleton",
     "axis_rotation",
     "batch_loss",
-    "build_motion_task",
     "compute_controls",
     "encode_motion",
     "euler_to_matrix",
@@ -90,7 +83,6 @@ __all__ = [
     "rotate_planar",
     "split_frames",
     "teacher_forced",
-    "validate",
     "wrap_angle",
     "write_bvh",
     "yaw_from_matrix",

@@ -3,77 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from .data import (
-    FeatureStats,
     MotionBatch,
     MotionDataset,
     global_positions,
     integrate_root,
     local_positions,
-    make_splits,
 )
-from .loss import DEFAULT_WEIGHTS, MotionJointLoss
+from .loss import MotionJointLoss
 from .model import MotionModel, free_run, teacher_forced
 from .rotations import wrap_angle
 from .skeleton import Skeleton
 
 METRIC_KEYS: tuple[str, ...] = ("YawAbsDeg", "MPJPE", "RootDrift", "LocalMPJPE")
 """Metric names returned by :func:`evaluate` (besides the raw component losses)."""
-
-
-@dataclass(frozen=True)
-class MotionTaskConfig:
-    """Default sizes of the reference motion task (~4 s/epoch on 2 CPU threads)."""
-
-    seed: int = 0
-    fps: float = 30.0
-    clip_len: int = 300  # frames per generated clip (10 s)
-    n_train_clips: int = 64
-    n_val_clips: int = 16
-    window: int = 40  # training window length T (frames)
-    batch_size: int = 32
-    steps_per_epoch: int = 50
-    epochs: int = 15
-    hidden_size: int = 128
-    lr: float = 2e-3
-    grad_clip: float = 1.0
-    tf_ratio: float = 0.5  # probability of a teacher-forced-only batch
-    freerun_horizon: int = 20  # frames rolled out when a free-run batch is drawn (< window)
-    freerun_weight: float = 0.5
-    eval_window: int = 48  # teacher-forced validation window ("val")
-    eval_seed_frames: int = 10  # free-run validation: seed frames ...
-    eval_horizon: int = 60  # ... then this many free-run frames ("valfree")
-    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-
-
-@dataclass
-class MotionTask:
-    """Everything a trainer needs, built by :func:`build_motion_task`."""
-
-    config: MotionTaskConfig
-    skeleton: Skeleton
-    train: MotionDataset
-    val: MotionDataset
-    stats: FeatureStats
-    model: MotionModel
-    loss_fn: MotionJointLoss
-
-
-def build_motion_task(config: MotionTaskConfig | None = None) -> MotionTask:
-    """Generate the train/val splits, fit normalisation on train, build model and loss."""
-    cfg = config or MotionTaskConfig()
-    train, val = make_splits(cfg.seed, cfg.n_train_clips, cfg.n_val_clips, cfg.clip_len, cfg.fps)
-    stats = FeatureStats.from_dataset(train)
-    model = MotionModel(train.skeleton, stats, hidden_size=cfg.hidden_size, seed=cfg.seed)
-    loss_fn = MotionJointLoss(train.skeleton, cfg.weights)
-    return MotionTask(cfg, train.skeleton, train, val, stats, model, loss_fn)
 
 
 def batch_loss(
@@ -220,23 +168,3 @@ def evaluate(
     finally:
         model.train(was_training)
     return {k: v / count for k, v in sums.items()}
-
-
-def validate(
-    model: MotionModel,
-    dataset: MotionDataset,
-    config: MotionTaskConfig,
-    loss_fn: MotionJointLoss | None = None,
-) -> dict[str, dict[str, float]]:
-    """Both validation passes with the config's sizes: ``{"val": tf, "valfree": free}``."""
-    return {
-        "val": evaluate(model, dataset, mode="tf", loss_fn=loss_fn, window=config.eval_window),
-        "valfree": evaluate(
-            model,
-            dataset,
-            mode="free",
-            loss_fn=loss_fn,
-            seed_frames=config.eval_seed_frames,
-            horizon=config.eval_horizon,
-        ),
-    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -203,6 +203,52 @@ def _method_params(method: str, given: dict[str, object]) -> dict[str, object]:
                 f"its parameters: {', '.join(valid)}"
             )
     return params
+
+
+class _TrainBar:
+    """Rich progress: epoch, step, loss, ETA."""
+
+    def __init__(self, cfg: Any) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[phase]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = None
+        self.loss = "-"
+
+    def start(self, trainer: Any) -> None:
+        self.progress.start()
+        total = trainer.epochs * trainer.steps_per_epoch
+        self.task = self.progress.add_task(
+            "train",
+            total=total,
+            completed=trainer.step,
+            epoch=f"{trainer.epoch}/{trainer.epochs}",
+            loss="-",
+            phase="",
+        )
+
+    def __call__(self, info: Any) -> None:
+        if self.task is None:
+            return
+        if info.loss is not None:
+            self.loss = f"{info.loss:.4g}"
+        self.progress.update(
+            self.task,
+            completed=info.step,
+            epoch=f"{info.epoch + 1}/{info.epochs}",
+            loss=self.loss,
+            phase="(evaluating)" if info.phase == "eval" else "",
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 class _Progress:
@@ -512,7 +558,9 @@ def train(
     from adaptive.train.run import run_training
 
     try:
-        summary = run_training(cfg, resume=resume is not None, quiet=quiet)
+        summary = run_training(
+            cfg, resume=resume is not None, quiet=quiet, progress=_TrainBar, echo=typer.echo
+        )
     except Exception as exc:  # one line for known input problems, traceback otherwise
         from adaptive.train.trainer import TrainingError
 
@@ -853,7 +901,14 @@ def demo(
     from replay._demo import run_demo
 
     try:
-        res = run_demo(out, quick=quick, overrides=set_ or [], quiet=quiet, echo=typer.echo)
+        res = run_demo(
+            out,
+            quick=quick,
+            overrides=set_ or [],
+            quiet=quiet,
+            echo=typer.echo,
+            train_progress=_TrainBar,
+        )
     except (ConfigError, TrainingError) as exc:
         fail(str(exc))
     typer.echo("")

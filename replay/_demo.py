@@ -55,6 +55,7 @@ def run_demo(
     overrides: Sequence[str] = (),
     quiet: bool = False,
     echo: Callable[[str], None] = print,
+    train_progress: Callable[[Any], Any] | None = None,
 ) -> DemoOutput:
     """Train on built-in data (dwa + scheduler in dry-run), compare dwa / uncertainty /
     scheduler over the trace, sweep both loss weightings (`DEMO_GRIDS`) and recommend the
@@ -80,7 +81,7 @@ def run_demo(
     cfg = load_config(overrides=sets)
     if not quiet:
         echo(f"demo: training on built-in locomotion data, controllers in dry-run -> {folder}")
-    summary = run_training(cfg, quiet=quiet)
+    summary = run_training(cfg, quiet=quiet, progress=train_progress, echo=echo)
     trace_path = summary.run_dir / "trace.parquet"
     traces = load_runs(trace_path)
     if not quiet:

@@ -1,12 +1,28 @@
-"""Run a training job with a progress bar and an end-of-run summary (used by the CLI)."""
+"""Run a training job with optional progress and an end-of-run summary (used by the CLI).
+
+The library does not draw progress bars itself: the caller (the Typer app) passes a
+`progress` factory, so typer and rich stay out of the library.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from adaptive.train.config import Config
 from adaptive.train.trainer import RunSummary, StepInfo, Trainer
+
+
+class TrainProgress(Protocol):
+    """What `run_training` drives: `start(trainer)`, one call per step, `stop()`."""
+
+    def start(self, trainer: Trainer) -> None: ...
+
+    def __call__(self, info: StepInfo) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -15,15 +31,21 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg["run"]["out"]) / name
 
 
-def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> RunSummary:
-    """Train per `cfg`, showing progress (epoch, step, loss, ETA) unless `quiet`.
+def run_training(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    progress: Callable[[Config], TrainProgress] | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
+    """Train per `cfg`; `progress(cfg)` makes the progress display (none when None or
+    `quiet`), and `echo` prints the summary (one line with `quiet`).
 
     Under torchrun (`WORLD_SIZE > 1`) every rank runs this; the process group is set up here
     and torn down at the end, rank 0 picks the run folder and alone shows progress and the
     summary (see the "Distributed training" section of docs/CONFIG_WORKFLOW.md).
     """
-    import typer
-
     from adaptive.train import distributed
     from adaptive.train.trainer import TrainingError, resolve_device
 
@@ -41,7 +63,7 @@ def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> R
         distributed.barrier()  # every rank has looked before rank 0 creates the trace
         if taken:
             raise TrainingError(f"{run_dir}: already holds a run; use --resume or another --name")
-        bar = None if quiet else _Bar(cfg)
+        bar = None if quiet or progress is None else progress(cfg)
         try:
             trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
             if bar is not None:
@@ -54,7 +76,7 @@ def run_training(cfg: Config, *, resume: bool = False, quiet: bool = False) -> R
         if owns_group:
             distributed.shutdown()
     if info is None or info.is_main:
-        typer.echo(format_summary(summary, short=quiet))
+        echo(format_summary(summary, short=quiet))
     return summary
 
 
@@ -86,49 +108,3 @@ def format_summary(s: RunSummary, *, short: bool = False) -> str:
                 "(first -> last epoch)"
             )
     return "\n".join(lines)
-
-
-class _Bar:
-    """Rich progress: epoch, step, loss, ETA."""
-
-    def __init__(self, cfg: Config) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[phase]}"),
-            TimeRemainingColumn(),
-        )
-        self.task = None
-        self.loss = "-"
-
-    def start(self, trainer: Trainer) -> None:
-        self.progress.start()
-        total = trainer.epochs * trainer.steps_per_epoch
-        self.task = self.progress.add_task(
-            "train",
-            total=total,
-            completed=trainer.step,
-            epoch=f"{trainer.epoch}/{trainer.epochs}",
-            loss="-",
-            phase="",
-        )
-
-    def __call__(self, info: StepInfo) -> None:
-        if self.task is None:
-            return
-        if info.loss is not None:
-            self.loss = f"{info.loss:.4g}"
-        self.progress.update(
-            self.task,
-            completed=info.step,
-            epoch=f"{info.epoch + 1}/{info.epochs}",
-            loss=self.loss,
-            phase="(evaluating)" if info.phase == "eval" else "",
-        )
-
-    def stop(self) -> None:
-        self.progress.stop()

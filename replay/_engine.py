@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from adaptive.trace import Trace
+from adaptive.train.schedule import SCHEDULE_PARAMS  # noqa: F401  (used by replay._inputs)
 
 SCHEDULER = "scheduler"
-SCHEDULE_PARAMS = ("tf_ratio", "freerun_horizon", "freerun_weight")
 
 
 class ReplayError(ValueError):
@@ -43,6 +43,15 @@ class ReplayResult:
     def kind(self) -> str:
         """`weighting` or `schedule`."""
         return "schedule" if self.method == SCHEDULER else "weighting"
+
+
+def first_run_id(trace: Trace) -> str:
+    """`trace.run_id` without scanning every row: with step rows present, the first run id
+    in order of appearance is the first step row's."""
+    col = trace.steps.get("run_id")
+    if col is None or len(col) == 0:
+        return trace.run_id
+    return str(col.iloc[:1].astype(str).iloc[0])
 
 
 def _col(df: pd.DataFrame, name: str) -> np.ndarray | None:

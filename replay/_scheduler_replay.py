@@ -39,7 +39,8 @@ _SIGNALS = ("grad_z", "grad_outliers", "loss_trend", "calm_streak", "free_trend"
 def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
     """(parameter names, base values per step row) exactly as `replay_scheduler` reads them:
     `schedule_base/<p>`, else `schedule/<p>`, else all three parameters at 1.0."""
-    from replay._engine import SCHEDULE_PARAMS, _col
+    from adaptive.train.schedule import SCHEDULE_PARAMS
+    from replay._engine import _col
 
     steps = trace.steps
     names = list(
@@ -68,15 +69,6 @@ def _ffill(rows: list[int], values: list[Any], n: int, dtype: Any = np.float64) 
     return np.repeat(np.asarray(values, dtype=dtype), np.diff(edges), axis=0)
 
 
-def _run_id(trace: Trace) -> str:
-    """`trace.run_id` without scanning every row: with step rows present, the first run id
-    in order of appearance is the first step row's."""
-    col = trace.steps.get("run_id")
-    if col is None or len(col) == 0:
-        return trace.run_id
-    return str(col.iloc[:1].astype(str).iloc[0])
-
-
 def _sig(signals: dict[str, float | None]) -> tuple[float | None, ...]:
     return tuple(signals[k] for k in _SIGNALS)
 
@@ -99,6 +91,7 @@ def replay_scheduler_fast(
         ReplayResult,
         _epoch_bounds,
         _epoch_metric_dicts,
+        first_run_id,
         scheduler_inputs,
     )
 
@@ -187,7 +180,7 @@ def replay_scheduler_fast(
         params=ctrl.config(),
         frame=frame,
         names=names,
-        run_id=_run_id(trace),
+        run_id=first_run_id(trace),
         events=events,
         notes=notes,
     )

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from adaptive.trace import Trace
-from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds
+from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds, first_run_id
 
 __all__ = [
     "SWEEP_OUTPUTS",
@@ -254,17 +254,9 @@ def replay_weighting_fast(
         params=params,
         frame=frame,
         names=comps,
-        run_id=_run_id(trace),
+        run_id=first_run_id(trace),
         notes=inputs.notes,
     )
-
-
-def _run_id(trace: Trace) -> str:
-    """`trace.run_id` (the first step row's run id) without scanning every row."""
-    col = trace.steps.get("run_id")
-    if col is not None and len(col) and isinstance(col.iloc[0], str):
-        return col.iloc[0]
-    return trace.run_id
 
 
 def sweep_weighting(

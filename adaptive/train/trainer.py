@@ -446,15 +446,15 @@ class Trainer:
                 extra=extra,
             )
             if self._dump_path is not None:
+                # kept as (detached) tensors: read to the host once, in _dump_state, so the
+                # test hook adds no host sync to the training loop
                 self._dump_steps.append(
                     {
-                        "weights": {c: float(w) for c, w in weights.items()},
-                        "proposed_weights": {c: float(w) for c, w in proposed_weights.items()}
-                        if proposed_weights is not None
-                        else None,
-                        "schedule": {k: float(v) for k, v in values.items()},
-                        "loss_total": float(loss_value),
-                        "grad_norm": float(grad_norm),
+                        "weights": dict(weights),
+                        "proposed_weights": proposed_weights,
+                        "schedule": dict(values),
+                        "loss_total": loss_value,
+                        "grad_norm": grad_norm.detach(),
                     }
                 )
             self.step += 1
@@ -623,10 +623,16 @@ class Trainer:
         per-step applied values, controller states and a parameter checksum as JSON."""
         assert self._dump_path is not None and self.dist is not None
         params = torch.cat([p.detach().double().flatten().cpu() for p in self.model.parameters()])
+
+        def host(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: host(x) for k, x in v.items()}
+            return None if v is None else float(v)
+
         state = {
             "rank": self.dist.rank,
             "world_size": self.dist.world_size,
-            "steps": self._dump_steps,
+            "steps": [{k: host(v) for k, v in step.items()} for step in self._dump_steps],
             "param_sum": float(params.sum()),
             "param_sha256": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
             "weighting": self.weighting.state_dict() if self.weighting is not None else None,

@@ -160,9 +160,13 @@ def replay_scheduler_fast(
     run_seg = seg_idx[run_start].tolist()
     proposed = np.empty((len(run_start), len(names)))
     limits = ctrl.config()["limits"] or {}
+    rules = ctrl.config()["param_rules"] or {}
     for k, (d, si) in enumerate(zip(run_delta, run_seg, strict=True)):
         b = seg_base[si]
-        proposed[k] = [map_value(p, b[p], d, limits.get(p)) if p in b else math.nan for p in names]
+        proposed[k] = [
+            map_value(p, b[p], d, limits.get(p), rules.get(p)) if p in b else math.nan
+            for p in names
+        ]
     proposed = np.repeat(proposed, counts, axis=0)
     reason: list[str] = [""] * n
     for row, why in zip(r_rows, r_vals, strict=True):

@@ -944,8 +944,9 @@ def test_alternating_loss_noise_below_threshold_holds():
         ({"update_interval": True}, "True"),
         ({"adjustment_range": 1.0}, "1.0"),
         ({"adjustment_range": -0.2}, "-0.2"),
-        ({"free_metric": "Yaw"}, "'Yaw'"),
-        ({"val_metric": "foo"}, "'foo'"),
+        ({"free_metric": ""}, "''"),
+        ({"val_metric": ""}, "''"),
+        ({"param_rules": {"tf_ratio": "ratio"}}, "'ratio'"),
         ({"spike_z": 0.0}, "0.0"),
         ({"spike_z": math.inf}, "inf"),
         ({"spike_count": 0}, "0"),
@@ -1552,3 +1553,26 @@ def test_short_windows_still_get_checks() -> None:
     feed(s, 2)
     s.step_block([1.0] * 2, [50.0] * 2)
     assert s.delta == pytest.approx(-0.1)
+
+
+def test_metric_names_and_parameter_rules_are_inputs() -> None:
+    """Nothing in the law is specific to the motion task: any metric name, and per-parameter
+    rules (the task's are the defaults, overridable and extendable)."""
+    s = make(free_metric="valfree_bleu_inverse", val_metric="val_bleu_inverse", patience=1)
+    for f, v in ((1.0, 1.0), (1.5, 1.0)):
+        s.step_epoch({"valfree_bleu_inverse": f}, {"val_bleu_inverse": v})
+    assert s.last_change()["reason"] == "valfree_worse"
+    rules = {"beam": "count", "teacher_prob": "complement", "freerun_horizon": "scale"}
+    s = AdaptiveScheduler(param_rules=rules, adjustment_range=0.5)
+    s.set_base_values({"beam": 4, "teacher_prob": 0.8, "freerun_horizon": 10.0, "tf_ratio": 0.5})
+    s._delta = 0.5  # as after five pushes of 0.1
+    p = s.proposed()
+    assert p["beam"] == 6.0 and p["teacher_prob"] == pytest.approx(0.7)
+    assert p["freerun_horizon"] == 15.0 and p["tf_ratio"] == pytest.approx(
+        0.25
+    )  # default rule kept
+    assert map_value("beam", 4.0, 0.5, kind="count") == 6.0
+    with pytest.raises(ValueError, match=r"base value 'teacher_prob' must be in \[0, 1\]"):
+        s.set_base_values({"teacher_prob": 1.5})
+    assert AdaptiveScheduler().config()["param_rules"] is None  # the defaults, not spelled out
+    assert repr(AdaptiveScheduler(param_rules={"beam": "count"})).count("param_rules") == 1

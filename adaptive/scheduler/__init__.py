@@ -5,10 +5,24 @@ See ``docs/SCHEDULER.md`` for the control law.
 
 from adaptive.scheduler._scheduler import (
     FREE_METRICS,
+    MOTION_PARAM_RULES,
+    NONFINITE_POLICIES,
+    PARAM_KINDS,
     REASONS,
+    SPREAD_FLOOR,
     AdaptiveScheduler,
     BlockRecord,
     map_value,
 )
 
-__all__ = ["FREE_METRICS", "REASONS", "AdaptiveScheduler", "BlockRecord", "map_value"]
+__all__ = [
+    "FREE_METRICS",
+    "MOTION_PARAM_RULES",
+    "NONFINITE_POLICIES",
+    "PARAM_KINDS",
+    "REASONS",
+    "SPREAD_FLOOR",
+    "AdaptiveScheduler",
+    "BlockRecord",
+    "map_value",
+]

@@ -22,7 +22,9 @@ import torch
 
 __all__ = [
     "FREE_METRICS",
+    "MOTION_PARAM_RULES",
     "NONFINITE_POLICIES",
+    "PARAM_KINDS",
     "REASONS",
     "AdaptiveScheduler",
     "BlockRecord",
@@ -47,8 +49,13 @@ NONFINITE_POLICIES = ("ease_off", "skip")
 #: Smallest spread (log units) of a regime's reference: changes below ~10 % are never outliers.
 SPREAD_FLOOR = 0.1
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal sample x this = its standard deviation
-#: Metric keys accepted for ``free_metric`` / ``val_metric`` (all: lower is better).
+#: The reference motion task's validation metrics (lower is better); ``free_metric`` and
+#: ``val_metric`` may name any metric the trainer passes to :meth:`AdaptiveScheduler.step_epoch`.
 FREE_METRICS = ("YawAbsDeg", "MPJPE", "RootDrift", "loss")
+#: How a schedule parameter is adjusted by delta (see :func:`map_value`).
+PARAM_KINDS = ("scale", "count", "complement")
+#: The reference motion task's parameters that are not plain scales (the default rules).
+MOTION_PARAM_RULES: dict[str, str] = {"freerun_horizon": "count", "tf_ratio": "complement"}
 
 # Config keys that may differ between a saved state and the loading instance.
 _NON_BEHAVIOURAL = frozenset({"dry_run", "log_every"})
@@ -152,25 +159,32 @@ def _to_host(items: list[torch.Tensor | float]) -> list[float]:
 
 
 def map_value(
-    name: str, base: float, delta: float, limits: tuple[float, float] | None = None
+    name: str,
+    base: float,
+    delta: float,
+    limits: tuple[float, float] | None = None,
+    kind: str | None = None,
 ) -> float:
     """Apply ``delta`` (positive = harder) to one base value; see docs/SCHEDULER.md.
 
-    * ``freerun_horizon``: ``max(1, floor(base·(1+δ) + 0.5))``; base 0 stays 0.
-    * ``tf_ratio``: the free-run fraction ``1 - tf`` is scaled,
-      ``clip(1 - (1-base)·(1+δ), 0, 1)``; base 1.0 (no free run) stays 1.0.
-    * anything else (``freerun_weight``, extras): ``base·(1+δ)``; base 0 stays 0.
+    The parameter's ``kind`` (default: :data:`MOTION_PARAM_RULES`, else ``"scale"``):
+
+    * ``"count"`` (``freerun_horizon``): ``max(1, floor(base·(1+δ) + 0.5))``; base 0 stays 0.
+    * ``"complement"`` (``tf_ratio``): the complement ``1 - base`` (the free-run fraction)
+      is scaled, ``clip(1 - (1-base)·(1+δ), 0, 1)``; base 1.0 stays 1.0.
+    * ``"scale"`` (anything else: ``freerun_weight``, extras): ``base·(1+δ)``; base 0 stays 0.
 
     ``limits = (lo, hi)`` clips the adjusted value into ``[lo, hi]`` (for example the
     trainer's ``freerun_horizon <= window - 1``). ``delta == 0`` returns ``base`` exactly.
     """
     if delta == 0.0:
         return base
-    if name == "freerun_horizon":
+    kind = kind or MOTION_PARAM_RULES.get(name, "scale")
+    if kind == "count":
         if base == 0.0:
             return base
         out = float(max(1, math.floor(base * (1.0 + delta) + 0.5)))
-    elif name == "tf_ratio":
+    elif kind == "complement":
         free = 1.0 - base
         if free == 0.0:
             return base
@@ -182,6 +196,17 @@ def map_value(
     if limits is not None:
         out = min(limits[1], max(limits[0], out))
     return out
+
+
+def _validate_rules(rules: Any) -> dict[str, str]:
+    if rules is None:
+        return dict(MOTION_PARAM_RULES)
+    if not isinstance(rules, Mapping):
+        raise TypeError(f"param_rules must be a mapping name -> kind, got {rules!r}")
+    for name, kind in rules.items():
+        if not isinstance(name, str) or kind not in PARAM_KINDS:
+            raise ValueError(f"param_rules[{name!r}] must be one of {PARAM_KINDS!r}, got {kind!r}")
+    return dict(rules)
 
 
 def _validate_limits(limits: Any) -> dict[str, tuple[float, float]]:
@@ -220,6 +245,7 @@ class BlockRecord:
     length: int
     base_values: dict[str, float]  # base values in force during the block
     limits: dict[str, tuple[float, float]]  # per-parameter bounds of the adjusted values
+    rules: dict[str, str]  # per-parameter kind (map_value)
     delta_before: float  # delta when the block started
     signals_before: dict[str, float | None]  # signals when the block started
     closes: list[int] = field(default_factory=list)  # offsets after which a window closed
@@ -245,7 +271,13 @@ class BlockRecord:
         runs = [self.delta_before, *self.deltas]
         return {
             name: np.repeat(
-                np.asarray([map_value(name, b, d, self.limits.get(name)) for d in runs]), counts
+                np.asarray(
+                    [
+                        map_value(name, b, d, self.limits.get(name), self.rules.get(name))
+                        for d in runs
+                    ]
+                ),
+                counts,
             )
             for name, b in self.base_values.items()
         }
@@ -265,7 +297,9 @@ class BlockRecord:
         return out
 
 
-def _validate_base_values(values: Mapping[str, float]) -> dict[str, float]:
+def _validate_base_values(
+    values: Mapping[str, float], rules: Mapping[str, str] = MOTION_PARAM_RULES
+) -> dict[str, float]:
     if not isinstance(values, Mapping):
         raise TypeError(f"base values must be a mapping name -> float, got {values!r}")
     out: dict[str, float] = {}
@@ -277,10 +311,11 @@ def _validate_base_values(values: Mapping[str, float]) -> dict[str, float]:
         if not _is_real(v) or not math.isfinite(float(v)):
             raise ValueError(f"base value {name!r} must be a finite number, got {v!r}")
         f = float(v)
-        if name == "tf_ratio" and not 0.0 <= f <= 1.0:
-            raise ValueError(f"base value 'tf_ratio' must be in [0, 1], got {v!r}")
-        if name == "freerun_horizon" and (f < 0.0 or f != math.floor(f)):
-            raise ValueError(f"base value 'freerun_horizon' must be a whole number >= 0, got {v!r}")
+        kind = rules.get(name, "scale")
+        if kind == "complement" and not 0.0 <= f <= 1.0:
+            raise ValueError(f"base value {name!r} must be in [0, 1], got {v!r}")
+        if kind == "count" and (f < 0.0 or f != math.floor(f)):
+            raise ValueError(f"base value {name!r} must be a whole number >= 0, got {v!r}")
         out[name] = f
     return out
 
@@ -374,7 +409,9 @@ class AdaptiveScheduler:
         use_epoch_metrics: make epoch-level decisions (metrics are recorded anyway).
         adjustment_range: bound on ``|delta|``, in ``[0, 1)``.
         dry_run: apply nothing, only propose (switchable via the ``dry_run`` property).
-        free_metric: key of the free-run validation metric (``metrics`` of step_epoch).
+        free_metric: key of the free-run validation metric (``metrics`` of step_epoch; any
+            lower-is-better metric the trainer reports, e.g. the reference task's
+            :data:`FREE_METRICS`).
         val_metric: key in the teacher-forced ``val_metrics``; ``None`` = ``free_metric``.
         spike_z: robust z-score of a batch's log grad norm above which it is an outlier
             (> 0).
@@ -394,6 +431,9 @@ class AdaptiveScheduler:
         cooldown: decision points after a change during which delta is frozen (>= 0).
         limits: optional ``{name: (lo, hi)}`` bounds of the adjusted values (e.g. the
             trainer's ``freerun_horizon <= window - 1``); see :func:`map_value`.
+        param_rules: ``{name: kind}`` with kind in :data:`PARAM_KINDS` (``"scale"``,
+            ``"count"``, ``"complement"``): how delta adjusts each schedule parameter;
+            merged over :data:`MOTION_PARAM_RULES` (the reference task's; others scale).
         history_size: number of recent changes kept by :meth:`history` (>= 1).
         log_every: INFO status line every ``log_every`` batch windows (0: off). Changes
             are always logged at INFO.
@@ -421,6 +461,7 @@ class AdaptiveScheduler:
         epoch_tolerance: float = 0.01,
         cooldown: int = 2,
         limits: Mapping[str, tuple[float, float]] | None = None,
+        param_rules: Mapping[str, str] | None = None,
         history_size: int = 100,
         log_every: int = 0,
         logger: logging.Logger | None = None,
@@ -432,12 +473,10 @@ class AdaptiveScheduler:
             "adjustment_range", adjustment_range, lo=0.0, hi=1.0, hi_open=True
         )
         self._dry_run = _check_bool("dry_run", dry_run)
-        if free_metric not in FREE_METRICS:
-            raise ValueError(f"free_metric must be one of {FREE_METRICS!r}, got {free_metric!r}")
-        if val_metric is not None and val_metric not in FREE_METRICS:
-            raise ValueError(
-                f"val_metric must be None or one of {FREE_METRICS!r}, got {val_metric!r}"
-            )
+        if not isinstance(free_metric, str) or not free_metric:
+            raise ValueError(f"free_metric must be a non-empty metric name, got {free_metric!r}")
+        if val_metric is not None and (not isinstance(val_metric, str) or not val_metric):
+            raise ValueError(f"val_metric must be None or a metric name, got {val_metric!r}")
         self._free_metric = free_metric
         self._val_metric = val_metric
         self._spike_z = _check_number("spike_z", spike_z, lo=0.0, lo_open=True)
@@ -460,6 +499,7 @@ class AdaptiveScheduler:
         self._tolerance = _check_number("epoch_tolerance", epoch_tolerance, lo=0.0)
         self._cooldown = _check_int("cooldown", cooldown, lo=0)
         self._limits = _validate_limits(limits)
+        self._rules = _validate_rules(param_rules)
         self._history_size = _check_int("history_size", history_size, lo=1)
         self._log_every = _check_int("log_every", log_every, lo=0)
         if logger is not None and not isinstance(logger, logging.Logger):
@@ -550,6 +590,7 @@ class AdaptiveScheduler:
             "epoch_tolerance": self._tolerance,
             "cooldown": self._cooldown,
             "limits": {k: list(v) for k, v in self._limits.items()} or None,
+            "param_rules": None if self._rules == MOTION_PARAM_RULES else dict(self._rules),
             "history_size": self._history_size,
             "log_every": self._log_every,
         }
@@ -567,12 +608,12 @@ class AdaptiveScheduler:
         Replaces the previous mapping. The per-regime references are kept: they follow
         level changes through their EMA instead of being restarted.
         """
-        self._base = _validate_base_values(values)
+        self._base = _validate_base_values(values, self._rules)
 
     def proposed(self) -> dict[str, float]:
         """Base values adjusted by the current delta (what live mode applies)."""
-        d, lim = self._delta, self._limits
-        return {k: map_value(k, b, d, lim.get(k)) for k, b in self._base.items()}
+        d, lim, rules = self._delta, self._limits, self._rules
+        return {k: map_value(k, b, d, lim.get(k), rules.get(k)) for k, b in self._base.items()}
 
     def values(self) -> dict[str, float]:
         """Values to use now: :meth:`proposed`, or the base values in dry-run.
@@ -673,6 +714,7 @@ class AdaptiveScheduler:
             length=n,
             base_values=dict(self._base),
             limits=dict(self._limits),
+            rules=dict(self._rules),
             delta_before=self._delta,
             signals_before=dict(self._signals),
         )
@@ -889,8 +931,7 @@ class AdaptiveScheduler:
         elif trend is not None and trend > self._rising:
             reason = "loss_rising"
             detail = (
-                f"window median loss is {trend:+.2%} above its reference "
-                f"(> {self._rising:+.2%})"
+                f"window median loss is {trend:+.2%} above its reference (> {self._rising:+.2%})"
             )
         self._decide("batch", reason, detail)
 
@@ -1123,7 +1164,9 @@ class AdaptiveScheduler:
                 "cannot load state: configuration mismatch (" + "; ".join(mismatches) + ")"
             )
         try:
-            base = _validate_base_values({k: _dec(v, k) for k, v in state["base_values"].items()})
+            base = _validate_base_values(
+                {k: _dec(v, k) for k, v in state["base_values"].items()}, self._rules
+            )
             delta = _dec(state["delta"], "delta")
             if delta is None or not abs(delta) <= self._range:
                 raise ValueError(

@@ -138,7 +138,7 @@ def inspect(
 
 def _part_count(path: Path) -> int:
     """Part files of a trace directory (PATH itself, or PATH/trace.parquet of a run folder)."""
-    from adaptive.trace._writer import part_files
+    from adaptive.trace import part_files
 
     for d in (path, path / "trace.parquet"):
         if d.is_dir():

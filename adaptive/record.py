@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from adaptive.trace._writer import TraceWriter
+from adaptive.trace import TraceWriter
 
 __all__ = ["TraceRecorder"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptive.trace import TraceWriter
 from adaptive.trace import _format as F
-from adaptive.trace._writer import TraceWriter
 
 __all__ = ["ImportReport", "Series", "TraceImportError", "build_trace", "parse_mapping"]
 

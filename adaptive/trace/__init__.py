@@ -3,7 +3,7 @@
 from adaptive.trace._compact import compact_trace, truncate_trace
 from adaptive.trace._format import TRACE_VERSION
 from adaptive.trace._reader import Trace, TraceError, TraceWarning, read_trace
-from adaptive.trace._writer import TraceWriter
+from adaptive.trace._writer import TraceWriter, part_files
 
 __all__ = [
     "TRACE_VERSION",
@@ -12,6 +12,7 @@ __all__ = [
     "TraceWarning",
     "TraceWriter",
     "compact_trace",
+    "part_files",
     "read_trace",
     "truncate_trace",
 ]

@@ -605,8 +605,7 @@ class Trainer:
 
     def _compact_trace(self) -> None:
         """Merge the trace's parts into one (`trace.compact`); a failure keeps the parts."""
-        from adaptive.trace import TraceError, compact_trace
-        from adaptive.trace._writer import part_files
+        from adaptive.trace import TraceError, compact_trace, part_files
 
         path = self.run_dir / TRACE_NAME
         if not self.cfg["trace"]["compact"] or not path.is_dir():

@@ -32,24 +32,20 @@ COMPONENTS = ("fk_pos", "contact", "smooth")
 BASE = {"fk_pos": 1.0, "contact": 0.5, "smooth": 2.0}
 METHODS = available_methods()
 
-# Parameters making each method adapt strongly within a few dozen steps (so clamping and
-# state changes are actually exercised). Methods registered later run with defaults.
-AGGRESSIVE: dict[str, dict[str, Any]] = {
-    "dwa": {"temperature": 0.1},
-    "uncertainty": {"lr": 0.2},
-}
-# (parameter, bad value) per method: construction must fail and repeat the value.
-BAD_PARAMS: dict[str, list[tuple[str, Any]]] = {
-    "dwa": [("temperature", 0.0), ("temperature", -1.5), ("temperature", float("inf"))],
-    "uncertainty": [("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0)],
-}
+# Per-method test settings come from the method classes (``aggressive_params``,
+# ``invalid_params``, ``example_params``, ``sweep_configs``; see WeightingMethod).
+
+
+def method_class(method: str) -> type[WeightingMethod]:
+    return weighting_base._get_method_class(method)
+
 
 EPOCH = "EPOCH"  # marker in a schedule: call end_epoch()
 
 
 def make(method: str, **kwargs: Any) -> AdaptiveLossWeighting:
     params = {"base_weights": BASE, "method": method, "log_every": 0}
-    params.update(AGGRESSIVE.get(method, {}))
+    params.update(method_class(method).aggressive_params)
     params.update(kwargs)
     components = params.pop("components", COMPONENTS)
     return AdaptiveLossWeighting(components, **params)
@@ -275,7 +271,7 @@ class TestContract:
             make(method, log_every=-7)
         with pytest.raises(ValueError, match="duplicate"):
             make(method, components=("a", "a"), base_weights=None)
-        for name, bad in BAD_PARAMS.get(method, []):
+        for name, bad in method_class(method).invalid_params:
             with pytest.raises(ValueError, match=f"{name}.*{re.escape(repr(bad))}"):
                 make(method, **{name: bad})
 
@@ -431,9 +427,7 @@ def test_weights_finite_and_within_range(
         # the method's own state never went non-finite (counted before the guard that
         # would replace such scales by 1, so this can fail where isfinite(scales) could not)
         assert int(diag.nonfinite_state) == 0
-        impl = ctrl.method_impl
-        live = impl._scales if isinstance(impl, DWA) else impl._u  # type: ignore[attr-defined]
-        assert torch.isfinite(live).all()
+        assert torch.isfinite(ctrl.method_impl.scales()).all()  # the method's own output
         n_bad += not all(math.isfinite(v) for v in values)
         assert bool(diag.skipped) == (not all(math.isfinite(v) for v in values))
         if end_epoch:
@@ -955,24 +949,9 @@ def test_default_block_for_per_step_methods() -> None:
         weighting_base._REGISTRY.pop("counting_test", None)
 
 
-SWEEP_CONFIGS: dict[str, list[dict[str, Any]]] = {
-    "dwa": [
-        {"temperature": 0.1, "adjustment_range": 0.05},
-        {"temperature": 2.0},
-        {"temperature": 0.5, "adjustment_range": 1.5},
-    ],
-    "uncertainty": [
-        {"lr": 0.2, "adjustment_range": 0.05},
-        {"lr": 0.01, "beta1": 0.5, "beta2": 0.9},
-        {"lr": 0.05, "s_min": -0.5, "s_max": 0.7, "eps": 1e-3, "adjustment_range": 2.0},
-        {},
-    ],
-}
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_configs_equal_separate_controllers(method: str) -> None:
-    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    configs = list(method_class(method).sweep_configs)
     gen = torch.Generator().manual_seed(11)
     losses = _random_losses(gen, 150)
     epochs, cuts = [30, 60, 90, 120], [7, 45, 46, 100]
@@ -1085,12 +1064,6 @@ def _synthetic_trace(n: int = 900, c: int = 4, epochs: int = 6, seed: int = 0) -
     )
 
 
-REPLAY_PARAMS: dict[str, dict[str, Any]] = {
-    "dwa": {"temperature": 0.5},
-    "uncertainty": {"lr": 0.05},
-}
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
     import pandas as pd
@@ -1099,7 +1072,7 @@ def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
     from tests.reference_replay import replay_weighting
 
     trace = _synthetic_trace()
-    params = REPLAY_PARAMS.get(method, {})
+    params = dict(method_class(method).example_params)
     done: list[int] = []
     old = replay_weighting(trace, method, adjustment_range=0.4, **params)
     new = replay_weighting_fast(trace, method, adjustment_range=0.4, progress=done.append, **params)
@@ -1117,7 +1090,7 @@ def test_sweep_equals_separate_fast_replays(method: str) -> None:
     from replay._weighting_replay import replay_weighting_fast, sweep_weighting
 
     trace = _synthetic_trace(n=500, c=3, epochs=5, seed=1)
-    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    configs = list(method_class(method).sweep_configs)
     res = sweep_weighting(trace, method, configs)
     n, k, c = len(trace.steps), len(configs), 3
     for key in ("proposed", "deltas", "clamped", "scales"):

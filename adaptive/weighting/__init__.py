@@ -1,7 +1,8 @@
 """Adaptive loss weighting: a deterministic controller mapping raw losses to weights.
 
 Methods (one private module each) register themselves with :func:`register_method`;
-importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``).
+importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``,
+``"softadapt"``, ``"lbtw"``, ``"imtl_l"``, ``"logloss"``).
 """
 
 from ._base import (
@@ -12,11 +13,19 @@ from ._base import (
     register_method,
 )
 from ._dwa import DWA
+from ._imtl_l import IMTLL
+from ._lbtw import LBTW
+from ._logloss import LogLossWeighting
+from ._softadapt import SoftAdapt
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
     "DWA",
+    "IMTLL",
+    "LBTW",
     "AdaptiveLossWeighting",
+    "LogLossWeighting",
+    "SoftAdapt",
     "UncertaintyWeighting",
     "WeightingDiagnostics",
     "WeightingMethod",

@@ -238,6 +238,11 @@ class TestContract:
         a = run(make(method), sched)
         b = run(make(method, components=perm), sched)
         idx = [COMPONENTS.index(c) for c in perm]
+        if not method_class(method).order_equivariant:
+            # documented: scales are tied to column positions (e.g. RLW's draws)
+            for (_, da), (_, db) in zip(a, b, strict=True):
+                assert torch.equal(da.scales, db.scales)
+            return
         for (wa, da), (wb, db) in zip(a, b, strict=True):
             torch.testing.assert_close(wb, wa[idx], rtol=1e-13, atol=0)
             assert torch.equal(db.clamped, da.clamped[idx])

@@ -2,7 +2,7 @@
 
 Methods (one private module each) register themselves with :func:`register_method`;
 importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``,
-``"softadapt"``, ``"lbtw"``, ``"imtl_l"``, ``"logloss"``).
+``"softadapt"``, ``"lbtw"``, ``"rlw"``, ``"imtl_l"``, ``"logloss"``).
 """
 
 from ._base import (
@@ -16,6 +16,7 @@ from ._dwa import DWA
 from ._imtl_l import IMTLL
 from ._lbtw import LBTW
 from ._logloss import LogLossWeighting
+from ._rlw import RLW
 from ._softadapt import SoftAdapt
 from ._uncertainty import UncertaintyWeighting
 
@@ -23,6 +24,7 @@ __all__ = [
     "DWA",
     "IMTLL",
     "LBTW",
+    "RLW",
     "AdaptiveLossWeighting",
     "LogLossWeighting",
     "SoftAdapt",

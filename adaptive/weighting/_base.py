@@ -130,6 +130,10 @@ class WeightingMethod(ABC):
     * ``invalid_params``: ``(name, bad value)`` pairs whose construction must fail with
       a ``ValueError`` repeating the value.
     * ``sweep_configs``: configurations run side by side in the batched/sweep tests.
+
+    ``order_equivariant`` (default True) says that permuting the components permutes
+    the scales; a method whose scales are tied to column positions (RLW's random draws)
+    sets it False.
     """
 
     name: ClassVar[str] = ""
@@ -138,6 +142,7 @@ class WeightingMethod(ABC):
     aggressive_params: ClassVar[Mapping[str, Any]] = {}
     invalid_params: ClassVar[Sequence[tuple[str, Any]]] = ()
     sweep_configs: ClassVar[Sequence[Mapping[str, Any]]] = ({}, {"adjustment_range": 0.1})
+    order_equivariant: ClassVar[bool] = True
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):

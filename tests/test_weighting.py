@@ -10,7 +10,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -1150,3 +1150,88 @@ def test_dwa_is_invariant_to_a_common_rescaling(
         out.append(torch.cat(rows))
     assert (out[0] - out[1]).abs().max() < 1e-9
     assert (out[0][-1] != 1.0).any()  # it did move: the property is not vacuous
+
+
+# ======================================================================================
+# A method is one class: registering a toy method here is all it takes
+# ======================================================================================
+
+
+class _ToyFollowLoss(weighting_base.TensorStateMethod):
+    """Toy method for the registry test: weights ∝ an EMA of the losses (the larger a
+    loss, the more weight), scales ``C · m / Σ m``; neutral until the first step."""
+
+    aggressive_params: ClassVar[dict[str, Any]] = {"momentum": 0.0}
+    example_params: ClassVar[dict[str, Any]] = {"momentum": 0.5}
+    invalid_params = (("momentum", 1.0), ("momentum", -0.5))
+    sweep_configs = ({"momentum": 0.0, "adjustment_range": 0.05}, {"momentum": 0.9})
+    state_fields = ("_m",)
+    config_fields = ("_momentum",)
+
+    def __init__(self, num_components: int, *, momentum: float = 0.9) -> None:
+        super().__init__(num_components)
+        self.momentum = weighting_base.check_number(
+            "momentum", momentum, low=0.0, high=1.0, high_open=True
+        )
+        self._momentum = torch.full((1, 1), self.momentum, dtype=torch.float64)
+        self._m = torch.full((1, num_components), math.nan, dtype=torch.float64)
+
+    def params(self) -> dict[str, Any]:
+        return {"momentum": self.momentum}
+
+    def scales(self) -> torch.Tensor:
+        m = torch.where(self._m.isnan(), 1.0, self._m.clamp_min(1e-12))
+        return self._row(self.num_components * m / m.sum(-1, keepdim=True))
+
+    def observe(self, losses: torch.Tensor, finite: torch.Tensor) -> None:
+        x = losses.abs().clamp(1e-12, 1e12)
+        a = self._momentum
+        ema = torch.where(self._m.isnan(), x, a * self._m + (1.0 - a) * x)
+        self._m = torch.where(finite, ema, self._m)
+
+
+@pytest.fixture
+def toy_method() -> Iterator[str]:
+    name = "toy_follow_loss"
+    register_method(name)(_ToyFollowLoss)
+    try:
+        yield name
+    finally:  # the registry is a plain dict: unregister so other tests see the built-ins
+        weighting_base._REGISTRY.pop(name, None)
+    assert name not in available_methods()
+
+
+def test_a_registered_toy_method_works_everywhere(toy_method: str) -> None:
+    import inspect
+
+    import replay
+
+    assert toy_method in available_methods()
+    # the controller
+    ctrl = AdaptiveLossWeighting(COMPONENTS, BASE, method=toy_method, momentum=0.0)
+    ctrl({"fk_pos": 3.0, "contact": 1.0, "smooth": 2.0})
+    _, w, diag = ctrl(dict.fromkeys(COMPONENTS, 1.0))
+    assert diag.scales.tolist() == [1.5, 0.5, 1.0]  # C * L / sum(L), from the step before
+    assert w["contact"].item() == BASE["contact"] * (1 - 0.3)  # clamped at the default ±0.3
+    # the whole contract suite, read from the class attributes
+    suite = TestContract()
+    ran = 0
+    for name, fn in inspect.getmembers(TestContract, inspect.isfunction):
+        params = list(inspect.signature(fn).parameters)
+        if name.startswith("test_") and params == ["self", "method"]:
+            getattr(suite, name)(toy_method)
+            ran += 1
+    suite.test_state_dict_json_resume_bit_exact(toy_method, 13)
+    assert ran >= 15
+    test_batched_configs_equal_separate_controllers(toy_method)
+    test_step_block_one_block_per_epoch_and_resume(toy_method)
+    # replay and sweep over a trace
+    trace = _synthetic_trace(n=300, c=3, epochs=5, seed=2)
+    result = replay.replay(trace, toy_method, momentum=0.5, adjustment_range=0.2)
+    frame = result.frame
+    assert len(frame) == len(trace.steps)
+    assert (frame[[f"delta/{c}" for c in trace.components]].abs() <= 0.2 + 1e-12).all().all()
+    assert frame[[f"delta/{c}" for c in trace.components]].abs().to_numpy().max() > 0.01
+    swept = replay.sweep({"syn": trace}, toy_method, {"momentum": [0.0, 0.5, 0.9]})
+    assert sorted(swept.table["momentum"]) == [0.0, 0.5, 0.9]
+    assert swept.method == toy_method

@@ -7,6 +7,7 @@ importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``
 
 from ._base import (
     AdaptiveLossWeighting,
+    TensorStateMethod,
     WeightingDiagnostics,
     WeightingMethod,
     available_methods,
@@ -28,6 +29,7 @@ __all__ = [
     "AdaptiveLossWeighting",
     "LogLossWeighting",
     "SoftAdapt",
+    "TensorStateMethod",
     "UncertaintyWeighting",
     "WeightingDiagnostics",
     "WeightingMethod",

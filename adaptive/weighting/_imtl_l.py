@@ -1,8 +1,8 @@
 """IMTL-L, the loss-balance half of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
 
-"Towards Impartial Multi-task Learning", section 3.2: each component gets a learnable
-scale ``s_c`` and the loss ``e^{s_c} L_c - s_c``; the model sees the weight
-``e^{s_c}``. The gradient with respect to ``s_c`` is ``e^{s_c} L_c - 1``, zero at
+"Towards Impartial Multi-task Learning": each component gets a learnable scale ``s_c``
+and the loss ``e^{s_c} L_c - s_c``; the model sees the weight ``e^{s_c}``. The
+gradient with respect to ``s_c`` is ``e^{s_c} L_c - 1``, zero at
 ``s_c = -log L_c``: at equilibrium the weighted losses are all 1 (weights ∝ 1/L_c), so
 the result does not depend on each loss's units. We take plain gradient steps on ``s``
 ourselves (no autograd, no optimiser of the trainer)::

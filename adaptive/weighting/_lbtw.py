@@ -1,7 +1,6 @@
 """Loss-Balanced Task Weighting, LBTW (Liu, Liang & Gitter, AAAI 2019).
 
-"Loss-Balanced Task Weighting to Reduce Negative Transfer in Multi-Task Learning",
-section 3::
+"Loss-Balanced Task Weighting to Reduce Negative Transfer in Multi-Task Learning"::
 
     λ_c(t) = (L_c(t) / L_c(0)) ** α,        α = 0.5 by default
 
@@ -42,7 +41,7 @@ class LBTW(TensorStateMethod):
 
     Args:
         num_components: number of loss components ``C``.
-        alpha: exponent ``α >= 0`` (paper: 0.5; 0 gives equal weights).
+        alpha: exponent ``α >= 0`` (default 0.5; 0 gives equal weights).
     """
 
     example_params: ClassVar[dict[str, Any]] = {"alpha": 1.0}

@@ -2,7 +2,7 @@
 
 Minimising ``Σ_c log L_c`` instead of ``Σ_c L_c`` is the "scale-invariant" (SI)
 baseline of Navon et al., "Multi-Task Learning as a Bargaining Game" (ICML 2022,
-Nash-MTL, section 6) and of Liu et al., "FAMO" (NeurIPS 2023). Its gradient is
+Nash-MTL) and of Liu et al., "FAMO" (NeurIPS 2023). Its gradient is
 ``Σ_c ∇L_c / L_c``, i.e. the plain sum weighted by::
 
     λ_c ∝ 1 / L_c

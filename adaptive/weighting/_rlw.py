@@ -1,7 +1,7 @@
 """Random Loss Weighting, RLW (Lin, Ye, Xu, Shi & Zhang, 2021).
 
 "Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning"
-(TMLR 2022, arXiv:2111.10603), section 3: at every step draw ``z ~ N(0, I_C)`` and weight
+(TMLR 2022, arXiv:2111.10603): at every step draw ``z ~ N(0, I_C)`` and weight
 the losses by::
 
     λ = softmax(z)

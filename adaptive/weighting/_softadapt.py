@@ -1,7 +1,7 @@
 """SoftAdapt (Heydari, Thompson & Mehmood, 2019).
 
 "SoftAdapt: Techniques for Adaptive Loss Weighting of Neural Networks with Multi-Part
-Loss Functions" (arXiv:1912.12355), eqs. (2)-(4)::
+Loss Functions" (arXiv:1912.12355)::
 
     s_c(t) = L_c(t) - L_c(t-1)                       (rate of change, finite difference)
     ŝ_c    = s_c / Σ_j |s_j|                         (normalised variant)
@@ -44,7 +44,7 @@ class SoftAdapt(TensorStateMethod):
 
     Args:
         num_components: number of loss components ``C``.
-        beta: softmax sharpness ``β >= 0`` (paper: 0.1; 0 gives equal weights).
+        beta: softmax sharpness ``β >= 0`` (default 0.1; 0 gives equal weights).
         normalized: divide the rates by ``Σ_j |s_j|`` (the paper's normalised SoftAdapt).
         loss_weighted: multiply by the current loss (the paper's loss-weighted SoftAdapt).
     """

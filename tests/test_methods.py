@@ -93,6 +93,15 @@ def test_imtl_l_gradient_steps() -> None:
     assert rows[1][0] == pytest.approx(2 / (1 + math.exp(0.2)), rel=1e-14)
 
 
+def test_imtl_l_init_first_starts_at_the_optimum() -> None:
+    # s = -log L(0) = (-log 0.004, -log 0.001): weights ∝ 1/L -> (250, 1000) / 1250 · 2
+    rows = scales_after("imtl_l", [(0.004, 0.001), (0.004, 0.001), (1.0, 1.0)], init="first")
+    assert rows[1] == pytest.approx([0.4, 1.6], rel=1e-12)
+    assert rows[2] == pytest.approx([0.4, 1.6], rel=1e-12)  # the gradient there is 0
+    zero = scales_after("imtl_l", [(0.004, 0.001)] * 3)  # the paper's start: barely moves
+    assert zero[2] == pytest.approx([1.0, 1.0], abs=1e-4)
+
+
 def test_imtl_l_equilibrium_is_inverse_loss() -> None:
     # the minimum of e^s L - s is s = -log L: weights ∝ 1/L -> (1/4, 4) -> 2·(1/4)/4.25
     rows = scales_after("imtl_l", [(4.0, 0.25)] * 400, lr=0.2)

@@ -214,7 +214,11 @@ def test_scheduler_on_trace_without_grad_norm_says_what_is_missing(tmp_path: Pat
 def test_bad_method_and_params_name_the_valid_ones(tmp_path: Path) -> None:
     trace = synthetic(tmp_path / "t.parquet", steps=60)
     res = runner.invoke(app, ["compare", str(trace), "-m", "gradnorm"])
-    assert res.exit_code == 2 and "valid methods: dwa, uncertainty, scheduler" in res.output
+    from adaptive.weighting import available_methods
+
+    valid = ", ".join([*available_methods(), "scheduler"])  # every registered method
+    assert res.exit_code == 2 and f"valid methods: {valid}" in res.output
+    assert "dwa, " in valid and "uncertainty, " in valid
     res = runner.invoke(app, ["compare", str(trace), "-m", "dwa", "-p", "dwa.temprature=1"])
     assert res.exit_code == 2 and "valid: adjustment_range, temperature" in res.output
     with pytest.raises(ReplayError, match="'temp' is not a parameter of 'dwa'"):

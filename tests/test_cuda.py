@@ -10,14 +10,14 @@ import torch
 
 from adaptive.scheduler import AdaptiveScheduler
 from adaptive.trace import TraceWriter, read_trace
-from adaptive.weighting import AdaptiveLossWeighting
+from adaptive.weighting import AdaptiveLossWeighting, available_methods
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 COMPS = ["fk_pos", "rot", "root_vel", "yaw"]
 
 
 @cuda
-@pytest.mark.parametrize("method", ["dwa", "uncertainty"])
+@pytest.mark.parametrize("method", available_methods())
 def test_live_path_has_no_host_sync(tmp_path: Path, method: str) -> None:
     dev = torch.device("cuda")
     torch.manual_seed(0)

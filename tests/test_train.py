@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from adaptive.trace import read_trace
 from adaptive.train.config import ConfigError, load_config
 from adaptive.train.trainer import Trainer
+from adaptive.weighting import available_methods
+from adaptive.weighting._base import _get_method_class
 from cli import app
 from replay import replay
 
@@ -176,19 +178,26 @@ def _max_rel(live: np.ndarray, rep: np.ndarray) -> float:
     return float(np.max(np.abs(live - rep) / np.maximum(np.abs(live), 1e-12)))
 
 
-@pytest.mark.parametrize("method", ["dwa", "uncertainty"])
-@pytest.mark.parametrize("dry_run", [True, False])
+def _toml(v: object) -> str:
+    return str(v).lower() if isinstance(v, bool) else repr(v)
+
+
+# every registered method live (its example parameters); dry-run for two of them
+@pytest.mark.parametrize(
+    ("method", "dry_run"),
+    [(m, False) for m in available_methods()] + [("dwa", True), ("uncertainty", True)],
+)
 def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run: bool) -> None:
+    params = dict(_get_method_class(method).example_params)
     cfg = tiny(
         tmp_path,
         f"adaptive.loss={method!r}",
         f"adaptive.dry_run={str(dry_run).lower()}",
         "adaptive.adjustment_range=0.5",
-        "adaptive.uncertainty.lr=0.05",
+        *(f"adaptive.{method}.{k}={_toml(v)}" for k, v in params.items()),
     )
     run_dir = run(cfg, "f")
     tr = read_trace(run_dir / "trace.parquet")
-    params = {"temperature": 2.0} if method == "dwa" else {"lr": 0.05}
     res = replay(tr, method, adjustment_range=0.5, **params)
     assert not res.notes  # the trace has every input the live run used
     assert (tr.steps["weighting_nonfinite"] == 0).all()  # the state stayed finite

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -32,24 +32,20 @@ COMPONENTS = ("fk_pos", "contact", "smooth")
 BASE = {"fk_pos": 1.0, "contact": 0.5, "smooth": 2.0}
 METHODS = available_methods()
 
-# Parameters making each method adapt strongly within a few dozen steps (so clamping and
-# state changes are actually exercised). Methods registered later run with defaults.
-AGGRESSIVE: dict[str, dict[str, Any]] = {
-    "dwa": {"temperature": 0.1},
-    "uncertainty": {"lr": 0.2},
-}
-# (parameter, bad value) per method: construction must fail and repeat the value.
-BAD_PARAMS: dict[str, list[tuple[str, Any]]] = {
-    "dwa": [("temperature", 0.0), ("temperature", -1.5), ("temperature", float("inf"))],
-    "uncertainty": [("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0)],
-}
+# Per-method test settings come from the method classes (``aggressive_params``,
+# ``invalid_params``, ``example_params``, ``sweep_configs``; see WeightingMethod).
+
+
+def method_class(method: str) -> type[WeightingMethod]:
+    return weighting_base._get_method_class(method)
+
 
 EPOCH = "EPOCH"  # marker in a schedule: call end_epoch()
 
 
 def make(method: str, **kwargs: Any) -> AdaptiveLossWeighting:
     params = {"base_weights": BASE, "method": method, "log_every": 0}
-    params.update(AGGRESSIVE.get(method, {}))
+    params.update(method_class(method).aggressive_params)
     params.update(kwargs)
     components = params.pop("components", COMPONENTS)
     return AdaptiveLossWeighting(components, **params)
@@ -242,6 +238,11 @@ class TestContract:
         a = run(make(method), sched)
         b = run(make(method, components=perm), sched)
         idx = [COMPONENTS.index(c) for c in perm]
+        if not method_class(method).order_equivariant:
+            # documented: scales are tied to column positions (e.g. RLW's draws)
+            for (_, da), (_, db) in zip(a, b, strict=True):
+                assert torch.equal(da.scales, db.scales)
+            return
         for (wa, da), (wb, db) in zip(a, b, strict=True):
             torch.testing.assert_close(wb, wa[idx], rtol=1e-13, atol=0)
             assert torch.equal(db.clamped, da.clamped[idx])
@@ -275,7 +276,7 @@ class TestContract:
             make(method, log_every=-7)
         with pytest.raises(ValueError, match="duplicate"):
             make(method, components=("a", "a"), base_weights=None)
-        for name, bad in BAD_PARAMS.get(method, []):
+        for name, bad in method_class(method).invalid_params:
             with pytest.raises(ValueError, match=f"{name}.*{re.escape(repr(bad))}"):
                 make(method, **{name: bad})
 
@@ -431,9 +432,7 @@ def test_weights_finite_and_within_range(
         # the method's own state never went non-finite (counted before the guard that
         # would replace such scales by 1, so this can fail where isfinite(scales) could not)
         assert int(diag.nonfinite_state) == 0
-        impl = ctrl.method_impl
-        live = impl._scales if isinstance(impl, DWA) else impl._u  # type: ignore[attr-defined]
-        assert torch.isfinite(live).all()
+        assert torch.isfinite(ctrl.method_impl.scales()).all()  # the method's own output
         n_bad += not all(math.isfinite(v) for v in values)
         assert bool(diag.skipped) == (not all(math.isfinite(v) for v in values))
         if end_epoch:
@@ -955,24 +954,9 @@ def test_default_block_for_per_step_methods() -> None:
         weighting_base._REGISTRY.pop("counting_test", None)
 
 
-SWEEP_CONFIGS: dict[str, list[dict[str, Any]]] = {
-    "dwa": [
-        {"temperature": 0.1, "adjustment_range": 0.05},
-        {"temperature": 2.0},
-        {"temperature": 0.5, "adjustment_range": 1.5},
-    ],
-    "uncertainty": [
-        {"lr": 0.2, "adjustment_range": 0.05},
-        {"lr": 0.01, "beta1": 0.5, "beta2": 0.9},
-        {"lr": 0.05, "s_min": -0.5, "s_max": 0.7, "eps": 1e-3, "adjustment_range": 2.0},
-        {},
-    ],
-}
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_configs_equal_separate_controllers(method: str) -> None:
-    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    configs = list(method_class(method).sweep_configs)
     gen = torch.Generator().manual_seed(11)
     losses = _random_losses(gen, 150)
     epochs, cuts = [30, 60, 90, 120], [7, 45, 46, 100]
@@ -1085,12 +1069,6 @@ def _synthetic_trace(n: int = 900, c: int = 4, epochs: int = 6, seed: int = 0) -
     )
 
 
-REPLAY_PARAMS: dict[str, dict[str, Any]] = {
-    "dwa": {"temperature": 0.5},
-    "uncertainty": {"lr": 0.05},
-}
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
     import pandas as pd
@@ -1099,7 +1077,7 @@ def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
     from tests.reference_replay import replay_weighting
 
     trace = _synthetic_trace()
-    params = REPLAY_PARAMS.get(method, {})
+    params = dict(method_class(method).example_params)
     done: list[int] = []
     old = replay_weighting(trace, method, adjustment_range=0.4, **params)
     new = replay_weighting_fast(trace, method, adjustment_range=0.4, progress=done.append, **params)
@@ -1117,7 +1095,7 @@ def test_sweep_equals_separate_fast_replays(method: str) -> None:
     from replay._weighting_replay import replay_weighting_fast, sweep_weighting
 
     trace = _synthetic_trace(n=500, c=3, epochs=5, seed=1)
-    configs = SWEEP_CONFIGS.get(method, [{}, {"adjustment_range": 0.1}])
+    configs = list(method_class(method).sweep_configs)
     res = sweep_weighting(trace, method, configs)
     n, k, c = len(trace.steps), len(configs), 3
     for key in ("proposed", "deltas", "clamped", "scales"):
@@ -1172,3 +1150,88 @@ def test_dwa_is_invariant_to_a_common_rescaling(
         out.append(torch.cat(rows))
     assert (out[0] - out[1]).abs().max() < 1e-9
     assert (out[0][-1] != 1.0).any()  # it did move: the property is not vacuous
+
+
+# ======================================================================================
+# A method is one class: registering a toy method here is all it takes
+# ======================================================================================
+
+
+class _ToyFollowLoss(weighting_base.TensorStateMethod):
+    """Toy method for the registry test: weights ∝ an EMA of the losses (the larger a
+    loss, the more weight), scales ``C · m / Σ m``; neutral until the first step."""
+
+    aggressive_params: ClassVar[dict[str, Any]] = {"momentum": 0.0}
+    example_params: ClassVar[dict[str, Any]] = {"momentum": 0.5}
+    invalid_params = (("momentum", 1.0), ("momentum", -0.5))
+    sweep_configs = ({"momentum": 0.0, "adjustment_range": 0.05}, {"momentum": 0.9})
+    state_fields = ("_m",)
+    config_fields = ("_momentum",)
+
+    def __init__(self, num_components: int, *, momentum: float = 0.9) -> None:
+        super().__init__(num_components)
+        self.momentum = weighting_base.check_number(
+            "momentum", momentum, low=0.0, high=1.0, high_open=True
+        )
+        self._momentum = torch.full((1, 1), self.momentum, dtype=torch.float64)
+        self._m = torch.full((1, num_components), math.nan, dtype=torch.float64)
+
+    def params(self) -> dict[str, Any]:
+        return {"momentum": self.momentum}
+
+    def scales(self) -> torch.Tensor:
+        m = torch.where(self._m.isnan(), 1.0, self._m.clamp_min(1e-12))
+        return self._row(self.num_components * m / m.sum(-1, keepdim=True))
+
+    def observe(self, losses: torch.Tensor, finite: torch.Tensor) -> None:
+        x = losses.abs().clamp(1e-12, 1e12)
+        a = self._momentum
+        ema = torch.where(self._m.isnan(), x, a * self._m + (1.0 - a) * x)
+        self._m = torch.where(finite, ema, self._m)
+
+
+@pytest.fixture
+def toy_method() -> Iterator[str]:
+    name = "toy_follow_loss"
+    register_method(name)(_ToyFollowLoss)
+    try:
+        yield name
+    finally:  # the registry is a plain dict: unregister so other tests see the built-ins
+        weighting_base._REGISTRY.pop(name, None)
+    assert name not in available_methods()
+
+
+def test_a_registered_toy_method_works_everywhere(toy_method: str) -> None:
+    import inspect
+
+    import replay
+
+    assert toy_method in available_methods()
+    # the controller
+    ctrl = AdaptiveLossWeighting(COMPONENTS, BASE, method=toy_method, momentum=0.0)
+    ctrl({"fk_pos": 3.0, "contact": 1.0, "smooth": 2.0})
+    _, w, diag = ctrl(dict.fromkeys(COMPONENTS, 1.0))
+    assert diag.scales.tolist() == [1.5, 0.5, 1.0]  # C * L / sum(L), from the step before
+    assert w["contact"].item() == BASE["contact"] * (1 - 0.3)  # clamped at the default ±0.3
+    # the whole contract suite, read from the class attributes
+    suite = TestContract()
+    ran = 0
+    for name, fn in inspect.getmembers(TestContract, inspect.isfunction):
+        params = list(inspect.signature(fn).parameters)
+        if name.startswith("test_") and params == ["self", "method"]:
+            getattr(suite, name)(toy_method)
+            ran += 1
+    suite.test_state_dict_json_resume_bit_exact(toy_method, 13)
+    assert ran >= 15
+    test_batched_configs_equal_separate_controllers(toy_method)
+    test_step_block_one_block_per_epoch_and_resume(toy_method)
+    # replay and sweep over a trace
+    trace = _synthetic_trace(n=300, c=3, epochs=5, seed=2)
+    result = replay.replay(trace, toy_method, momentum=0.5, adjustment_range=0.2)
+    frame = result.frame
+    assert len(frame) == len(trace.steps)
+    assert (frame[[f"delta/{c}" for c in trace.components]].abs() <= 0.2 + 1e-12).all().all()
+    assert frame[[f"delta/{c}" for c in trace.components]].abs().to_numpy().max() > 0.01
+    swept = replay.sweep({"syn": trace}, toy_method, {"momentum": [0.0, 0.5, 0.9]})
+    assert sorted(swept.table["momentum"]) == [0.0, 0.5, 0.9]
+    assert swept.method == toy_method

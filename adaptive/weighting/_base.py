@@ -24,6 +24,7 @@ __all__ = [
     "AdaptiveLossWeighting",
     "BlockOutput",
     "LazyState",
+    "TensorStateMethod",
     "WeightingDiagnostics",
     "WeightingMethod",
     "available_methods",
@@ -116,11 +117,32 @@ class WeightingMethod(ABC):
     dimension ``K`` (``1`` for a single configuration), hyperparameters are stored as
     attributes named like the parameters (values of configuration 0) and as ``(K, 1)``
     tensors in :meth:`config_tensors`, and the maths broadcasts over ``K``. A
-    single-configuration method is the ``K = 1`` case of the same code.
+    single-configuration method is the ``K = 1`` case of the same code. The default
+    :meth:`scales_and_observe` loop handles ``K > 1`` too: :meth:`scales` then returns
+    ``(K, C)`` and :meth:`diagnostics` ``(K, C)`` or ``(K,)`` tensors.
+
+    Test settings (class attributes read by the contract suite in
+    ``tests/test_weighting.py``, so a new method needs no test-file edit):
+
+    * ``example_params``: a typical non-default configuration (replay tests).
+    * ``aggressive_params``: parameters that make the method adapt strongly within a few
+      dozen steps, so that clamping and state changes are exercised.
+    * ``invalid_params``: ``(name, bad value)`` pairs whose construction must fail with
+      a ``ValueError`` repeating the value.
+    * ``sweep_configs``: configurations run side by side in the batched/sweep tests.
+
+    ``order_equivariant`` (default True) says that permuting the components permutes
+    the scales; a method whose scales are tied to column positions (RLW's random draws)
+    sets it False.
     """
 
     name: ClassVar[str] = ""
     supports_batching: ClassVar[bool] = False
+    example_params: ClassVar[Mapping[str, Any]] = {}
+    aggressive_params: ClassVar[Mapping[str, Any]] = {}
+    invalid_params: ClassVar[Sequence[tuple[str, Any]]] = ()
+    sweep_configs: ClassVar[Sequence[Mapping[str, Any]]] = ({}, {"adjustment_range": 0.1})
+    order_equivariant: ClassVar[bool] = True
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):
@@ -174,20 +196,21 @@ class WeightingMethod(ABC):
             a broadcast view (stride 0 along ``T``) where constant over the block.
 
         The default loops over :meth:`scales`, :meth:`diagnostics` and :meth:`observe`
-        (``K = 1``); built-in methods override it with block maths.
+        (any ``K``); DWA and uncertainty override it with block maths.
         """
+        # K = 1: per-step tensors lack the configuration dimension; add it.
+        one = self.num_configs == 1
         scales: list[Tensor] = []
         states: list[dict[str, Tensor]] = []
         for t in range(losses.size(0)):
             row = losses[t]
-            scales.append(self.scales())
-            states.append(self.diagnostics(row))
+            s = self.scales()
+            scales.append(s.unsqueeze(0) if one else s)
+            diag = self.diagnostics(row)
+            states.append({k: v.unsqueeze(0) if one else v for k, v in diag.items()})
             self.observe(row, finite[t])
-        state = {
-            k: torch.stack([s[k] for s in states]).unsqueeze(1)
-            for k in (states[0] if states else {})
-        }
-        return torch.stack(scales).unsqueeze(1), state
+        state = {k: torch.stack([s[k] for s in states]) for k in (states[0] if states else {})}
+        return torch.stack(scales), state
 
     def end_epoch(self) -> None:  # noqa: B027 - optional hook
         """Epoch boundary hook (default: nothing)."""
@@ -263,6 +286,68 @@ class WeightingMethod(ABC):
             )
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({self.num_components!r}, {args})"
+
+
+class TensorStateMethod(WeightingMethod):
+    """A :class:`WeightingMethod` whose state is declared once, as attribute names.
+
+    ``state_fields`` name the ``(K, C)`` or ``(K, 1)`` float64 state tensors and
+    ``config_fields`` the ``(K, 1)`` hyperparameter tensors; :meth:`state_tensors`,
+    :meth:`config_tensors`, :meth:`state_dict`, :meth:`load_state_dict` (and so
+    :meth:`to`, :meth:`select`, :meth:`batched`) derive from them. Subclasses write
+    :meth:`params`, :meth:`scales` and :meth:`observe` (per step, broadcasting over K).
+    """
+
+    state_fields: ClassVar[tuple[str, ...]] = ()
+    config_fields: ClassVar[tuple[str, ...]] = ()
+    supports_batching = True
+
+    def _row(self, t: Tensor) -> Tensor:
+        """Drop the configuration dimension of a single configuration."""
+        return t[0] if self.num_configs == 1 else t
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {f: getattr(self, f) for f in self.state_fields}
+
+    def config_tensors(self) -> dict[str, Tensor]:
+        return {f: getattr(self, f) for f in self.config_fields}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f.lstrip("_"): encode_tensor(getattr(self, f)) for f in self.state_fields}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        new = {}
+        for f in self.state_fields:
+            key = f.lstrip("_")
+            if key not in state:
+                raise ValueError(f"state has no entry {key!r}")
+            size = getattr(self, f).size(-1)
+            new[f] = decode_tensor(state[key], size=size, name=key).reshape(1, size)
+        for f, t in new.items():
+            setattr(self, f, t)
+        for f in self.config_fields:
+            setattr(self, f, getattr(self, f).cpu())
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real hyperparameter within bounds; the error repeats the bad value."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo = f"{'(' if low_open else '['}{low:g}"
+        hi = f"{high:g}{')' if high_open or math.isinf(high) else ']'}"
+        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
+    return float(value)
 
 
 _M = TypeVar("_M", bound=type[WeightingMethod])

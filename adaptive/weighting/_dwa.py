@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -60,6 +60,14 @@ class DWA(WeightingMethod):
     """
 
     supports_batching = True
+    example_params: ClassVar[dict[str, Any]] = {"temperature": 0.5}
+    aggressive_params: ClassVar[dict[str, Any]] = {"temperature": 0.1}
+    invalid_params = (("temperature", 0.0), ("temperature", -1.5), ("temperature", math.inf))
+    sweep_configs = (
+        {"temperature": 0.1, "adjustment_range": 0.05},
+        {"temperature": 2.0},
+        {"temperature": 0.5, "adjustment_range": 1.5},
+    )
 
     def __init__(self, num_components: int, *, temperature: float = 2.0) -> None:
         super().__init__(num_components)

@@ -1,0 +1,85 @@
+"""Loss-Balanced Task Weighting, LBTW (Liu, Liang & Gitter, AAAI 2019).
+
+"Loss-Balanced Task Weighting to Reduce Negative Transfer in Multi-Task Learning"::
+
+    λ_c(t) = (L_c(t) / L_c(0)) ** α,        α = 0.5 by default
+
+where ``L_c(0)`` is the component's loss at the first step: a component that has
+already come down a long way is down-weighted. Scales are ``C · λ / Σ_j λ_j`` (mean 1;
+the controller applies them as a bounded change of the base weights).
+
+The paper uses the current batch's ratio; here the scales in force at step ``t`` use the
+last finite step before ``t`` (the controller computes scales before observing a step),
+so the weights lag one step. The ratio makes the method invariant to the losses' units,
+per component.
+
+Robustness (ours): ``L_c(0)`` is the first *finite* step; steps with a non-finite loss
+leave the state unchanged; a ratio is neutral (1) where ``L_c(0) <= 0`` or the loss is
+negative (a ratio of such losses means nothing); a zero loss gets weight 0 (the
+formula), and neutral scales if every loss is 0. The maths runs in log space
+(``α · log r``), so large ratios cannot overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ._base import TensorStateMethod, check_number, register_method
+
+__all__ = ["LBTW"]
+
+_DTYPE = torch.float64
+
+
+@register_method("lbtw")
+class LBTW(TensorStateMethod):
+    """Loss-Balanced Task Weighting: weights ∝ (L_c(t) / L_c(0)) ** α.
+
+    Args:
+        num_components: number of loss components ``C``.
+        alpha: exponent ``α >= 0`` (default 0.5; 0 gives equal weights).
+    """
+
+    example_params: ClassVar[dict[str, Any]] = {"alpha": 1.0}
+    aggressive_params: ClassVar[dict[str, Any]] = {"alpha": 2.0}
+    invalid_params = (("alpha", -0.5), ("alpha", math.nan), ("alpha", math.inf))
+    sweep_configs = (
+        {"alpha": 2.0, "adjustment_range": 0.05},
+        {"alpha": 0.5},
+        {"alpha": 1.0, "adjustment_range": 1.5},
+    )
+    state_fields = ("_initial", "_ratio")
+    config_fields = ("_alpha",)
+
+    def __init__(self, num_components: int, *, alpha: float = 0.5) -> None:
+        super().__init__(num_components)
+        self.alpha = check_number("alpha", alpha, low=0.0)
+        c = num_components
+        self._alpha = torch.full((1, 1), self.alpha, dtype=_DTYPE)
+        self._initial = torch.full((1, c), math.nan, dtype=_DTYPE)  # L(0), NaN until seen
+        self._ratio = torch.ones(1, c, dtype=_DTYPE)  # L(t-1) / L(0) in force
+
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def scales(self) -> Tensor:
+        r = self._ratio
+        pos = r > 0
+        # α·log r; a zero ratio is weight 0 (log-weight -inf) unless α = 0 (r**0 = 1)
+        z = torch.where(pos, self._alpha * r.log(), torch.where(self._alpha > 0, -math.inf, 0.0))
+        z = torch.where(z.amax(-1, keepdim=True) == -math.inf, 0.0, z)  # all zero: neutral
+        return self._row(self.num_components * torch.softmax(z, -1))
+
+    def observe(self, losses: Tensor, finite: Tensor) -> None:
+        initial = torch.where(finite & self._initial.isnan(), losses, self._initial)
+        ratio = losses / initial
+        ok = (initial > 0) & (losses >= 0) & ratio.isfinite()
+        self._initial = initial
+        self._ratio = torch.where(finite, torch.where(ok, ratio, 1.0), self._ratio)
+
+    def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
+        return {"ratio": self._row(self._ratio)}

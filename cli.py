@@ -282,7 +282,15 @@ class _Progress:
 @app.command("replay")
 def replay_cmd(
     path: Annotated[Path, typer.Argument(help="Trace: a .parquet file or a directory of parts.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="dwa, uncertainty or scheduler.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="scheduler, or a loss weighting method: dwa, uncertainty, softadapt, lbtw, "
+            "rlw, imtl_l, logloss (any registered one).",
+        ),
+    ],
     adjustment_range: Annotated[
         float, typer.Option(help="Bound r on |delta| (0 reproduces the base values).")
     ] = 0.3,
@@ -422,7 +430,12 @@ def train(
     ] = None,
     adaptive_loss: Annotated[
         str | None,
-        typer.Option("--adaptive-loss", "--adaptive_loss", help="none, dwa or uncertainty."),
+        typer.Option(
+            "--adaptive-loss",
+            "--adaptive_loss",
+            help="none or a loss weighting method: dwa, uncertainty, softadapt, lbtw, rlw, imtl_l, "
+            "logloss (any registered one).",
+        ),
     ] = None,
     adaptive_dry_run: Annotated[
         bool | None,
@@ -606,7 +619,10 @@ def compare(
     method: Annotated[
         list[str] | None,
         typer.Option(
-            "--method", "-m", help="dwa, uncertainty, scheduler (repeatable; default all)."
+            "--method",
+            "-m",
+            help="Any loss weighting method or scheduler (repeatable; default dwa, "
+            "uncertainty and scheduler).",
         ),
     ] = None,
     param: Annotated[
@@ -681,7 +697,15 @@ def _default_out(path: Path, name: str) -> Path:
 @app.command()
 def sweep(
     path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="dwa, uncertainty or scheduler.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="scheduler, or a loss weighting method: dwa, uncertainty, softadapt, lbtw, "
+            "rlw, imtl_l, logloss (any registered one).",
+        ),
+    ],
     grid: Annotated[
         list[str],
         typer.Option(

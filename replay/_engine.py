@@ -224,10 +224,9 @@ def method_parameters(method: str) -> list[str]:
         sig = inspect.signature(AdaptiveScheduler)
         skip = {"dry_run", "logger", "log_every", "history_size", "adjustment_range"}
         return [p for p in sig.parameters if p not in skip]
-    from adaptive.weighting import available_methods
-    from adaptive.weighting._base import _get_method_class
+    from adaptive.weighting import available_methods, method_class
 
     if method not in available_methods():
         valid = ", ".join([*available_methods(), SCHEDULER])
         raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
-    return list(_get_method_class(method).param_names())
+    return list(method_class(method).param_names())

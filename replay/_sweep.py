@@ -28,9 +28,9 @@ def _defaults(method: str) -> dict[str, Any]:
 
         sig = inspect.signature(AdaptiveScheduler)
     else:
-        from adaptive.weighting._base import _get_method_class
+        from adaptive.weighting import method_class
 
-        sig = inspect.signature(_get_method_class(method).__init__)
+        sig = inspect.signature(method_class(method).__init__)
     return {
         p.name: p.default
         for p in sig.parameters.values()

@@ -39,12 +39,11 @@ def test_every_config_key_is_documented() -> None:
 
 def test_method_sections_mirror_controller_defaults() -> None:
     from adaptive.scheduler import AdaptiveScheduler
-    from adaptive.weighting import available_methods
-    from adaptive.weighting._base import _get_method_class
+    from adaptive.weighting import available_methods, method_class
 
     cfg = default_config()["adaptive"]
     for method in available_methods():  # every registered method has its section
-        sig = inspect.signature(_get_method_class(method).__init__)
+        sig = inspect.signature(method_class(method).__init__)
         defaults = {
             p.name: p.default
             for p in sig.parameters.values()

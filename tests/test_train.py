@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from adaptive.trace import read_trace
 from adaptive.train.config import ConfigError, load_config
 from adaptive.train.trainer import Trainer
-from adaptive.weighting import available_methods
-from adaptive.weighting._base import _get_method_class
+from adaptive.weighting import available_methods, method_class
 from cli import app
 from replay import replay
 
@@ -188,7 +187,7 @@ def _toml(v: object) -> str:
     [(m, False) for m in available_methods()] + [("dwa", True), ("uncertainty", True)],
 )
 def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run: bool) -> None:
-    params = dict(_get_method_class(method).example_params)
+    params = dict(method_class(method).example_params)
     cfg = tiny(
         tmp_path,
         f"adaptive.loss={method!r}",

@@ -37,7 +37,7 @@ METHODS = available_methods()
 
 
 def method_class(method: str) -> type[WeightingMethod]:
-    return weighting_base._get_method_class(method)
+    return weighting_base.method_class(method)
 
 
 EPOCH = "EPOCH"  # marker in a schedule: call end_epoch()

@@ -11,6 +11,7 @@ from ._base import (
     WeightingDiagnostics,
     WeightingMethod,
     available_methods,
+    method_class,
     register_method,
 )
 from ._dwa import DWA
@@ -34,5 +35,6 @@ __all__ = [
     "WeightingDiagnostics",
     "WeightingMethod",
     "available_methods",
+    "method_class",
     "register_method",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "WeightingDiagnostics",
     "WeightingMethod",
     "available_methods",
+    "method_class",
     "register_method",
 ]
 
@@ -383,7 +384,9 @@ def available_methods() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def _get_method_class(method: str) -> type[WeightingMethod]:
+def method_class(method: str) -> type[WeightingMethod]:
+    """The class registered under `method` (its parameters, defaults and test settings);
+    `ValueError` naming the available methods for an unknown name."""
     try:
         return _REGISTRY[method]
     except (KeyError, TypeError):
@@ -673,7 +676,7 @@ class AdaptiveLossWeighting:
         self._components = _validate_components(components)
         self._component_set = frozenset(self._components)
         base = _validate_base_weights(base_weights, self._components)
-        method_cls = _get_method_class(method)
+        method_cls = method_class(method)
         adjustment_range = _validate_range(adjustment_range)
         if not isinstance(dry_run, bool):
             raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
@@ -726,7 +729,7 @@ class AdaptiveLossWeighting:
             raise TypeError(f"configs must be a sequence of mappings, got {configs!r}")
         if not configs:
             raise ValueError("configs must not be empty")
-        method_cls = _get_method_class(method)
+        method_cls = method_class(method)
         ranges: list[float] = []
         method_configs: list[dict[str, Any]] = []
         for cfg in configs:

@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adaptive._checks import check_number
 from adaptive.weighting import (
     DWA,
     AdaptiveLossWeighting,
@@ -1170,7 +1171,7 @@ class _ToyFollowLoss(weighting_base.TensorStateMethod):
 
     def __init__(self, num_components: int, *, momentum: float = 0.9) -> None:
         super().__init__(num_components)
-        self.momentum = weighting_base.check_number(
+        self.momentum = check_number(
             "momentum", momentum, low=0.0, high=1.0, high_open=True
         )
         self._momentum = torch.full((1, 1), self.momentum, dtype=torch.float64)

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptive._checks import check_number, decode_float, encode_float
+
 __all__ = [
     "FREE_METRICS",
     "MOTION_PARAM_RULES",
@@ -81,28 +83,11 @@ _SIGNAL_KEYS = (
 
 # ----------------------------------------------------------------------------- helpers
 def _enc(x: float | None) -> float | str | None:
-    """Float -> strict-JSON value (non-finite floats become "nan"/"inf"/"-inf")."""
-    if x is None:
-        return None
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "nan"
-    return "inf" if x > 0 else "-inf"
+    return encode_float(x)
 
 
 def _dec(x: Any, name: str = "value") -> float | None:
-    """Inverse of :func:`_enc`."""
-    if x is None:
-        return None
-    if isinstance(x, str):
-        if x not in ("nan", "inf", "-inf"):
-            raise ValueError(f"state entry {name!r}: invalid encoded float {x!r}")
-        return float(x)
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        raise ValueError(f"state entry {name!r}: invalid encoded float {x!r}")
-    return float(x)
+    return decode_float(x, name, optional=True)
 
 
 def _is_real(x: Any) -> bool:
@@ -320,29 +305,9 @@ def _validate_base_values(
     return out
 
 
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    lo: float,
-    hi: float = math.inf,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> float:
-    ok = _is_real(value) and math.isfinite(float(value))
-    if ok:
-        f = float(value)
-        ok = (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
-    if not ok:
-        lo_s = f"({lo}" if lo_open else f"[{lo}"
-        hi_s = f"{hi})" if hi_open or hi == math.inf else f"{hi}]"
-        raise ValueError(f"{name} must be a finite number in {lo_s}, {hi_s}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, *, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+def _check_int(name: str, value: Any, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return value
 
 
@@ -466,11 +431,11 @@ class AdaptiveScheduler:
         log_every: int = 0,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._rate = _check_number("adjustment_rate", adjustment_rate, lo=0.0, lo_open=True)
-        self._interval = _check_int("update_interval", update_interval, lo=1)
+        self._rate = check_number("adjustment_rate", adjustment_rate, low=0.0, low_open=True)
+        self._interval = _check_int("update_interval", update_interval, low=1)
         self._use_epoch = _check_bool("use_epoch_metrics", use_epoch_metrics)
-        self._range = _check_number(
-            "adjustment_range", adjustment_range, lo=0.0, hi=1.0, hi_open=True
+        self._range = check_number(
+            "adjustment_range", adjustment_range, low=0.0, high=1.0, high_open=True
         )
         self._dry_run = _check_bool("dry_run", dry_run)
         if not isinstance(free_metric, str) or not free_metric:
@@ -479,29 +444,29 @@ class AdaptiveScheduler:
             raise ValueError(f"val_metric must be None or a metric name, got {val_metric!r}")
         self._free_metric = free_metric
         self._val_metric = val_metric
-        self._spike_z = _check_number("spike_z", spike_z, lo=0.0, lo_open=True)
-        self._spike_count = _check_int("spike_count", spike_count, lo=1)
-        self._rising = _check_number("rising_threshold", rising_threshold, lo=0.0, lo_open=True)
-        self._momentum = _check_number(
-            "baseline_momentum", baseline_momentum, lo=0.0, hi=1.0, hi_open=True
+        self._spike_z = check_number("spike_z", spike_z, low=0.0, low_open=True)
+        self._spike_count = _check_int("spike_count", spike_count, low=1)
+        self._rising = check_number("rising_threshold", rising_threshold, low=0.0, low_open=True)
+        self._momentum = check_number(
+            "baseline_momentum", baseline_momentum, low=0.0, high=1.0, high_open=True
         )
-        self._min_samples = _check_int("min_samples", min_samples, lo=2)
+        self._min_samples = _check_int("min_samples", min_samples, low=2)
         # a window never holds more than update_interval values: the checks would never run
         self._need = min(self._min_samples, self._interval)
         self._need_outliers = min(self._spike_count, self._interval)
-        self._recover_patience = _check_int("recover_patience", recover_patience, lo=1)
+        self._recover_patience = _check_int("recover_patience", recover_patience, low=1)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
                 f"on_nonfinite must be one of {NONFINITE_POLICIES!r}, got {on_nonfinite!r}"
             )
         self._on_nonfinite = on_nonfinite
-        self._patience = _check_int("patience", patience, lo=1)
-        self._tolerance = _check_number("epoch_tolerance", epoch_tolerance, lo=0.0)
-        self._cooldown = _check_int("cooldown", cooldown, lo=0)
+        self._patience = _check_int("patience", patience, low=1)
+        self._tolerance = check_number("epoch_tolerance", epoch_tolerance, low=0.0)
+        self._cooldown = _check_int("cooldown", cooldown, low=0)
         self._limits = _validate_limits(limits)
         self._rules = _validate_rules(param_rules)
-        self._history_size = _check_int("history_size", history_size, lo=1)
-        self._log_every = _check_int("log_every", log_every, lo=0)
+        self._history_size = _check_int("history_size", history_size, low=1)
+        self._log_every = _check_int("log_every", log_every, low=0)
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
         self._custom_logger = logger is not None
@@ -1182,7 +1147,7 @@ class AdaptiveScheduler:
                 "gap_streak",
                 "both_streak",
             ):
-                ints[key] = _check_int(f"state entry {key!r}", state[key], lo=0)
+                ints[key] = _check_int(f"state entry {key!r}", state[key], low=0)
             wl = [_dec(v, "window_loss") for v in state["window_loss"]]
             wg = [_dec(v, "window_grad_norm") for v in state["window_grad_norm"]]
             wr = [self._check_regime(r) for r in state["window_regime"]]
@@ -1199,7 +1164,7 @@ class AdaptiveScheduler:
                 refs[self._check_regime(int(key))] = [_dec(v, "references") for v in ref]
             signals = {k: _dec(state["signals"].get(k), k) for k in _SIGNAL_KEYS}
             counts = {
-                k: _check_int(f"reason_counts[{k!r}]", state["reason_counts"].get(k, 0), lo=0)
+                k: _check_int(f"reason_counts[{k!r}]", state["reason_counts"].get(k, 0), low=0)
                 for k in REASONS
             }
             history = [

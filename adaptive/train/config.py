@@ -148,8 +148,7 @@ def validate_config(cfg: Config) -> Config:
         )
     if a["loss_input"] not in LOSS_INPUTS:
         raise ConfigError(
-            f"adaptive.loss_input: must be one of {', '.join(LOSS_INPUTS)}, "
-            f"got {a['loss_input']!r}"
+            f"adaptive.loss_input: must be one of {', '.join(LOSS_INPUTS)}, got {a['loss_input']!r}"
         )
     window = cfg["data"]["window"]
     stretch = 1.0 + (r_sched if a["scheduler"] else 0.0)

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from adaptive._checks import JSONFloat, decode_float, encode_float
+
 __all__ = [
     "AdaptiveLossWeighting",
     "BlockOutput",
@@ -41,29 +43,6 @@ _DEFAULT_LOGGER_NAME = "adaptive.weighting"
 # ("nan", "inf", "-inf") so that the state dict is strict JSON (json.dumps(allow_nan=False)).
 # Finite floats round-trip bit-exactly through json (repr is the shortest round-trip form).
 # --------------------------------------------------------------------------------------
-
-JSONFloat = float | str
-
-
-def encode_float(x: float) -> JSONFloat:
-    """Encode one float for strict JSON; non-finite values become strings."""
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "nan"
-    return "inf" if x > 0 else "-inf"
-
-
-def decode_float(x: Any) -> float:
-    """Inverse of :func:`encode_float`."""
-    if isinstance(x, str):
-        if x not in ("nan", "inf", "-inf"):
-            raise ValueError(f"invalid encoded float {x!r}")
-        return float(x)
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        raise ValueError(f"invalid encoded float {x!r}")
-    return float(x)
 
 
 def encode_tensor(t: Tensor) -> list[JSONFloat]:
@@ -328,27 +307,6 @@ class TensorStateMethod(WeightingMethod):
             setattr(self, f, t)
         for f in self.config_fields:
             setattr(self, f, getattr(self, f).cpu())
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """A finite real hyperparameter within bounds; the error repeats the bad value."""
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if ok:
-        v = float(value)
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        lo = f"{'(' if low_open else '['}{low:g}"
-        hi = f"{high:g}{')' if high_open or math.isinf(high) else ']'}"
-        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
-    return float(value)
 
 
 _M = TypeVar("_M", bound=type[WeightingMethod])

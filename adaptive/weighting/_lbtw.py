@@ -28,7 +28,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import TensorStateMethod, check_number, register_method
+from adaptive._checks import check_number
+
+from ._base import TensorStateMethod, register_method
 
 __all__ = ["LBTW"]
 

@@ -56,6 +56,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from adaptive._checks import check_number as _check_number
+
 from ._base import (
     LazyState,
     WeightingMethod,
@@ -67,12 +69,6 @@ from ._base import (
 __all__ = ["ANCHORS", "UncertaintyWeighting"]
 
 _DTYPE = torch.float64
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 _MAX_CHUNK = 1024  # steps per workspace (longer blocks run as consecutive chunks)

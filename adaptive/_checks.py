@@ -1,0 +1,62 @@
+"""Small shared helpers: strict-JSON floats for state dicts, and hyperparameter checks
+whose errors repeat the bad value (used by every controller)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["JSONFloat", "check_number", "decode_float", "encode_float"]
+
+JSONFloat = float | str
+
+
+def encode_float(x: float | None) -> JSONFloat | None:
+    """One float for strict JSON (`json.dumps(allow_nan=False)`): non-finite values become
+    the strings "nan", "inf", "-inf"; None stays None. Finite floats round-trip exactly."""
+    if x is None:
+        return None
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "nan"
+    return "inf" if x > 0 else "-inf"
+
+
+def decode_float(x: Any, name: str | None = None, *, optional: bool = False) -> Any:
+    """Inverse of :func:`encode_float`; None only where `optional`. The error names the
+    state entry `name` when given."""
+    where = f"state entry {name!r}: " if name else ""
+    if x is None and optional:
+        return None
+    if isinstance(x, str):
+        if x not in ("nan", "inf", "-inf"):
+            raise ValueError(f"{where}invalid encoded float {x!r}")
+        return float(x)
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise ValueError(f"{where}invalid encoded float {x!r}")
+    return float(x)
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number within bounds; the error repeats the bad value."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        if math.isinf(low) and math.isinf(high):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        lo = f"{'(' if low_open or math.isinf(low) else '['}{low:g}"
+        hi = f"{high:g}{')' if high_open or math.isinf(high) else ']'}"
+        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
+    return float(value)

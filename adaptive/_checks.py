@@ -1,12 +1,15 @@
-"""Small shared helpers: strict-JSON floats for state dicts, and hyperparameter checks
-whose errors repeat the bad value (used by every controller)."""
+"""Small shared helpers: strict-JSON floats for state dicts, hyperparameter checks whose
+errors repeat the bad value (used by every controller), and atomic file writes."""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["JSONFloat", "check_number", "decode_float", "encode_float"]
+__all__ = ["JSONFloat", "atomic_write", "check_number", "decode_float", "encode_float"]
 
 JSONFloat = float | str
 
@@ -60,3 +63,18 @@ def check_number(
         hi = f"{high:g}{')' if high_open or math.isinf(high) else ']'}"
         raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
     return float(value)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Write a file so that no reader ever sees it partly written: `write(tmp)` writes a
+    hidden temporary file beside `path` (same suffix, so writers that go by the suffix
+    still work), which then replaces `path` in one rename. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

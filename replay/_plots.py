@@ -78,13 +78,13 @@ def line(ax: Axes, x: np.ndarray, y: np.ndarray, *args: object, **kw: object) ->
 
 def save(fig: Figure, path: Path) -> Path:
     """Save a figure atomically (temporary name, then rename); the format follows the suffix."""
+    from adaptive.util import atomic_write
+
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_weighting_ax(ax: Axes, result: ReplayResult, colors: dict, r: float) -> None:

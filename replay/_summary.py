@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +61,6 @@ def reason_counts(result: ReplayResult) -> dict[str, int]:
 
 def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write a replay table to Parquet atomically (never a partial file under the name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from adaptive.util import atomic_write
+
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))

@@ -6,7 +6,6 @@ file presented as complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,26 +14,19 @@ from typing import Any
 import pandas as pd
 
 from adaptive.trace import Trace
+from adaptive.util import atomic_write
 from replay._engine import ReplayResult, replay
 from replay._stability import Verdict
 
 
 def write_text(path: Path, text: str) -> Path:
     """Write text atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text, "utf-8"))
 
 
 def write_csv(frame: pd.DataFrame, path: Path, **kw: Any) -> Path:
     """Write a CSV table atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, **kw)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, **kw))
 
 
 @dataclass

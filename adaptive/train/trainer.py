@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from adaptive._checks import atomic_write
 from adaptive.motion import (
     METRIC_KEYS,
     FeatureStats,
@@ -138,9 +139,7 @@ def schedule_limits(cfg: Config) -> dict[str, tuple[float, float]]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class _NoTrace:

@@ -193,9 +193,10 @@ def replay_scheduler_fast(
 def recorded_limits(trace: Trace) -> dict[str, tuple[float, float]] | None:
     """The bounds the reference trainer gave its scheduler (from the run's recorded
     `data.window`), so a replay clips the proposed values as the live run did."""
+    from adaptive.train.schedule import schedule_limits
     from replay._engine import recorded_setting
 
     window = recorded_setting(trace, "window", None, section="data")
     if not isinstance(window, int) or window < 2:
         return None
-    return {"freerun_horizon": (1.0, float(window - 1)), "tf_ratio": (0.0, 1.0)}
+    return schedule_limits(window)

@@ -9,6 +9,13 @@ from typing import Any
 SCHEDULE_PARAMS = ("tf_ratio", "freerun_horizon", "freerun_weight")
 
 
+def schedule_limits(window: int) -> dict[str, tuple[float, float]]:
+    """Bounds of the adjusted schedule values the trainer can run with training windows of
+    `window` frames: a free-run horizon shorter than the window, ratios in [0, 1]. The
+    scheduler clips to them, live and in replay."""
+    return {"freerun_horizon": (1.0, float(window - 1)), "tf_ratio": (0.0, 1.0)}
+
+
 @dataclass(frozen=True)
 class StageValues:
     """The base values of one epoch, as the stage schedule sets them."""

@@ -49,7 +49,12 @@ from adaptive.motion import (
 from adaptive.trace import TraceWriter, truncate_trace
 from adaptive.train import distributed
 from adaptive.train.config import Config, dumps_toml
-from adaptive.train.schedule import SCHEDULE_PARAMS, StageSchedule, StageValues
+from adaptive.train.schedule import (
+    SCHEDULE_PARAMS,
+    StageSchedule,
+    StageValues,
+    schedule_limits,
+)
 
 log = logging.getLogger("adaptive.train")
 
@@ -127,15 +132,6 @@ def load_datasets(cfg: Config) -> tuple[MotionDataset, MotionDataset]:
             MotionDataset.from_clips(full.skeleton, [full.clip(i) for i in sorted(val_idx)]),
         )
     raise TrainingError(f"data.source must be 'procedural' or 'bvh', got {d['source']!r}")
-
-
-def schedule_limits(cfg: Config) -> dict[str, tuple[float, float]]:
-    """Bounds of the adjusted schedule values the trainer can run: a free-run horizon
-    shorter than the training window, ratios in [0, 1]. The scheduler clips to them."""
-    return {
-        "freerun_horizon": (1.0, float(cfg["data"]["window"] - 1)),
-        "tf_ratio": (0.0, 1.0),
-    }
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -301,7 +297,7 @@ class Trainer:
                 adjustment_range=a["scheduler_adjustment_range"],
                 dry_run=a["dry_run"],
                 log_every=a["log_every"],
-                limits=schedule_limits(self.cfg),
+                limits=schedule_limits(self.cfg["data"]["window"]),
                 **law,
             )
         return weighting, scheduler

@@ -24,6 +24,8 @@ from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds, first
 __all__ = [
     "SWEEP_OUTPUTS",
     "WeightingInputs",
+    "extras_columns",
+    "read_extras",
     "replay_weighting_fast",
     "sweep_weighting",
     "weighting_inputs",
@@ -50,6 +52,32 @@ class WeightingInputs:
     epochs: np.ndarray  # (T,)
     restarts: np.ndarray  # (T,) bool: restart() before this row (a new stage begins)
     notes: list[str] = field(default_factory=list)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (T, C) float32
+
+
+def extras_columns(trace: Trace, name: str) -> list[str]:
+    """The trace columns holding extra `name` (`name/<c>` per component)."""
+    return [f"{name}/{c}" for c in trace.components]
+
+
+def read_extras(trace: Trace, method: str, requires: Sequence[str]) -> dict[str, np.ndarray]:
+    """The recorded extras a method needs, ``(T, C)`` float32 each; `ReplayError` (one
+    line) naming what is missing and how to record it."""
+    from adaptive.weighting import EXTRAS
+
+    out = {}
+    for name in requires:
+        cols = extras_columns(trace, name)
+        missing = [c for c in cols if c not in trace.steps.columns]
+        if missing:
+            raise ReplayError(
+                f"{trace.path}: method {method!r} needs the columns {name}/<component> "
+                f"({EXTRAS[name].description}), and this trace lacks {', '.join(missing)}; "
+                f"record them by training with --adaptive-loss {method}, or with "
+                f"--set adaptive.record_extras=['{name}'] (or TraceRecorder extras)"
+            )
+        out[name] = trace.steps[cols].to_numpy(dtype=np.float32)
+    return out
 
 
 def weighting_inputs(
@@ -57,9 +85,11 @@ def weighting_inputs(
     *,
     loss_input: str | None = None,
     restart_on_stage_change: bool | None = None,
+    method: str | None = None,
 ) -> WeightingInputs:
     """Components, controller inputs, base weights, epochs and restart points of a
-    trace's step rows, as the live trainer fed them.
+    trace's step rows, as the live trainer fed them; with `method`, also the recorded
+    extras it requires (refused with a one-line `ReplayError` when absent).
 
     `loss_input`: `tf` reads `loss_tf/<c>` (the teacher-forced part, present in every
     stage), `total` reads `loss/<c>`; None takes the run's recorded
@@ -110,7 +140,16 @@ def weighting_inputs(
             restarts[1:] = (stage[1:] != stage[:-1]) & (epochs[1:] != epochs[:-1])
         elif reference:
             notes.append("no stage column: the loss weighting is never restarted")
-    return WeightingInputs(comps, losses, base, epochs, restarts, notes)
+    extras = {}
+    if method is not None:
+        from adaptive.weighting import method_class
+
+        try:
+            requires = method_class(method).requires
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
+        extras = read_extras(trace, method, requires)
+    return WeightingInputs(comps, losses, base, epochs, restarts, notes, extras)
 
 
 def _segments(
@@ -169,6 +208,7 @@ def _drive(
     epoch, restart at a new stage, base weights), in pieces of at most `max_block` steps
     when given (same results, smaller temporaries)."""
     comps = inputs.components
+    extras = {k: torch.from_numpy(v.astype(np.float64)) for k, v in inputs.extras.items()}
     done_in_epoch = 0
     for new_epoch, restart, a, b, new_base in _segments(
         inputs.epochs, inputs.base, inputs.restarts
@@ -185,7 +225,8 @@ def _drive(
         step = max_block or b - a
         for lo in range(a, b, step):
             hi = min(b, lo + step)
-            on_block(lo, hi, ctrl.step_block(losses[lo:hi]))
+            ext = {k: v[lo:hi] for k, v in extras.items()} or None
+            on_block(lo, hi, ctrl.step_block(losses[lo:hi], extras=ext))
         done_in_epoch += b - a
     if progress is not None and done_in_epoch:
         progress(done_in_epoch)
@@ -208,7 +249,10 @@ def replay_weighting_fast(
     step. `progress(n)` is called after each epoch with its number of steps.
     """
     inputs = weighting_inputs(
-        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+        trace,
+        loss_input=loss_input,
+        restart_on_stage_change=restart_on_stage_change,
+        method=method,
     )
     comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
     ctrl = _controller(
@@ -288,7 +332,10 @@ def sweep_weighting(
     if bad:
         raise ReplayError(f"unknown sweep output(s) {bad!r}; valid: {list(valid)!r}")
     inputs = weighting_inputs(
-        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+        trace,
+        loss_input=loss_input,
+        restart_on_stage_change=restart_on_stage_change,
+        method=method,
     )
     comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
     ctrl = _controller(method, comps, inputs.base[0], list(configs))

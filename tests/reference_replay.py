@@ -47,8 +47,12 @@ def replay_weighting(
 
     steps = trace.steps
     inputs = weighting_inputs(  # the inputs, not the maths
-        trace, loss_input=loss_input, restart_on_stage_change=restart_on_stage_change
+        trace,
+        loss_input=loss_input,
+        restart_on_stage_change=restart_on_stage_change,
+        method=method,
     )
+    extras = {k: torch.from_numpy(v.astype(np.float64)) for k, v in inputs.extras.items()}
     comps, losses_np, base = inputs.components, inputs.losses, inputs.base
     losses = torch.from_numpy(losses_np.astype(np.float64))
     ctrl = AdaptiveLossWeighting(
@@ -79,7 +83,15 @@ def replay_weighting(
                 current_base = base[r]
                 ctrl.set_base_weights(dict(zip(comps, current_base.tolist(), strict=True)))
             row = losses[r]
-            _, _, diag = ctrl(dict(zip(comps, row.unbind(0), strict=True)))
+
+            def per_comp(t: torch.Tensor) -> dict[str, torch.Tensor]:
+                return dict(zip(comps, t.unbind(0), strict=True))
+
+            # the live trainer's order: before-step extras with the step, then after_step
+            before = {k: per_comp(v[r]) for k, v in extras.items() if k != "loss_after"}
+            _, _, diag = ctrl(per_comp(row), extras=before or None)
+            if ctrl.needs_after_step:
+                ctrl.after_step({"loss_after": per_comp(extras["loss_after"][r])})
             for k in keys:
                 out[k].append(getattr(diag, k))
             skipped.append(diag.skipped)

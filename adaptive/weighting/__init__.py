@@ -2,11 +2,15 @@
 
 Methods (one private module each) register themselves with :func:`register_method`;
 importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``,
-``"softadapt"``, ``"lbtw"``, ``"rlw"``, ``"imtl_l"``, ``"logloss"``).
+``"softadapt"``, ``"lbtw"``, ``"rlw"``, ``"imtl_l"``, ``"logloss"``, ``"gradnorm"``,
+``"famo"``). ``gradnorm`` and ``famo`` need extras (:data:`EXTRAS`) besides the losses.
 """
 
 from ._base import (
+    EXTRAS,
     AdaptiveLossWeighting,
+    Extra,
+    MethodInputs,
     TensorStateMethod,
     WeightingDiagnostics,
     WeightingMethod,
@@ -15,6 +19,8 @@ from ._base import (
     register_method,
 )
 from ._dwa import DWA
+from ._famo import FAMO
+from ._gradnorm import GradNorm
 from ._imtl_l import IMTLL
 from ._lbtw import LBTW
 from ._logloss import LogLossWeighting
@@ -24,11 +30,16 @@ from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
     "DWA",
+    "EXTRAS",
+    "FAMO",
     "IMTLL",
     "LBTW",
     "RLW",
     "AdaptiveLossWeighting",
+    "Extra",
+    "GradNorm",
     "LogLossWeighting",
+    "MethodInputs",
     "SoftAdapt",
     "TensorStateMethod",
     "UncertaintyWeighting",

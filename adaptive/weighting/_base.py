@@ -15,6 +15,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -23,9 +24,12 @@ from torch import Tensor
 from adaptive._checks import JSONFloat, decode_float, encode_float
 
 __all__ = [
+    "EXTRAS",
     "AdaptiveLossWeighting",
     "BlockOutput",
+    "Extra",
     "LazyState",
+    "MethodInputs",
     "TensorStateMethod",
     "WeightingDiagnostics",
     "WeightingMethod",
@@ -55,6 +59,69 @@ def decode_tensor(values: Any, *, size: int, name: str) -> Tensor:
     if not isinstance(values, list) or len(values) != size:
         raise ValueError(f"state entry {name!r} must be a list of {size} floats, got {values!r}")
     return torch.tensor([decode_float(v) for v in values], dtype=_DTYPE)
+
+
+# --------------------------------------------------------------------------------------
+# Method inputs: the losses plus optional extras a method declares in `requires`
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An optional per-step input beyond the losses, which a method may ask for.
+
+    ``after_step`` extras exist only once the optimiser has stepped (live, they reach the
+    controller through :meth:`AdaptiveLossWeighting.after_step`); the others are known when
+    the step's weights are needed. A trace stores extra ``name`` as columns ``name/<c>``.
+    """
+
+    name: str
+    after_step: bool
+    description: str
+
+
+#: The extras a method may declare (``WeightingMethod.requires``), by name. Both are per
+#: component, of the same losses the method observes (``adaptive.loss_input``).
+EXTRAS: Mapping[str, Extra] = MappingProxyType(
+    {
+        "grad_norm": Extra(
+            "grad_norm",
+            False,
+            "‖∇_W L_c‖: norm of the gradient of each component's raw loss on the shared "
+            "parameters W (the reference trainer: the model's last layer), before the step",
+        ),
+        "loss_after": Extra(
+            "loss_after",
+            True,
+            "each component's raw loss re-evaluated on the same batch after the optimiser step",
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method observes over ``T`` consecutive steps (one documented record).
+
+    ``losses``: raw float64 losses ``(T, C)``; ``finite``: ``(T,)`` bool, True where every
+    loss of the step is finite; ``extras``: name -> ``(T, C)`` float64 for each extra the
+    method requires (:data:`EXTRAS`). An extra may be NaN on a step: the method then leaves
+    the part of its state that the extra feeds unchanged (extras never skip a step).
+    A single step's record has shapes ``(C,)``, ``()`` and ``(C,)`` (:meth:`row`).
+    """
+
+    losses: Tensor
+    finite: Tensor
+    extras: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.losses.size(0)
+
+    def row(self, t: int) -> MethodInputs:
+        """Step ``t`` of a block as a one-step record."""
+        return MethodInputs(
+            self.losses[t], self.finite[t], {k: v[t] for k, v in self.extras.items()}
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -114,6 +181,16 @@ class WeightingMethod(ABC):
     ``order_equivariant`` (default True) says that permuting the components permutes
     the scales; a method whose scales are tied to column positions (RLW's random draws)
     sets it False.
+
+    Extras (``requires``, names from :data:`EXTRAS`): a method that needs more than the
+    losses lists the extras here; the controller then refuses steps without them, the
+    trainer computes them only for such a method, and replay refuses a trace that lacks
+    their columns. The controller calls :meth:`advance` with a :class:`MethodInputs`
+    record; its default hands loss-only methods to :meth:`scales_and_observe` and runs the
+    per-step loop for the others, which implement :meth:`observe_inputs` (a step's losses
+    and before-step extras) and, for after-step extras, :meth:`observe_after`. Live, the
+    after-step part of a step arrives later (:meth:`AdaptiveLossWeighting.after_step`),
+    through the same :meth:`observe_after`, so replay and live run the same code.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +200,9 @@ class WeightingMethod(ABC):
     invalid_params: ClassVar[Sequence[tuple[str, Any]]] = ()
     sweep_configs: ClassVar[Sequence[Mapping[str, Any]]] = ({}, {"adjustment_range": 0.1})
     order_equivariant: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: One line for help texts and figure titles (default: the class docstring's first line).
+    summary: ClassVar[str] = ""
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):
@@ -178,17 +258,49 @@ class WeightingMethod(ABC):
         The default loops over :meth:`scales`, :meth:`diagnostics` and :meth:`observe`
         (any ``K``); DWA and uncertainty override it with block maths.
         """
+        return self._per_step(MethodInputs(losses, finite))
+
+    def advance(self, inputs: MethodInputs) -> tuple[Tensor, Mapping[str, Tensor]]:
+        """What the controller calls: advance the ``T`` steps of ``inputs``.
+
+        Same outputs and rules as :meth:`scales_and_observe`, which it calls for methods
+        without extras; for a method with ``requires`` it runs the per-step loop
+        (:meth:`scales`, :meth:`diagnostics`, :meth:`observe_inputs`, then
+        :meth:`observe_after` where the record holds after-step extras).
+        """
+        if not self.requires:
+            return self.scales_and_observe(inputs.losses, inputs.finite)
+        return self._per_step(inputs)
+
+    def scales_at(self, inputs: MethodInputs) -> Tensor:
+        """The scales in force at a step (default :meth:`scales`, from the state alone). A
+        method whose weights also depend on the step's own losses (FAMO's ``1/L``)
+        overrides it; the state is still advanced only after."""
+        return self.scales()
+
+    def observe_inputs(self, inputs: MethodInputs) -> None:
+        """Feed one step's record (losses and before-step extras); default
+        :meth:`observe` of the losses. No-op where ``inputs.finite`` is False."""
+        self.observe(inputs.losses, inputs.finite)
+
+    def observe_after(self, extras: Mapping[str, Tensor]) -> None:  # noqa: B027 - optional
+        """Feed the after-step extras ``(C,)`` of the step observed last (default: none)."""
+
+    def _per_step(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, Tensor]]:
         # K = 1: per-step tensors lack the configuration dimension; add it.
         one = self.num_configs == 1
+        after = [k for k in inputs.extras if EXTRAS[k].after_step]
         scales: list[Tensor] = []
         states: list[dict[str, Tensor]] = []
-        for t in range(losses.size(0)):
-            row = losses[t]
-            s = self.scales()
+        for t in range(len(inputs)):
+            row = inputs.row(t)
+            s = self.scales_at(row)
             scales.append(s.unsqueeze(0) if one else s)
-            diag = self.diagnostics(row)
+            diag = self.diagnostics(row.losses)
             states.append({k: v.unsqueeze(0) if one else v for k, v in diag.items()})
-            self.observe(row, finite[t])
+            self.observe_inputs(row)
+            if after:
+                self.observe_after({k: row.extras[k] for k in after})
         state = {k: torch.stack([s[k] for s in states]) for k in (states[0] if states else {})}
         return torch.stack(scales), state
 
@@ -326,6 +438,12 @@ def register_method(name: str) -> Callable[[_M], _M]:
         if not (isinstance(cls, type) and issubclass(cls, WeightingMethod)):
             raise TypeError(
                 f"register_method({name!r}) expects a WeightingMethod subclass, got {cls!r}"
+            )
+        unknown = [e for e in cls.requires if e not in EXTRAS]
+        if unknown:
+            raise ValueError(
+                f"{cls.__qualname__}.requires names unknown extra(s) {unknown!r}; "
+                f"known extras: {list(EXTRAS)!r}"
             )
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not cls:
@@ -662,6 +780,9 @@ class AdaptiveLossWeighting:
         self._epoch = 0
         self._batched = False
         self._set_ranges([adjustment_range])
+        self._requires = method_cls.requires
+        self._after = tuple(e for e in self._requires if EXTRAS[e].after_step)
+        self._pending = False  # a live step awaits its after_step() extras
 
     @classmethod
     def batched(
@@ -725,6 +846,16 @@ class AdaptiveLossWeighting:
     def method_impl(self) -> WeightingMethod:
         """The method instance (for inspection)."""
         return self._method
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The extras (names in :data:`EXTRAS`) the method needs besides the losses."""
+        return self._requires
+
+    @property
+    def needs_after_step(self) -> bool:
+        """Whether each live step must be followed by :meth:`after_step`."""
+        return bool(self._after)
 
     @property
     def is_batched(self) -> bool:
@@ -832,6 +963,7 @@ class AdaptiveLossWeighting:
         out._nonfinite_state = self._nonfinite_state.clone()
         out._set_ranges([self._ranges[k]])
         out._step, out._epoch = self._step, self._epoch
+        out._pending = self._pending
         return out
 
     # ---------------------------------------------------------------- control
@@ -851,6 +983,7 @@ class AdaptiveLossWeighting:
 
     def end_epoch(self) -> None:
         """Signal an epoch boundary (DWA updates its scales here)."""
+        self._check_not_pending("end_epoch()")
         self._method.end_epoch()
         self._epoch += 1
 
@@ -879,6 +1012,7 @@ class AdaptiveLossWeighting:
         fresh = type(self._method).batched(len(self._components), self._method.config_params())
         fresh.to(self._device)
         self._method = fresh
+        self._pending = False
 
     # ---------------------------------------------------------------- steps
     def _to(self, device: torch.device) -> None:
@@ -890,14 +1024,16 @@ class AdaptiveLossWeighting:
         self._neg_range_t = self._neg_range_t.to(device)
         self._device = device
 
-    def _advance(self, raw: Tensor) -> BlockOutput:
+    def _advance(self, raw: Tensor, extras: Mapping[str, Tensor]) -> BlockOutput:
         """The core shared by ``__call__`` and :meth:`step_block`: ``T`` consecutive steps
-        of one epoch, ``raw`` ``(T, C)`` float64 on the controller's device."""
+        of one epoch, ``raw`` ``(T, C)`` float64 on the controller's device, ``extras``
+        name -> ``(T, C)`` float64."""
         n = raw.size(0)
         # x * 0 is ±0 for finite x and NaN for NaN/±inf, so the row sum is 0 iff every
         # loss of the step is finite (a sum of zeros cannot overflow).
         finite = raw.mul(0.0).sum(-1).eq(0.0)
-        scales, method_state = self._method.scales_and_observe(raw, finite)  # (T, K, C)
+        inputs = MethodInputs(raw, finite, extras)
+        scales, method_state = self._method.advance(inputs)  # (T, K, C)
         if not self._batched:  # K = 1: drop the configuration dimension
             scales = scales.select(1, 0)
             if isinstance(method_state, LazyState):
@@ -952,12 +1088,16 @@ class AdaptiveLossWeighting:
                 self._log(out.diagnostics(i))
         return out
 
-    def step_block(self, losses: Tensor | Any) -> BlockOutput:
+    def step_block(
+        self, losses: Tensor | Any, *, extras: Mapping[str, Tensor | Any] | None = None
+    ) -> BlockOutput:
         """Advance ``T`` consecutive steps **of one epoch** at once.
 
         Args:
             losses: ``(T, C)`` raw losses, row ``t`` = step ``t``, columns in
                 :attr:`components` order (tensor of any floating dtype, or array-like).
+            extras: name -> ``(T, C)`` values for every extra in :attr:`requires`
+                (after-step ones included: row ``t`` holds step ``t``'s).
 
         Returns:
             A :class:`BlockOutput` whose row ``t`` is, bit for bit, what the ``t``-th of
@@ -972,10 +1112,48 @@ class AdaptiveLossWeighting:
                 f"losses must have shape (T >= 1, {c}) (columns {list(self._components)!r}), "
                 f"got {tuple(t.shape)}"
             )
+        self._check_not_pending("step_block()")
+        given = self._check_extras(extras, self._requires)
         if t.device != self._device:
             self._to(t.device)
+        ext = {}
+        for name, v in given.items():
+            x = v if isinstance(v, Tensor) else torch.as_tensor(v)
+            if tuple(x.shape) != tuple(t.shape):
+                raise ValueError(
+                    f"extra {name!r} must have the losses' shape {tuple(t.shape)}, "
+                    f"got {tuple(x.shape)}"
+                )
+            ext[name] = x.detach().to(self._device, _DTYPE, copy=True)
         # A copy: lazily computed method state may read the losses later.
-        return self._advance(t.detach().to(_DTYPE, copy=True))
+        return self._advance(t.detach().to(_DTYPE, copy=True), ext)
+
+    def _check_extras(self, extras: Mapping[str, Any] | None, wanted: Sequence[str]) -> dict:
+        """The extras ``wanted`` from ``extras``; one-line errors for missing or unknown."""
+        given = dict(extras or {})
+        unknown = sorted(k for k in given if k not in wanted)
+        if unknown:
+            hint = ""
+            if any(k in self._after for k in unknown):
+                hint = " (after-step extras go to after_step())"
+            raise ValueError(
+                f"method {self._method_name!r} takes extras {list(wanted)!r} here, "
+                f"got unexpected {unknown!r}{hint}"
+            )
+        missing = [k for k in wanted if k not in given]
+        if missing:
+            raise ValueError(
+                f"method {self._method_name!r} needs the extra(s) {missing!r} "
+                f"({'; '.join(EXTRAS[k].description for k in missing)})"
+            )
+        return given
+
+    def _check_not_pending(self, what: str) -> None:
+        if self._pending:
+            raise RuntimeError(
+                f"method {self._method_name!r}: call after_step({', '.join(self._after)}=...) "
+                f"after the optimiser step of step {self._step - 1}, before {what}"
+            )
 
     def _stack_losses(self, losses: Mapping[str, Tensor | float]) -> Tensor:
         if not isinstance(losses, Mapping):
@@ -1027,12 +1205,18 @@ class AdaptiveLossWeighting:
         return torch.stack([t.to(dtype) for t in tensors])
 
     def __call__(
-        self, losses: Mapping[str, Tensor | float]
+        self,
+        losses: Mapping[str, Tensor | float],
+        *,
+        extras: Mapping[str, Mapping[str, Tensor | float]] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor], WeightingDiagnostics]:
         """One training step (the ``T = 1`` case of :meth:`step_block`).
 
         Args:
             losses: raw, unweighted loss of every component (scalar tensors or floats).
+            extras: for a method that requires them (:attr:`requires`), name -> one value
+                per component, for the before-step extras (e.g. ``grad_norm``); after-step
+                extras go to :meth:`after_step`.
 
         Returns:
             ``(total_loss, final_weights, diagnostics)``: ``total_loss = Σ_c w_c · L_c``
@@ -1040,15 +1224,57 @@ class AdaptiveLossWeighting:
             ``final_weights`` maps component -> 0-dim float64 tensor (no grad). Batched
             controllers return ``(K,)`` totals and weights.
         """
+        self._check_not_pending("the next step")
+        before = tuple(e for e in self._requires if e not in self._after)
+        given = self._check_extras(extras, before)
         stacked = self._stack_losses(losses)  # (C,) in the losses' dtype, keeps grad
         if stacked.device != self._device:
             self._to(stacked.device)
         raw = stacked.detach().to(_DTYPE)  # exact for float16/bfloat16/float32
-        diag = self._advance(raw.unsqueeze(0)).diagnostics(0)
+        ext = {k: self._stack_extra(k, v).unsqueeze(0) for k, v in given.items()}
+        diag = self._advance(raw.unsqueeze(0), ext).diagnostics(0)
+        self._pending = bool(self._after)
         applied = diag.applied
         total = (stacked * applied.to(stacked.dtype)).sum(-1)
         weights = dict(zip(self._components, applied.unbind(-1), strict=True))
         return total, weights, diag
+
+    def _stack_extra(self, name: str, values: Mapping[str, Tensor | float]) -> Tensor:
+        """One extra's per-component values as a detached ``(C,)`` float64 tensor."""
+        if not isinstance(values, Mapping) or values.keys() != self._component_set:
+            keys = sorted(values) if isinstance(values, Mapping) else values
+            raise ValueError(
+                f"extra {name!r} must map every component {list(self._components)!r} "
+                f"to a value, got {keys!r}"
+            )
+        out = [
+            v.detach().reshape(()).to(self._device, _DTYPE)
+            if isinstance(v, Tensor)
+            else torch.tensor(float(v), dtype=_DTYPE, device=self._device)
+            for v in (values[c] for c in self._components)
+        ]
+        return torch.stack(out)
+
+    def after_step(self, extras: Mapping[str, Mapping[str, Tensor | float]]) -> None:
+        """Feed the after-step extras (e.g. ``loss_after``) of the step just taken.
+
+        Call it after the optimiser step, before the next step, for a method with
+        :attr:`needs_after_step` (in dry-run too: the method learns from what the step
+        did). Replay passes the same values through :meth:`step_block`.
+        """
+        if not self._after:
+            raise RuntimeError(
+                f"method {self._method_name!r} takes no after-step extras; "
+                "after_step() is only for methods that need them"
+            )
+        if not self._pending:
+            raise RuntimeError(
+                f"method {self._method_name!r}: after_step() without a step awaiting it "
+                "(call the controller for the step first, and after_step() once)"
+            )
+        given = self._check_extras(extras, self._after)
+        self._method.observe_after({k: self._stack_extra(k, v) for k, v in given.items()})
+        self._pending = False
 
     def _log(self, diag: WeightingDiagnostics) -> None:
         self._report_nonfinite()
@@ -1094,6 +1320,7 @@ class AdaptiveLossWeighting:
             "epoch": self._epoch,
             "skipped_steps": int(self._skipped_steps),
             "nonfinite_state_steps": int(self._nonfinite_state),
+            "pending_after_step": self._pending,
             "method_state": self._method.state_dict(),
         }
 
@@ -1142,6 +1369,10 @@ class AdaptiveLossWeighting:
             )
         self._nonfinite_state = torch.tensor(bad, dtype=torch.int64)
         self._nonfinite_reported = bad
+        pending = state.get("pending_after_step", False)
+        if not isinstance(pending, bool):
+            raise ValueError(f"state entry 'pending_after_step' must be a bool, got {pending!r}")
+        self._pending = pending and bool(self._after)
         self._step = state["step"]
         self._epoch = state["epoch"]
         self._device = torch.device("cpu")

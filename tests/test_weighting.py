@@ -1031,9 +1031,7 @@ def test_batched_configs_equal_separate_controllers(method: str) -> None:
     k = len(configs)
     assert outs[0].proposed.shape == (edges[1], k, 3) and outs[0].skipped.shape == (edges[1],)
     for j, cfg in enumerate(configs):
-        single = Driven(
-            AdaptiveLossWeighting(COMPONENTS, BASE, method=method, log_every=0, **cfg)
-        )
+        single = Driven(AdaptiveLossWeighting(COMPONENTS, BASE, method=method, log_every=0, **cfg))
         ref = []
         for a, b in itertools.pairwise(edges):
             if a in epochs:
@@ -1237,9 +1235,7 @@ class _ToyFollowLoss(weighting_base.TensorStateMethod):
 
     def __init__(self, num_components: int, *, momentum: float = 0.9) -> None:
         super().__init__(num_components)
-        self.momentum = check_number(
-            "momentum", momentum, low=0.0, high=1.0, high_open=True
-        )
+        self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self._momentum = torch.full((1, 1), self.momentum, dtype=torch.float64)
         self._m = torch.full((1, num_components), math.nan, dtype=torch.float64)
 

@@ -137,9 +137,14 @@ class TraceRecorder:
         loss_total: Any = None,
         grad_norm: Any = None,
         lr: Any = None,
+        extras: Mapping[str, Mapping[str, Any]] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Record one optimizer step: the raw, **unweighted** loss of every component.
+
+        `extras` records method extras (``{"grad_norm": {c: ...}}``, ``"loss_after"``; see
+        `adaptive.weighting.EXTRAS`) as the `name/<c>` columns that replay reads for
+        methods that need them (GradNorm, FAMO).
 
         `step` / `epoch` default to the recorder's counters (the step counter then moves
         past the recorded step). `diagnostics` (what `AdaptiveLossWeighting` returns)
@@ -147,6 +152,18 @@ class TraceRecorder:
         Values may be floats or tensors on any device; nothing here synchronises.
         """
         self._check(losses)
+        extra = dict(extra or {})
+        for name, values in (extras or {}).items():
+            from adaptive.weighting import EXTRAS
+
+            if name not in EXTRAS:
+                raise ValueError(f"unknown extra {name!r}; known extras: {list(EXTRAS)!r}")
+            if not isinstance(values, Mapping) or values.keys() != self._component_set:
+                raise ValueError(
+                    f"extra {name!r} must map every component {list(self.components)!r} "
+                    f"to a value, got {values!r}"
+                )
+            extra |= {f"{name}/{c}": values[c] for c in self.components}
         step = self.step if step is None else step
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
@@ -174,7 +191,7 @@ class TraceRecorder:
             proposed_weights=_detached(proposed_weights),
             grad_norm=_scalar(grad_norm),
             lr=_scalar(lr),
-            extra=_detached(extra),
+            extra=_detached(extra) if extra else None,
         )
         self.step = step + 1
 

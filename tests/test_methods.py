@@ -148,3 +148,166 @@ def test_rlw_draws_are_standard_normal_and_weights_are_their_softmax() -> None:
         assert rows[i] == ref[0].tolist()
     other = scales_after("rlw", [(1.0, 2.0, 3.0)] * 3, seed=1)
     assert other[0] != rows[0] and len({tuple(r) for r in rows[:4]}) == 4
+
+
+# ------------------------------------------------------------------------------- GradNorm
+def _gradnorm_step(
+    w: torch.Tensor, l0: torch.Tensor, losses: torch.Tensor, g: torch.Tensor, **hp: float
+) -> torch.Tensor:
+    """The paper's update with autograd: ∂/∂w Σ|w g − const(Ḡ r^α)|, then our step and
+    renormalisation (docs/ADAPTIVE_LOSS.md)."""
+    alpha, lr, floor = hp["alpha"], hp["lr"], hp["min_weight"]
+    w = w.clone().requires_grad_(True)
+    big_g = w * g
+    ratio = losses / l0
+    r = ratio / ratio.mean()
+    target = (big_g.mean() * r**alpha).detach()
+    (grad,) = torch.autograd.grad((big_g - target).abs().sum(), w)
+    new = (w.detach() - lr * grad / g.mean()).clamp_min(floor)
+    return len(w) * new / new.sum()
+
+
+def test_gradnorm_first_step_by_hand() -> None:
+    # w = (1, 1), g = (1, 3): G = (1, 3), Ḡ = 2, r = (1, 1) at the first step, targets 2;
+    # ∂L_grad/∂w = (-1·1, +1·3), / ḡ = 2: (-0.5, 1.5); w - 0.1·that = (1.05, 0.85),
+    # renormalised to sum 2: (1.105263…, 0.894736…)
+    ctrl = AdaptiveLossWeighting(
+        ["a", "b"], method="gradnorm", alpha=1.5, lr=0.1, adjustment_range=100.0, log_every=0
+    )
+    d0 = ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": 1.0, "b": 3.0}})[2]
+    assert d0.scales.tolist() == [1.0, 1.0]  # the weights before the first update
+    d1 = ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": 1.0, "b": 3.0}})[2]
+    assert d1.scales.tolist() == pytest.approx([2.1 / 1.9, 1.7 / 1.9], rel=1e-14)
+
+
+def test_gradnorm_matches_autograd_of_the_papers_objective() -> None:
+    gen = torch.Generator().manual_seed(3)
+    hp = {"alpha": 1.5, "lr": 0.05, "min_weight": 0.01}
+    c = 4
+    ctrl = AdaptiveLossWeighting(
+        [f"c{i}" for i in range(c)], method="gradnorm", adjustment_range=100.0, log_every=0, **hp
+    )
+    w = torch.ones(c, dtype=torch.float64)
+    l0 = None
+    for _ in range(40):
+        losses = torch.rand(c, generator=gen, dtype=torch.float64) * 3 + 0.1
+        g = torch.rand(c, generator=gen, dtype=torch.float64) * 5
+        l0 = losses if l0 is None else l0
+        diag = ctrl(
+            dict(zip(ctrl.components, losses.tolist(), strict=True)),
+            extras={"grad_norm": dict(zip(ctrl.components, g.tolist(), strict=True))},
+        )[2]
+        torch.testing.assert_close(diag.scales, w, rtol=1e-12, atol=0)
+        w = _gradnorm_step(w, l0, losses, g, **hp)
+    assert (w - 1).abs().max() > 0.2  # it moved
+
+
+def test_gradnorm_gives_the_slow_component_more_weight() -> None:
+    ctrl = AdaptiveLossWeighting(["slow", "fast"], method="gradnorm", log_every=0)
+    for t in range(200):  # equal gradient norms; "fast" trains 10x faster
+        losses = {"slow": 1.0 - 0.001 * t, "fast": 1.0 - 0.004 * t}
+        diag = ctrl(losses, extras={"grad_norm": {"slow": 1.0, "fast": 1.0}})[2]
+    assert diag.scales[0] > 1.1 > 1.0 > diag.scales[1]
+
+
+def test_gradnorm_skips_nonfinite_or_missing_gradient_norms() -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="gradnorm", lr=0.1, log_every=0)
+    good = {"grad_norm": {"a": 1.0, "b": 3.0}}
+    ctrl({"a": 1.0, "b": 2.0}, extras=good)
+    before = ctrl.state_dict()["method_state"]
+    for bad in (math.nan, math.inf, -1.0):
+        ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": bad, "b": 3.0}})
+    ctrl({"a": math.nan, "b": 2.0}, extras=good)
+    assert ctrl.state_dict()["method_state"] == before
+    with pytest.raises(ValueError, match=r"needs the extra\(s\) \['grad_norm'\]"):
+        ctrl({"a": 1.0, "b": 2.0})
+    with pytest.raises(ValueError, match=r"needs the extra\(s\) \['grad_norm'\]"):
+        ctrl.step_block(torch.ones(3, 2))
+    with pytest.raises(ValueError, match="shape"):
+        ctrl.step_block(torch.ones(3, 2), extras={"grad_norm": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="every component"):
+        ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": 1.0}})
+
+
+# ----------------------------------------------------------------------------------- FAMO
+class _ReferenceFAMO:
+    """The authors' reference algorithm (famo.py), with autograd and torch's Adam."""
+
+    def __init__(self, n: int, gamma: float, w_lr: float) -> None:
+        self.w = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=w_lr, weight_decay=gamma, foreach=False)
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """∂/∂L of Σ z log(L + 1e-8) / c (c = Σ z/(L + 1e-8) constant): the applied weights."""
+        self.prev = losses
+        loss = losses.clone().requires_grad_(True)
+        z = torch.softmax(self.w.detach(), -1)
+        d = loss + 1e-8
+        c = (z / d).sum().detach()
+        (grad,) = torch.autograd.grad((d.log() * z / c).sum(), loss)
+        return grad
+
+    def update(self, after: torch.Tensor) -> None:
+        delta = (self.prev + 1e-8).log() - (after + 1e-8).log()
+        (d,) = torch.autograd.grad(torch.softmax(self.w, -1), self.w, grad_outputs=delta)
+        self.opt.zero_grad()
+        self.w.grad = d
+        self.opt.step()
+
+
+def test_famo_matches_the_reference_algorithm() -> None:
+    gen = torch.Generator().manual_seed(5)
+    c, hp = 3, {"gamma": 0.01, "w_lr": 0.025}
+    names = [f"c{i}" for i in range(c)]
+    ctrl = AdaptiveLossWeighting(names, method="famo", adjustment_range=100.0, log_every=0, **hp)
+    ref = _ReferenceFAMO(c, **hp)
+    losses = torch.tensor([3.0, 0.2, 0.05], dtype=torch.float64)
+    rates = torch.tensor([0.97, 0.995, 0.999], dtype=torch.float64)
+    for _ in range(60):
+        noise = 1 + 0.2 * torch.rand(c, generator=gen, dtype=torch.float64)
+        after = losses * rates * noise
+        diag = ctrl(dict(zip(names, losses.tolist(), strict=True)))[2]
+        want = ref.weights(losses)
+        torch.testing.assert_close(diag.scales, c * want, rtol=1e-12, atol=0)
+        ctrl.after_step({"loss_after": dict(zip(names, after.tolist(), strict=True))})
+        ref.update(after)
+        torch.testing.assert_close(ctrl.method_impl._xi[0], ref.w.detach(), rtol=1e-10, atol=1e-15)
+        losses = after
+    assert ref.w.detach().abs().max() > 0.1  # the logits moved
+
+
+def test_famo_weights_the_slowest_falling_loss_up_and_is_scale_free() -> None:
+    def run(scale: float) -> torch.Tensor:
+        ctrl = AdaptiveLossWeighting(["a", "b"], method="famo", w_lr=0.1, log_every=0)
+        la, lb = 1.0 * scale, 1.0 * scale
+        for _ in range(100):
+            ctrl({"a": la, "b": lb})
+            la2, lb2 = la * 0.999, lb * 0.98  # "a" barely falls
+            ctrl.after_step({"loss_after": {"a": la2, "b": lb2}})
+            la, lb = la2, lb2
+        return ctrl.method_impl._xi[0].clone()
+
+    xi = run(1.0)
+    assert xi[0] > xi[1]
+    torch.testing.assert_close(run(1e3), xi, rtol=1e-6, atol=1e-9)
+
+
+def test_famo_live_protocol_errors_are_one_line() -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="famo", log_every=0)
+    assert ctrl.requires == ("loss_after",) and ctrl.needs_after_step
+    with pytest.raises(RuntimeError, match="without a step awaiting it"):
+        ctrl.after_step({"loss_after": {"a": 1.0, "b": 1.0}})
+    ctrl({"a": 1.0, "b": 2.0})
+    for call in (lambda: ctrl({"a": 1.0, "b": 2.0}), ctrl.end_epoch):
+        with pytest.raises(RuntimeError, match=r"call after_step\(loss_after=...\)") as info:
+            call()
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="after-step extras go to after_step"):
+        AdaptiveLossWeighting(["a", "b"], method="famo")(
+            {"a": 1.0, "b": 2.0}, extras={"loss_after": {"a": 1.0, "b": 1.0}}
+        )
+    ctrl.after_step({"loss_after": {"a": math.nan, "b": 1.0}})  # NaN: no update, no error
+    assert ctrl.method_impl._t.item() == 0.0
+    dwa = AdaptiveLossWeighting(["a", "b"], method="dwa")
+    with pytest.raises(RuntimeError, match="takes no after-step extras"):
+        dwa.after_step({"loss_after": {"a": 1.0, "b": 1.0}})

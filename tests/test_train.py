@@ -184,7 +184,8 @@ def _toml(v: object) -> str:
 # every registered method live (its example parameters); dry-run for two of them
 @pytest.mark.parametrize(
     ("method", "dry_run"),
-    [(m, False) for m in available_methods()] + [("dwa", True), ("uncertainty", True)],
+    [(m, False) for m in available_methods()]
+    + [("dwa", True), ("uncertainty", True), ("famo", True)],
 )
 def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run: bool) -> None:
     params = dict(method_class(method).example_params)
@@ -212,18 +213,47 @@ def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run:
     assert moved  # the method did something in 4 epochs
 
 
-def test_weighting_fidelity_across_resume(tmp_path: Path) -> None:
-    extra = ("adaptive.loss='dwa'",)
+@pytest.mark.parametrize("method", ["dwa", "famo"])
+def test_weighting_fidelity_across_resume(tmp_path: Path, method: str) -> None:
+    extra = (f"adaptive.loss={method!r}",)
     run(tiny(tmp_path, *extra, "run.epochs=3"), "r")
     run_dir = run(tiny(tmp_path, *extra, "run.epochs=5"), "r", resume=True)
     tr = read_trace(run_dir / "trace.parquet")
-    res = replay(tr, "dwa")
+    res = replay(tr, method)
     for c in tr.components:
         live = tr.steps[f"weight/{c}"].to_numpy(np.float64)
         assert _max_rel(live, res.frame[f"proposed/weight/{c}"].to_numpy()) < 1e-5
     assert not np.allclose(
         tr.steps["weight/fk_pos"].iloc[-1], tr.steps["weight_base/fk_pos"].iloc[-1]
     )
+
+
+def test_extras_are_recorded_on_request_and_change_nothing(tmp_path: Path) -> None:
+    """Gradient norms and after-step losses cost time, not results: a run that records
+    them trains bit for bit like one that does not, and they enable gradnorm/famo replay."""
+    from replay import ReplayError
+
+    plain = run(tiny(tmp_path, "adaptive.loss='dwa'"), "plain")
+    both = run(
+        tiny(tmp_path, "adaptive.loss='dwa'", "adaptive.record_extras=['grad_norm', 'loss_after']"),
+        "both",
+    )
+    a, b = steps_of(plain), steps_of(both)
+    assert not any(c.startswith(("grad_norm/", "loss_after/")) for c in a.columns)
+    pd.testing.assert_frame_equal(a, b[list(a.columns)])
+    comps = read_trace(both / "trace.parquet").components
+    g = b[[f"grad_norm/{c}" for c in comps]].to_numpy()
+    assert np.isfinite(g).all() and (g > 0).all()
+    # the step lowered the loss it was taken on (teacher-forced part, the observed input)
+    ratio = (
+        b[[f"loss_after/{c}" for c in comps]].to_numpy()
+        / b[[f"loss_tf/{c}" for c in comps]].to_numpy()
+    )
+    assert np.isfinite(ratio).all() and np.median(ratio) < 1.0
+    for method in ("gradnorm", "famo"):
+        assert len(replay(read_trace(both / "trace.parquet"), method).frame) == len(b)
+        with pytest.raises(ReplayError, match=f"method '{method}' needs the columns"):
+            replay(read_trace(plain / "trace.parquet"), method)
 
 
 @pytest.mark.parametrize("dry_run", [True, False])

@@ -143,6 +143,12 @@ class AdaptiveCallback(pl.Callback):
                 log_every=log_every,
                 **method_params,
             )
+            if self.weighting.requires:
+                raise ValueError(
+                    f"method {method!r} needs the extras {list(self.weighting.requires)!r}, "
+                    "which AdaptiveCallback does not compute; drive AdaptiveLossWeighting "
+                    "and TraceRecorder from your loop instead (docs/INTEGRATION.md)"
+                )
         self.dry_run = dry_run
         self.weights: dict[str, Tensor | float] = dict(self.base_weights)
         self._recorder: TraceRecorder | None = None

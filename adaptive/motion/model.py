@@ -78,6 +78,11 @@ class MotionModel(nn.Module):
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer's weight, on which per-component gradient norms are taken
+        (GradNorm's ``W``: every loss component depends on it)."""
+        return [self.decoder[-1].weight]
+
     def forward(
         self, frames: Tensor, controls: Tensor, hidden: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:

@@ -34,6 +34,7 @@ def batch_loss(
     freerun_weight: float,
     generator: torch.Generator,
     return_info: bool = False,
+    freerun: bool | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]] | tuple[Tensor, dict[str, Tensor], dict[str, object]]:
     """Training loss of one batch of windows (B, T, ·).
 
@@ -49,7 +50,10 @@ def batch_loss(
     backpropagate its own ``sum_c w_c * raw_c``. With ``return_info`` also returns the
     regime-separated parts ``{"freerun": bool, "tf": {c: L^TF_c}, "fr": {c: L^FR_c}}``
     (detached 0-dim tensors, no host sync; ``fr`` empty when not drawn): the trainer records
-    them and feeds the controllers signals that a curriculum change does not distort.
+    them and feeds the controllers signals that a curriculum change does not distort;
+    ``tf_graph`` holds the same ``L^TF_c`` attached to the graph (per-component gradient
+    norms). ``freerun`` given (True/False) replaces the draw and leaves ``generator``
+    untouched: the trainer re-evaluates a batch after the optimiser step that way.
     """
     if not 0.0 <= tf_ratio <= 1.0:
         raise ValueError(f"tf_ratio must be in [0, 1], got {tf_ratio}")
@@ -61,8 +65,11 @@ def batch_loss(
             f"freerun_horizon must be in [0, {t_len - 1}] for windows of {t_len} frames, "
             f"got {freerun_horizon}"
         )
-    u = float(torch.rand((), generator=generator))
-    draw = u >= tf_ratio and freerun_horizon > 0
+    if freerun is None:
+        u = float(torch.rand((), generator=generator))
+        draw = u >= tf_ratio and freerun_horizon > 0
+    else:
+        draw = freerun and freerun_horizon > 0
     frames, controls = batch.frames, batch.controls
     raw_tf = loss_fn.component_losses(teacher_forced(model, frames, controls), frames[:, 1:])
     raw_fr: dict[str, Tensor] = {}
@@ -79,6 +86,7 @@ def batch_loss(
             "freerun": draw,
             "tf": {c: v.detach() for c, v in raw_tf.items()},
             "fr": {c: v.detach() for c, v in raw_fr.items()},
+            "tf_graph": raw_tf,
         }
         return total, raw, info
     return total, raw

@@ -31,6 +31,8 @@ SCHEDULE_PREFIX = "schedule/"
 SCHEDULE_BASE_PREFIX = "schedule_base/"
 PROPOSED_SCHEDULE_PREFIX = "proposed/schedule/"
 METRIC_PREFIX = "metric/"
+GRAD_NORM_PREFIX = "grad_norm/"  # extra: per-component gradient norm (optional)
+LOSS_AFTER_PREFIX = "loss_after/"  # extra: loss re-evaluated after the step (optional)
 
 FIXED_TYPES: dict[str, pa.DataType] = {
     RUN_ID: pa.string(),
@@ -57,6 +59,8 @@ _FLOAT32_PREFIXES = (
     SCHEDULE_PREFIX,
     SCHEDULE_BASE_PREFIX,
     PROPOSED_SCHEDULE_PREFIX,
+    GRAD_NORM_PREFIX,
+    LOSS_AFTER_PREFIX,
 )
 
 

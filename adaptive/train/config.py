@@ -150,6 +150,13 @@ def validate_config(cfg: Config) -> Config:
         raise ConfigError(
             f"adaptive.loss_input: must be one of {', '.join(LOSS_INPUTS)}, got {a['loss_input']!r}"
         )
+    extras = a["record_extras"]
+    from adaptive.weighting._base import EXTRAS
+
+    if not isinstance(extras, list) or any(e not in EXTRAS for e in extras):
+        raise ConfigError(
+            f"adaptive.record_extras: must be a list of {', '.join(EXTRAS)}, got {extras!r}"
+        )
     window = cfg["data"]["window"]
     stretch = 1.0 + (r_sched if a["scheduler"] else 0.0)
     for i, stage in enumerate(cfg["schedule"]["stages"]):

@@ -127,3 +127,10 @@ def mean_losses(
     dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
     stacked = stacked / dist.get_world_size()
     return dict(zip(components, stacked.unbind(0), strict=True))
+
+
+def mean_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` averaged over ranks (one all-reduce of a copy)."""
+    out = t.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()

@@ -55,6 +55,7 @@ from adaptive.train.schedule import (
     StageValues,
     schedule_limits,
 )
+from adaptive.util import component_grad_norms
 
 log = logging.getLogger("adaptive.train")
 
@@ -234,6 +235,11 @@ class Trainer:
         self.step = 0  # optimizer steps done
         self.loss_input = cfg["adaptive"]["loss_input"]
         self.weighting, self.scheduler = self._build_controllers()
+        # extras (per-component grad norms, losses after the step): computed only when the
+        # active method needs them or the config asks to record them (they cost time)
+        needed = set(self.weighting.requires) if self.weighting is not None else set()
+        needed |= set(cfg["adaptive"]["record_extras"])
+        self.extras = tuple(e for e in ("grad_norm", "loss_after") if e in needed)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._setup_logging()
@@ -311,6 +317,8 @@ class Trainer:
         if self.weighting is not None:
             cols += [f"proposed/weight/{c}" for c in self.components]
             cols += ["weighting_nonfinite"]
+        for name in self.extras:
+            cols += [f"{name}/{c}" for c in self.components]
         cols += [f"schedule/{p}" for p in SCHEDULE_PARAMS]
         cols += [f"schedule_base/{p}" for p in SCHEDULE_PARAMS]
         if self.scheduler is not None:
@@ -394,9 +402,20 @@ class Trainer:
                 loss_fr = {c: flat[f"fr/{c}"] for c in loss_fr}
             # the scheduler's loss signal: the teacher-forced part, present in every batch
             loss_tf_total = self.loss_fn.combine(loss_tf).detach()
+            grad_norms = None
+            if "grad_norm" in self.extras:  # of the losses the weighting observes
+                observed = parts["tf_graph"] if self.loss_input == "tf" else raw
+                grad_norms = component_grad_norms(
+                    {c: observed[c] for c in self.components},
+                    self.model.shared_parameters(),
+                    reduce=None if self.dist is None else distributed.mean_tensor,
+                )
             if self.weighting is not None:
                 inputs = loss_tf if self.loss_input == "tf" else recorded
-                _, weights, diag = self.weighting(inputs)
+                step_extras = (
+                    {"grad_norm": grad_norms} if "grad_norm" in self.weighting.requires else None
+                )
+                _, weights, diag = self.weighting(inputs, extras=step_extras)
                 proposed_weights = dict(zip(self.components, diag.proposed.unbind(0), strict=True))
                 nonfinite_state = diag.nonfinite_state
                 if not self.weighting.dry_run:  # dry-run: the base-weighted total stays
@@ -414,6 +433,11 @@ class Trainer:
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
             self.optimizer.step()
+            loss_after = None
+            if "loss_after" in self.extras:
+                loss_after = self._losses_after(batch, values, regime)
+                if self.weighting is not None and self.weighting.needs_after_step:
+                    self.weighting.after_step({"loss_after": loss_after})
             if self.scheduler is not None:
                 self.scheduler.step_batch(loss_tf_total, grad_norm, regime=regime)
             extra: dict[str, Any] = {
@@ -425,6 +449,10 @@ class Trainer:
             extra |= {f"loss_fr/{c}": loss_fr.get(c, math.nan) for c in self.components}
             if nonfinite_state is not None:
                 extra["weighting_nonfinite"] = nonfinite_state
+            if grad_norms is not None:
+                extra |= {f"grad_norm/{c}": v for c, v in grad_norms.items()}
+            if loss_after is not None:
+                extra |= {f"loss_after/{c}": v for c, v in loss_after.items()}
             self.trace.log_step(
                 step=self.step,
                 epoch=epoch,
@@ -461,6 +489,30 @@ class Trainer:
                     self.progress(
                         StepInfo(epoch, self.epochs, self.step, i + 1, self.steps_per_epoch, shown)
                     )
+
+    def _losses_after(
+        self, batch: Any, values: dict[str, float], regime: int
+    ) -> dict[str, torch.Tensor]:
+        """The losses the weighting observes, re-evaluated on the same batch after the
+        optimiser step (same free-run draw, no new random number; FAMO's ``L'``)."""
+        total_input = self.loss_input == "total"
+        with torch.no_grad():
+            _, raw, parts = batch_loss(
+                self.model,
+                self.loss_fn,
+                batch,
+                tf_ratio=values["tf_ratio"],
+                freerun_horizon=int(values["freerun_horizon"]),
+                freerun_weight=values["freerun_weight"],
+                generator=self.generator,
+                return_info=True,
+                freerun=bool(regime) and total_input,  # tf input: the teacher-forced pass only
+            )
+        out = raw if total_input else parts["tf"]
+        out = {c: out[c].detach() for c in self.components}
+        if self.dist is not None:
+            out = distributed.mean_losses(out, self.components)
+        return out
 
     def _evaluate(self, epoch: int, sv: StageValues) -> None:
         if self.progress is not None:

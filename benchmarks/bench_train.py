@@ -6,9 +6,10 @@ repeated; the figure per variant is the median over repeats of the mean step tim
 are relative to the same loop with recording and controllers off.
 
 Targets: trace recording <= 2 % of a step (issue 3); adaptive loss weighting + scheduler +
-recording <= 3 % (issue 7).
+recording <= 3 % (issue 7). The extras (per-component gradient norms, losses after the
+step) have no target: their cost is measured and documented (issue 13).
 
-Usage: python benchmarks/bench_train.py [--repeats 7] [--steps 50]
+Usage: python benchmarks/bench_train.py [--repeats 7] [--steps 50] [--only SUBSTRING ...]
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ VARIANTS = {
         ["adaptive.loss='uncertainty'", "adaptive.scheduler=true"],
         True,
     ),
+    # extras (issue 13): computed only when the method needs them or record_extras asks
+    "trace + dwa + record grad_norm": (
+        ["adaptive.loss='dwa'", "adaptive.record_extras=['grad_norm']"],
+        True,
+    ),
+    "trace + dwa + record loss_after": (
+        ["adaptive.loss='dwa'", "adaptive.record_extras=['loss_after']"],
+        True,
+    ),
+    "trace + gradnorm": (["adaptive.loss='gradnorm'"], True),
+    "trace + famo": (["adaptive.loss='famo'"], True),
 }
 
 
@@ -60,17 +72,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--only", nargs="*", default=[], help="variants whose label contains one")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    off = "off (no trace, no controllers)"
+    chosen = {
+        k: v
+        for k, v in VARIANTS.items()
+        if k == off or not args.only or any(o in k for o in args.only)
+    }
+    times: dict[str, list[float]] = {k: [] for k in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for rep in range(args.repeats + 1):
-            for i, (label, (sets, record)) in enumerate(VARIANTS.items()):
+            for i, (label, (sets, record)) in enumerate(chosen.items()):
                 t = time_epoch(root, f"r{rep}-{i}", sets, record, args.steps)
                 if rep > 0:  # the first round warms up allocators and caches
                     times[label].append(t)
-    base = statistics.median(times["off (no trace, no controllers)"])
+    base = statistics.median(times[off])
     print(
         f"workload: default config, {args.steps} steps of the free_run stage per measurement, "
         f"{args.repeats} interleaved repeats; cores={os.cpu_count()}, torch threads=2"

@@ -1,6 +1,6 @@
 """A plain PyTorch loop: record a trace, replay DWA over it, then train with DWA on.
 
-    python examples/plain_loop.py [OUT_DIR]        # default OUT_DIR: runs/plain-loop
+python examples/plain_loop.py [OUT_DIR]        # default OUT_DIR: runs/plain-loop
 """
 
 import sys

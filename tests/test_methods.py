@@ -311,3 +311,16 @@ def test_famo_live_protocol_errors_are_one_line() -> None:
     dwa = AdaptiveLossWeighting(["a", "b"], method="dwa")
     with pytest.raises(RuntimeError, match="takes no after-step extras"):
         dwa.after_step({"loss_after": {"a": 1.0, "b": 1.0}})
+
+
+def test_every_registered_method_has_a_row_in_the_methods_table() -> None:
+    from pathlib import Path
+
+    from adaptive.weighting import EXTRAS, available_methods
+
+    doc = (Path(__file__).parents[1] / "docs" / "ADAPTIVE_LOSS.md").read_text("utf-8")
+    missing = [m for m in available_methods() if f"\n| `{m}` |" not in doc]
+    assert not missing
+    assert all(f"\n| `{e}` |" in doc for e in EXTRAS)  # and every extra is documented
+    trace_doc = (Path(__file__).parents[1] / "docs" / "TRACE_FORMAT.md").read_text("utf-8")
+    assert all(f"`{e}/<c>`" in trace_doc for e in EXTRAS)

@@ -126,3 +126,54 @@ def test_plain_loop_example_runs(tmp_path: Path) -> None:
         applied,
         atol=1e-5,
     )
+
+
+def test_own_loop_gradnorm_and_famo_record_extras_and_replay_exactly(tmp_path: Path) -> None:
+    """A user's loop with the extras-needing methods: component_grad_norms, after_step,
+    TraceRecorder extras; replay over the recorded trace reproduces the live weights."""
+    from adaptive.util import component_grad_norms
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3), torch.randn(64, 2)
+    comps = ["a", "b"]
+    for method in ("gradnorm", "famo"):
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        ctrl = AdaptiveLossWeighting(comps, method=method, adjustment_range=1.0, log_every=0)
+        path = tmp_path / method / "trace.parquet"
+
+        def losses_of(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+            err = (m(x) - y).pow(2).mean(0)
+            return {"a": err[0], "b": 10 * err[1]}
+
+        with TraceRecorder(path, components=comps) as rec:
+            for _epoch in range(2):
+                for _ in range(15):
+                    losses = losses_of(model)
+                    extras = {}
+                    if method == "gradnorm":
+                        extras["grad_norm"] = component_grad_norms(losses, [model.weight])
+                    total, _, diag = ctrl(losses, extras=extras or None)
+                    opt.zero_grad()
+                    total.backward()
+                    opt.step()
+                    if method == "famo":
+                        with torch.no_grad():
+                            extras["loss_after"] = losses_of(model)
+                        ctrl.after_step({"loss_after": extras["loss_after"]})
+                    rec.log_step(losses=losses, diagnostics=diag, extras=extras)
+                ctrl.end_epoch()
+                rec.end_epoch()
+        tr = read_trace(path)
+        res = replay(tr, method, adjustment_range=1.0)
+        for c in comps:
+            live = tr.steps[f"proposed/weight/{c}"].to_numpy()
+            np.testing.assert_array_equal(
+                res.frame[f"proposed/weight/{c}"].astype(np.float32), live
+            )
+        assert np.abs(tr.steps["proposed/weight/a"].to_numpy() - 1.0).max() > 0.05
+    with TraceRecorder(tmp_path / "bad.parquet", components=comps) as rec:
+        with pytest.raises(ValueError, match="unknown extra 'grad'"):
+            rec.log_step(losses={"a": 1.0, "b": 1.0}, extras={"grad": {"a": 1.0, "b": 1.0}})
+        with pytest.raises(ValueError, match="must map every component"):
+            rec.log_step(losses={"a": 1.0, "b": 1.0}, extras={"grad_norm": {"a": 1.0}})

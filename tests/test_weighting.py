@@ -1298,3 +1298,26 @@ def test_a_registered_toy_method_works_everywhere(toy_method: str) -> None:
     swept = replay.sweep({"syn": trace}, toy_method, {"momentum": [0.0, 0.5, 0.9]})
     assert sorted(swept.table["momentum"]) == [0.0, 0.5, 0.9]
     assert swept.method == toy_method
+
+
+def test_a_registered_toy_method_trains_live(toy_method: str, tmp_path: Any) -> None:
+    """The trainer takes a registered method by name, with its parameters from the config
+    (its class defaults where the config has no section), and replay matches it."""
+    import numpy as np
+
+    import replay
+    from adaptive.trace import read_trace
+    from adaptive.train.config import load_config
+    from adaptive.train.trainer import Trainer
+    from tests.test_train import TINY
+
+    for name, sets in (("defaults", []), ("set", [f"adaptive.{toy_method}.momentum=0.5"])):
+        cfg = load_config(overrides=[*TINY, "run.epochs=2", f"adaptive.loss={toy_method!r}", *sets])
+        Trainer(cfg, tmp_path / name).train()
+        tr = read_trace(tmp_path / name / "trace.parquet")
+        momentum = 0.5 if sets else 0.9
+        res = replay.replay(tr, toy_method, momentum=momentum)
+        for c in tr.components:
+            live = tr.steps[f"proposed/weight/{c}"].to_numpy(np.float64)
+            np.testing.assert_allclose(res.frame[f"proposed/weight/{c}"], live, rtol=1e-6)
+        assert (tr.steps[f"proposed/weight/{c}"] != tr.steps[f"weight_base/{c}"]).any()

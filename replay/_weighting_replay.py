@@ -299,8 +299,27 @@ def replay_weighting_fast(
         frame=frame,
         names=comps,
         run_id=first_run_id(trace),
-        notes=inputs.notes,
+        notes=[*inputs.notes, *_open_loop_notes(trace, method, ctrl, frame)],
     )
+
+
+def _open_loop_notes(trace: Trace, method: str, ctrl: Any, frame: pd.DataFrame) -> list[str]:
+    """A method learning from after-step extras (FAMO's losses after the step) reads what
+    the *applied* weights did: say so where the run applied other weights than these."""
+    from adaptive.weighting import EXTRAS
+
+    if not any(EXTRAS[e].after_step for e in ctrl.requires):
+        return []
+    applied = [f"weight/{c}" for c in trace.components]
+    if all(c in trace.steps.columns for c in applied):
+        live = trace.steps[applied].to_numpy(np.float64)
+        mine = frame[[f"proposed/weight/{c}" for c in trace.components]].to_numpy()
+        if np.allclose(live, mine.astype(np.float32), rtol=1e-6, atol=0.0, equal_nan=True):
+            return []
+    return [
+        f"{method} learns from the losses after each step, and this run applied other "
+        "weights than the ones replayed here: the replay is open loop (docs/ADAPTIVE_LOSS.md)"
+    ]
 
 
 def sweep_weighting(

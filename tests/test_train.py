@@ -199,7 +199,10 @@ def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run:
     run_dir = run(cfg, "f")
     tr = read_trace(run_dir / "trace.parquet")
     res = replay(tr, method, adjustment_range=0.5, **params)
-    assert not res.notes  # the trace has every input the live run used
+    open_loop = method_class(method).requires == ("loss_after",) and dry_run
+    # the trace has every input the live run used; FAMO's dry-run says it is open loop
+    assert [n for n in res.notes if "open loop" not in n] == []
+    assert any("open loop" in n for n in res.notes) == open_loop
     assert (tr.steps["weighting_nonfinite"] == 0).all()  # the state stayed finite
     moved = False
     for c in tr.components:
@@ -251,7 +254,9 @@ def test_extras_are_recorded_on_request_and_change_nothing(tmp_path: Path) -> No
     )
     assert np.isfinite(ratio).all() and np.median(ratio) < 1.0
     for method in ("gradnorm", "famo"):
-        assert len(replay(read_trace(both / "trace.parquet"), method).frame) == len(b)
+        res = replay(read_trace(both / "trace.parquet"), method)
+        assert len(res.frame) == len(b)
+        assert any("open loop" in n for n in res.notes) == (method == "famo")  # DWA applied
         with pytest.raises(ReplayError, match=f"method '{method}' needs the columns"):
             replay(read_trace(plain / "trace.parquet"), method)
 

@@ -213,7 +213,7 @@ def test_scheduler_on_trace_without_grad_norm_says_what_is_missing(tmp_path: Pat
 
 def test_bad_method_and_params_name_the_valid_ones(tmp_path: Path) -> None:
     trace = synthetic(tmp_path / "t.parquet", steps=60)
-    res = runner.invoke(app, ["compare", str(trace), "-m", "gradnorm"])
+    res = runner.invoke(app, ["compare", str(trace), "-m", "pcgrad"])
     from adaptive.weighting import available_methods
 
     valid = ", ".join([*available_methods(), "scheduler"])  # every registered method

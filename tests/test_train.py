@@ -292,8 +292,8 @@ def test_bad_config_one_line_errors(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", "--set", "train.lrr=0.1", "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert "unknown config key 'train.lrr'; did you mean 'train.lr'?" in res.output
-    res = runner.invoke(app, ["train", "--adaptive-loss", "famo", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "famo" in res.output
+    res = runner.invoke(app, ["train", "--adaptive-loss", "nashmtl", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "nashmtl" in res.output
     with pytest.raises(ConfigError, match=r"schedule.stages\[0\].tf_ratio: must lie in \[0, 1\]"):
         load_config(
             overrides=[

@@ -15,7 +15,7 @@ from typing import Any
 
 from replay._engine import SCHEDULER, ReplayError, method_parameters
 
-__all__ = ["check_param_value", "method_defaults", "parse_params", "parse_value"]
+__all__ = ["check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
 
 ADJUSTMENT_RANGE = "adjustment_range"
 _RANGE_DEFAULT = 0.3  # the controllers' default bound (AdaptiveLossWeighting, AdaptiveScheduler)
@@ -46,18 +46,19 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
-def check_param_value(where: str, default: Any, value: Any, shown: str | None = None) -> Any:
+def check_param_value(where: str, default: Any, value: Any, *, shown: str | None = None) -> Any:
     """`value` if it has the type of `default` (an int is a float; a float default gives a
-    float), else a `ReplayError` naming `where` and repeating the value (`shown` if given)."""
+    float), else a `ReplayError` naming `where` and repeating the value (`shown` if given).
+    A None default says nothing about the type: the value is left to the constructor."""
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int | float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and isinstance(default, int):
             ok = isinstance(value, int)
-    elif isinstance(default, str) or default is None:
+    elif isinstance(default, str):
         ok = isinstance(value, str)
-    else:
+    else:  # no default to go by (None: a mapping, an optional name): the constructor checks
         ok = True
     if not ok:
         kind = {bool: "a boolean", int: "an integer", float: "a number"}.get(

@@ -180,29 +180,22 @@ def compact(
     typer.echo(f"compacted {path} -> {dest}")
 
 
-def _param_value(text: str) -> tuple[str, object]:
-    from adaptive.train.config import ConfigError, parse_override
+# Help texts that list the loss weighting methods say METHODS; `_tidy_help` fills in the
+# registered ones when help is rendered (importing the registry at CLI import would load torch).
+METHODS = "{registered-methods}"
+
+
+def _params(
+    methods: list[str], texts: list[str], *, flag: str = "--param", adjustment_range: bool = True
+) -> dict[str, dict[str, object]]:
+    """`name=value` / `method.name=value` -> {method: {name: value}}, checked against the
+    registry (`replay.parse_params`); the one parser and error style of every command."""
+    from replay import ReplayError, parse_params
 
     try:
-        keys, value = parse_override(text)
-    except ConfigError as exc:
+        return parse_params(methods, texts, flag=flag, adjustment_range=adjustment_range)
+    except ReplayError as exc:
         fail(str(exc))
-    return ".".join(keys), value
-
-
-def _method_params(method: str, given: dict[str, object]) -> dict[str, object]:
-    """Keep the options that were given; refuse those the method does not take."""
-    from replay import method_parameters
-
-    valid = method_parameters(method)
-    params = {k: v for k, v in given.items() if v is not None}
-    for k in params:
-        if k not in valid:
-            fail(
-                f"--{k.replace('_', '-')} does not apply to method {method!r}; "
-                f"its parameters: {', '.join(valid)}"
-            )
-    return params
 
 
 class _TrainBar:
@@ -284,40 +277,19 @@ def replay_cmd(
     path: Annotated[Path, typer.Argument(help="Trace: a .parquet file or a directory of parts.")],
     method: Annotated[
         str,
-        typer.Option(
-            "--method",
-            "-m",
-            help="scheduler, or a loss weighting method: dwa, uncertainty, softadapt, lbtw, "
-            "rlw, imtl_l, logloss (any registered one).",
-        ),
+        typer.Option("--method", "-m", help=f"scheduler, or a loss weighting method: {METHODS}."),
     ],
-    adjustment_range: Annotated[
-        float, typer.Option(help="Bound r on |delta| (0 reproduces the base values).")
-    ] = 0.3,
-    temperature: Annotated[float | None, typer.Option(help="dwa: softmax temperature T.")] = None,
-    lr: Annotated[float | None, typer.Option(help="uncertainty: Adam step size on s.")] = None,
-    s_min: Annotated[float | None, typer.Option(help="uncertainty: lower bound on s.")] = None,
-    s_max: Annotated[float | None, typer.Option(help="uncertainty: upper bound on s.")] = None,
-    adjustment_rate: Annotated[
-        float | None, typer.Option(help="scheduler: most the delta moves per update.")
-    ] = None,
-    update_interval: Annotated[
-        int | None, typer.Option(help="scheduler: batches between batch-level updates.")
-    ] = None,
-    use_epoch_metrics: Annotated[
-        bool | None,
-        typer.Option(
-            "--use-epoch-metrics/--no-use-epoch-metrics", help="scheduler: react to val/valfree."
-        ),
-    ] = None,
-    free_metric: Annotated[
-        str | None, typer.Option(help="scheduler: YawAbsDeg, MPJPE, RootDrift or loss.")
-    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
-            "--param", "-p", help="Any other method parameter, as key=value (repeatable)."
+            "--param",
+            "-p",
+            help="A method hyperparameter, name=value, e.g. temperature=2 for dwa (repeatable).",
         ),
+    ] = None,
+    adjustment_range: Annotated[
+        float | None,
+        typer.Option(help="Bound r on |delta| (0 reproduces the base values; default 0.3)."),
     ] = None,
     out: Annotated[
         Path | None,
@@ -330,82 +302,35 @@ def replay_cmd(
 
     Writes replay-<method>.parquet (per-step scales, deltas, proposals) and
     replay-<method>.png into the run's replays/ folder (never taken for trace parts), and
-    prints a short table.
+    prints a short table. Method hyperparameters come with --param name=value; a name the
+    method does not take is refused with the list of those it does.
 
     Example:
 
-        adaptive replay runs/demo/trace.parquet --method dwa --temperature 2
+        adaptive replay runs/demo/trace.parquet --method dwa --param temperature=2
     """
     if fmt not in ("png", "svg", "pdf"):
         fail(f"--format must be png, svg or pdf, got {fmt!r}")
-    if adjustment_range < 0:
+    if adjustment_range is not None and adjustment_range < 0:
         fail(f"--adjustment-range must be >= 0, got {adjustment_range!r}")
-    runs = _load_runs(path)
-    from replay import (
-        ReplayError,
-        per_epoch_scale,
-        plot_result,
-        reason_counts,
-        replay,
-        scheduler_summary,
-        weighting_summary,
-        write_frame,
-    )
+    from replay import ReplayError, replay_runs
+    from replay._params import merged_params
 
-    given: dict[str, object] = {
-        "temperature": temperature,
-        "lr": lr,
-        "s_min": s_min,
-        "s_max": s_max,
-        "adjustment_rate": adjustment_rate,
-        "update_interval": update_interval,
-        "use_epoch_metrics": use_epoch_metrics,
-        "free_metric": free_metric,
-    }
-    given.update(dict(_param_value(p) for p in param or []))
+    given = _params([method], param or [])[method]
     try:
-        params = _method_params(method, given)
+        params = merged_params(given, "--adjustment-range", adjustment_range)
     except ReplayError as exc:
         fail(str(exc))
-    params["adjustment_range"] = adjustment_range
+    runs = _load_runs(path)
+    base = out if out is not None else _default_out(path, "replays")
     bar = _Progress(sum(len(t.steps) for t in runs.values()), f"replay {method}", quiet)
-    results = {}
     try:
-        for rid, trace in runs.items():
-            results[rid] = replay(trace, method, progress=bar, **params)
+        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
     except (ReplayError, ValueError, TypeError, KeyError) as exc:
         bar.close()
         fail(str(exc).strip("'\""))
     bar.close()
-    many = len(runs) > 1
-    base = out if out is not None else _default_out(path, "replays")
-    summaries = []
-    for rid, result in results.items():
-        dest = base / rid if many else base
-        table = write_frame(result.frame, dest / f"replay-{method}.parquet")
-        figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=runs[rid])
-        if many:
-            typer.echo(f"== run {rid}")
-        if result.kind == "weighting":
-            typer.echo(f"mean scale per epoch ({method}, before the ±{adjustment_range:g} clamp):")
-            typer.echo(per_epoch_scale(result).to_string(float_format=lambda v: f"{v:.4f}"))
-            typer.echo("")
-            summary = weighting_summary(result)
-        else:
-            summary = scheduler_summary(result)
-            counts = reason_counts(result)
-            typer.echo(
-                "changes by reason: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
-            )
-        summaries.append(summary)
-        typer.echo(summary.to_string(float_format=lambda v: f"{v:.4g}"))
-        for note in result.notes:
-            typer.echo(f"input: {note}")
-        typer.echo(f"wrote {table} and {figure}")
-    if many:
-        pooled = pd_mean(summaries)
-        typer.echo(f"== pooled over {len(runs)} runs (mean)")
-        typer.echo(pooled.to_string(float_format=lambda v: f"{v:.4g}"))
+    typer.echo(res.text())
 
 
 @app.command()
@@ -433,8 +358,7 @@ def train(
         typer.Option(
             "--adaptive-loss",
             "--adaptive_loss",
-            help="none or a loss weighting method: dwa, uncertainty, softadapt, lbtw, rlw, imtl_l, "
-            "logloss (any registered one).",
+            help=f"none or a loss weighting method: {METHODS}.",
         ),
     ] = None,
     adaptive_dry_run: Annotated[
@@ -506,7 +430,17 @@ def train(
         bool | None,
         typer.Option(
             "--adaptive-use-epoch-metrics/--no-adaptive-use-epoch-metrics",
+            "--adaptive_use_epoch_metrics/--no_adaptive_use_epoch_metrics",
             help="Scheduler: react to val / valfree metrics.",
+        ),
+    ] = None,
+    adaptive_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adaptive-param",
+            "--adaptive_param",
+            help="A hyperparameter of the loss weighting method, name=value, e.g. "
+            "temperature=1 with dwa (repeatable; sets adaptive.<method>.<name>).",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -518,7 +452,7 @@ def train(
 
     Example:
 
-        adaptive train --epochs 15 --adaptive-loss dwa --adaptive-dry-run
+        adaptive train --adaptive-loss dwa --adaptive-param temperature=1 --adaptive-dry-run
     """
     from adaptive.train.config import ConfigError, load_config
 
@@ -548,7 +482,7 @@ def train(
     ):
         if value is not None:
             extra["adaptive"][key] = value
-    if adaptive_loss is not None and adaptive_loss not in ("none", "dwa", "uncertainty"):
+    if adaptive_loss is not None and adaptive_loss != "none":
         from adaptive.weighting import available_methods
 
         if adaptive_loss not in available_methods():
@@ -566,6 +500,18 @@ def train(
         extra["run"]["name"] = resume.name
     try:
         cfg = load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
+        if adaptive_param:  # the active method is known once the config is resolved
+            method = cfg["adaptive"]["loss"]
+            if method == "none":
+                fail(
+                    "--adaptive-param sets a loss weighting parameter; choose a method first "
+                    "(--adaptive-loss)"
+                )
+            given = _params(
+                [method], adaptive_param, flag="--adaptive-param", adjustment_range=False
+            )[method]
+            extra["adaptive"][method] = given
+            cfg = load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
     except ConfigError as exc:
         fail(str(exc))
     from adaptive.train.run import run_training
@@ -591,28 +537,6 @@ def _load_runs(path: Path) -> dict[str, Trace]:
     return _read(load_runs, path)
 
 
-def _method_param_map(methods: list[str], params: list[str]) -> dict[str, dict[str, object]]:
-    """`--param dwa.temperature=1` -> {"dwa": {"temperature": 1}}; checked per method."""
-    from replay import ReplayError, method_parameters
-
-    out: dict[str, dict[str, object]] = {m: {} for m in methods}
-    for text in params:
-        key, value = _param_value(text)
-        if "." not in key:
-            fail(f"--param expects method.name=value, got {text!r}")
-        method, name = key.split(".", 1)
-        if method not in out:
-            fail(f"--param {text!r}: method {method!r} is not among {', '.join(methods)}")
-        try:
-            valid = ["adjustment_range", *method_parameters(method)]
-        except ReplayError as exc:
-            fail(str(exc))
-        if name not in valid:
-            fail(f"--param {text!r}: {method} has no parameter {name!r}; valid: {', '.join(valid)}")
-        out[method][name] = value
-    return out
-
-
 @app.command()
 def compare(
     path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
@@ -621,14 +545,17 @@ def compare(
         typer.Option(
             "--method",
             "-m",
-            help="Any loss weighting method or scheduler (repeatable; default dwa, "
-            "uncertainty and scheduler).",
+            help=f"scheduler or a loss weighting method: {METHODS} (repeatable; default "
+            "dwa, uncertainty and scheduler).",
         ),
     ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
-            "--param", "-p", help="method.name=value, e.g. dwa.temperature=1 (repeatable)."
+            "--param",
+            "-p",
+            help="A method hyperparameter, method.name=value, e.g. dwa.temperature=1 "
+            "(name=value with one method; repeatable).",
         ),
     ] = None,
     out: Annotated[
@@ -650,15 +577,10 @@ def compare(
     if fmt not in ("png", "svg", "pdf"):
         fail(f"--format must be png, svg or pdf, got {fmt!r}")
     methods = list(dict.fromkeys(method or ["dwa", "uncertainty", "scheduler"]))
-    from replay import ReplayError, method_parameters
+    from replay import ReplayError
     from replay import compare as run_compare
 
-    for m in methods:
-        try:
-            method_parameters(m)
-        except ReplayError as exc:
-            fail(str(exc))
-    params = _method_param_map(methods, param or [])
+    params = _params(methods, param or [])  # refuses an unknown method or parameter
     runs = _load_runs(path)
     dest = out if out is not None else _default_out(path, "compare")
     bar = _Progress(len(runs) * len(methods), "compare", quiet, unit="replays")
@@ -678,13 +600,6 @@ def compare(
         typer.echo(f"wrote {f}")
 
 
-def pd_mean(frames: list) -> object:
-    """Element-wise mean of same-shaped DataFrames (pooled per-run summaries)."""
-    import pandas as pd
-
-    return pd.concat(frames).groupby(level=0, sort=False).mean()
-
-
 def _run_folder(path: Path) -> Path:
     """Where outputs about PATH go by default: beside a trace, inside a folder of runs."""
     return path.parent if path.name.endswith(".parquet") else path
@@ -702,8 +617,7 @@ def sweep(
         typer.Option(
             "--method",
             "-m",
-            help="scheduler, or a loss weighting method: dwa, uncertainty, softadapt, lbtw, "
-            "rlw, imtl_l, logloss (any registered one).",
+            help=f"scheduler, or a loss weighting method: {METHODS}.",
         ),
     ],
     grid: Annotated[
@@ -714,7 +628,9 @@ def sweep(
     ],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Fixed parameter name=value (repeatable)."),
+        typer.Option(
+            "--param", "-p", help="A fixed method hyperparameter, name=value (repeatable)."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -743,7 +659,7 @@ def sweep(
         g = parse_grid(method, grid)
     except ReplayError as exc:
         fail(str(exc))
-    fixed = _method_param_map([method], [f"{method}.{p}" for p in param or []])[method]
+    fixed = _params([method], param or [])[method]
     clash = sorted(set(fixed) & set(g))
     if clash:
         fail(f"{', '.join(clash)} given both as --param and --grid")
@@ -1158,16 +1074,49 @@ def import_csv_cmd(
     )
 
 
+def _one_spelling(opts: list[str]) -> list[str]:
+    """Drop `--a_b` where `--a-b` is there too: the underscore alias parses, help hides it."""
+    shown = set(opts)
+    return [o for o in opts if not ("_" in o and o.replace("_", "-") in shown)]
+
+
+def _registered_methods() -> str:
+    from adaptive.weighting import available_methods
+
+    return ", ".join(available_methods())
+
+
 def _tidy_help() -> None:
-    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`.
+    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`, one
+    spelling per option, and the registered methods where a help text says METHODS.
 
     Recent typer renders types as `<list[str]>` and required arguments as `{path}`; this
     rewrites those labels (only where no metavar was given) and leaves older typer alone.
+    Underscore aliases (`--adaptive_loss`) stay accepted but are left out of help. The
+    method list is read from the registry when help is rendered, so importing the CLI
+    (`adaptive --version`) does not load torch.
     """
     try:
         from typer import core
     except ImportError:  # pragma: no cover
         return
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "get_help_record"):
+            continue
+        record = cls.get_help_record
+
+        def help_record(self, ctx, _record=record):  # type: ignore[no-untyped-def]
+            opts, secondary = self.opts, self.secondary_opts
+            self.opts, self.secondary_opts = _one_spelling(opts), _one_spelling(secondary)
+            try:
+                rv = _record(self, ctx)
+            finally:
+                self.opts, self.secondary_opts = opts, secondary
+            if rv is not None and METHODS in rv[1]:
+                rv = (rv[0], rv[1].replace(METHODS, _registered_methods()))
+            return rv
+
+        cls.get_help_record = help_record
     names = {"str": "TEXT", "path": "PATH", "int": "N", "float": "X", "bool": ""}
 
     def label(text: str | None) -> str | None:

@@ -1,9 +1,11 @@
 """Offline replay: run the live controllers over recorded traces in dry-run, analyse, plot.
 
-`replay(trace, method, **params)` runs one controller; `compare` / `sweep` run several or a
-grid; `stability_metrics` / `stability_table` / `recommend` judge what they did; `trial`
-trains with the controllers off and on over several seeds and says whether the run ends
-better (`compare_runs` does the same for finished runs).
+`replay(trace, method, **params)` runs one controller; `replay_runs` does so over every run
+of a folder and writes its tables and figures (`adaptive replay`); `compare` / `sweep` run
+several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
+`stability_metrics` / `stability_table` / `recommend` judge what they did; `trial` trains
+with the controllers off and on over several seeds and says whether the run ends better
+(`compare_runs` does the same for finished runs).
 """
 
 from replay._compare import plot_compare
@@ -17,7 +19,8 @@ from replay._engine import (
     replay_weighting,
     scheduler_inputs,
 )
-from replay._plots import plot_result, plot_scheduler, plot_weighting
+from replay._params import parse_params
+from replay._plots import method_title, plot_result, plot_scheduler, plot_weighting
 from replay._runs import load_runs
 from replay._stability import (
     METRIC_DOCS,
@@ -40,7 +43,7 @@ from replay._summary import (
 from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
 from replay._trial import TrialError, TrialResult, compare_runs, paired_stats, read_trial
 from replay._trial import run_trial as trial
-from replay._workflow import CompareOutput, compare
+from replay._workflow import CompareOutput, ReplayRunsOutput, compare, replay_runs
 
 __all__ = [
     "METRIC_DOCS",
@@ -48,6 +51,7 @@ __all__ = [
     "CompareOutput",
     "ReplayError",
     "ReplayResult",
+    "ReplayRunsOutput",
     "SweepResult",
     "TrialError",
     "TrialResult",
@@ -56,9 +60,11 @@ __all__ = [
     "compare_runs",
     "load_runs",
     "method_parameters",
+    "method_title",
     "metrics_by_epoch",
     "paired_stats",
     "parse_grid",
+    "parse_params",
     "per_epoch_scale",
     "plot_compare",
     "plot_result",
@@ -69,6 +75,7 @@ __all__ = [
     "recommend",
     "recommended_toml",
     "replay",
+    "replay_runs",
     "replay_scheduler",
     "replay_weighting",
     "scheduler_inputs",

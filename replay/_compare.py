@@ -10,11 +10,11 @@ import numpy as np
 from adaptive.trace import Trace
 from replay._engine import ReplayResult
 from replay._plots import (
-    METHOD_TITLES,
     _pyplot,
     component_colors,
     epoch_lines,
     line,
+    method_title,
     plot_weighting_ax,
     save,
 )
@@ -83,8 +83,7 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         plot_weighting_ax(ax, r, colors, rr)
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_title(
-            f"{METHOD_TITLES.get(r.method, r.method)}: proposed weights "
-            f"(dashed: base, band: ±{rr:g} clamp)",
+            f"{method_title(r.method)}: proposed weights (dashed: base, band: ±{rr:g} clamp)",
             fontsize=9,
         )
         ax.plot([], [], color="0.3", lw=0.8, ls="--", label="base weight")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,24 @@ if TYPE_CHECKING:
     from adaptive.trace import Trace
     from replay._engine import ReplayResult
 
-METHOD_TITLES = {
-    "dwa": "DWA (dynamic weight averaging)",
-    "uncertainty": "uncertainty weighting",
-    "scheduler": "adaptive scheduler",
-}
+
+def method_title(method: str) -> str:
+    """How figures name a method, from its registered class: the docstring's summary up to
+    the first colon or full stop (when short and plain) and the registered name, e.g.
+    `Dynamic Weight Averaging (dwa)`; the bare name otherwise; `adaptive scheduler`."""
+    if method == "scheduler":
+        return "adaptive scheduler"
+    from adaptive.weighting import method_class
+
+    try:
+        cls = method_class(method)
+    except ValueError:
+        return method
+    lines = (cls.__doc__ or "").strip().splitlines()
+    summary = re.split(r"[:.]", lines[0], maxsplit=1)[0].strip() if lines else ""
+    if not summary or len(summary) > 40 or "`" in summary:
+        return cls.name
+    return f"{summary} ({cls.name})"
 
 
 def _pyplot():
@@ -123,10 +137,7 @@ def plot_weighting(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax.fill_between([], [], [], color="0.3", alpha=0.12, label=f"clamp band (base ±{r:.0%})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     run = f" — run {result.run_id}" if result.run_id else ""
-    ax.set_title(
-        f"{METHOD_TITLES.get(result.method, result.method)}: proposed loss weights "
-        f"(dry-run replay{run})"
-    )
+    ax.set_title(f"{method_title(result.method)}: proposed loss weights (dry-run replay{run})")
     for c in result.names:
         line(ax2, steps, f[f"delta/{c}"].to_numpy(), color=colors[c], lw=1.2, label=c)
     ax2.axhline(r, color="0.4", lw=0.8, ls="--")

@@ -476,8 +476,20 @@ def _advice(key: str, method: str) -> str:
                 "calm it with a smaller adjustment_rate or a longer update_interval "
                 "(sweep -m scheduler -g adjustment_rate=0.05,0.1)"
             ),
-        }.get(method, f"sweep {method}'s parameters for a calmer setting")
+        }.get(method) or _sweep_hint(method)
     return "record a longer run (it may settle later) or sweep for a calmer setting"
+
+
+def _sweep_hint(method: str) -> str:
+    """Advice for a method without a hand-written hint: its parameters, from the registry."""
+    from replay._engine import ReplayError, method_parameters
+
+    try:
+        names = method_parameters(method)
+    except ReplayError:
+        names = []
+    which = f" ({', '.join(names)})" if names else ""
+    return f"sweep {method}'s parameters{which} for a calmer setting"
 
 
 def _try_live(method: str) -> str:

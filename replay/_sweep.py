@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,27 +14,10 @@ import pandas as pd
 
 from adaptive.trace import Trace
 from replay._engine import SCHEDULER, ReplayError, method_parameters, replay
+from replay._params import check_param_value, method_defaults, parse_value
 
 # Scheduler parameters that live in [adaptive] (the rest go to [adaptive.scheduler_law]).
 _SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
-
-
-def _defaults(method: str) -> dict[str, Any]:
-    import inspect
-
-    if method == SCHEDULER:
-        from adaptive.scheduler import AdaptiveScheduler
-
-        sig = inspect.signature(AdaptiveScheduler)
-    else:
-        from adaptive.weighting import method_class
-
-        sig = inspect.signature(method_class(method).__init__)
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.default is not inspect.Parameter.empty
-    }
 
 
 def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
@@ -45,7 +27,7 @@ def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
     parameter's type. Errors name the parameter and the bad value.
     """
     valid = ["adjustment_range", *method_parameters(method)]
-    defaults = {"adjustment_range": 0.3, **_defaults(method)}
+    defaults = {"adjustment_range": 0.3, **method_defaults(method)}
     out: dict[str, list[Any]] = {}
     for text in grids:
         if "=" not in text:
@@ -53,7 +35,8 @@ def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
         name, raw = (s.strip() for s in text.split("=", 1))
         if name not in valid:
             raise ReplayError(
-                f"--grid: {name!r} is not a parameter of {method!r}; valid: {', '.join(valid)}"
+                f"--grid {text!r}: {name!r} is not a parameter of {method!r}; "
+                f"valid: {', '.join(valid)}"
             )
         if name in out:
             raise ReplayError(f"--grid: {name!r} given twice")
@@ -61,27 +44,11 @@ def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
         for item in (v.strip() for v in raw.split(",")):
             if not item:
                 raise ReplayError(f"--grid {name}: empty value in {raw!r}")
-            try:
-                value = tomllib.loads(f"v = {item}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = item
-            default = defaults.get(name)
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, int | float):
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if ok and isinstance(default, int) and not isinstance(default, bool):
-                    ok = isinstance(value, int)
-            elif isinstance(default, str) or default is None:
-                ok = isinstance(value, str)
-            else:
-                ok = True
-            if not ok:
-                kind = {bool: "a boolean", int: "an integer", float: "a number"}.get(
-                    type(default), "a string"
+            values.append(
+                check_param_value(
+                    f"--grid {name}", defaults.get(name), parse_value(item), shown=repr(item)
                 )
-                raise ReplayError(f"--grid {name}: value {item!r} is not {kind}")
-            values.append(float(value) if isinstance(default, float) else value)
+            )
         out[name] = values
     if not out:
         raise ReplayError("give at least one --grid name=v1,v2,...")

@@ -1,4 +1,4 @@
-"""Workflows behind `adaptive compare`, `adaptive sweep` and `adaptive demo`.
+"""Workflows behind `adaptive replay`, `adaptive compare`, `adaptive sweep` and `adaptive demo`.
 
 Outputs are written under a temporary name and renamed, so a folder never holds a partial
 file presented as complete.
@@ -124,6 +124,98 @@ def compare(
         text += "\n" + "\n".join(f"{m}: not replayed — {why}" for m, why in refused.items())
     files.append(write_text(out / "recommendation.md", text + "\n"))
     return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes)
+
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+@dataclass
+class ReplayRunsOutput:
+    """What `replay_runs` produced."""
+
+    results: dict[str, ReplayResult]  # run id -> the replayed controller
+    summaries: dict[str, pd.DataFrame]  # run id -> per component / parameter summary
+    pooled: pd.DataFrame | None  # mean of the summaries over runs (None for one run)
+    files: list[Path] = field(default_factory=list)  # per run: the table, then the figure
+    lines: list[str] = field(default_factory=list)  # what the CLI prints
+
+    def text(self) -> str:
+        """The report: per run the per-epoch scales (weighting) or the changes by reason
+        (scheduler), the summary, fallbacks used and files written; then the pooled one."""
+        return "\n".join(self.lines)
+
+
+def replay_runs(
+    traces: Mapping[str, Trace],
+    method: str,
+    out: Path,
+    *,
+    params: Mapping[str, Any] | None = None,
+    fmt: str = "png",
+    progress: Callable[[int], None] | None = None,
+) -> ReplayRunsOutput:
+    """Replay one controller over every run; write `replay-<method>.parquet` and
+    `replay-<method>.<fmt>` per run (into `out`, or `out/<run id>` with several runs).
+
+    Every run is replayed before anything is written, so a run the method refuses
+    (`ReplayError`) or a bad parameter (`ValueError`) leaves `out` untouched. `progress`
+    receives the number of steps replayed.
+    """
+    from replay._plots import plot_result
+    from replay._summary import (
+        per_epoch_scale,
+        reason_counts,
+        scheduler_summary,
+        weighting_summary,
+        write_frame,
+    )
+
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
+    if not traces:
+        raise ValueError("no runs to replay")
+    params = dict(params or {})
+    results = {rid: replay(tr, method, progress=progress, **params) for rid, tr in traces.items()}
+    many = len(results) > 1
+    summaries: dict[str, pd.DataFrame] = {}
+    files: list[Path] = []
+    lines: list[str] = []
+    for rid, result in results.items():
+        dest = out / _safe(rid) if many else out
+        table = write_frame(result.frame, dest / f"replay-{method}.parquet")
+        figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=traces[rid])
+        files += [table, figure]
+        if many:
+            lines.append(f"== run {rid}")
+        if result.kind == "weighting":
+            r = float(result.params.get("adjustment_range", 0.0))
+            lines.append(f"mean scale per epoch ({method}, before the ±{r:g} clamp):")
+            lines.append(per_epoch_scale(result).to_string(float_format=_fmt4))
+            lines.append("")
+            summary = weighting_summary(result)
+        else:
+            summary = scheduler_summary(result)
+            counts = reason_counts(result)
+            changes = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
+            lines.append(f"changes by reason: {changes}")
+        summaries[rid] = summary
+        lines.append(summary.to_string(float_format=_fmt4g))
+        lines.extend(f"input: {note}" for note in result.notes)
+        lines.append(f"wrote {table} and {figure}")
+    pooled = None
+    if many:
+        pooled = pd.concat(summaries.values()).groupby(level=0, sort=False).mean()
+        lines.append(f"== pooled over {len(results)} runs (mean)")
+        lines.append(pooled.to_string(float_format=_fmt4g))
+    return ReplayRunsOutput(results, summaries, pooled, files, lines)
+
+
+def _fmt4(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def _fmt4g(v: float) -> str:
+    return f"{v:.4g}"
 
 
 def _safe(name: str) -> str:

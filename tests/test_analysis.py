@@ -157,11 +157,11 @@ def test_scheduler_without_valfree_names_its_fallback(tmp_path: Path) -> None:
     res = runner.invoke(app, ["compare", str(trace), "-q"])
     assert res.exit_code == 0 and "input: no valfree rows" in res.output
     res = runner.invoke(
-        app, ["replay", str(trace), "-m", "scheduler", "--no-use-epoch-metrics", "-q"]
+        app, ["replay", str(trace), "-m", "scheduler", "-p", "use_epoch_metrics=false", "-q"]
     )
     assert res.exit_code == 0 and "input:" not in res.output
     full = synthetic(tmp_path / "full.parquet", steps=100)
-    res = runner.invoke(app, ["replay", str(full), "-m", "scheduler", "--free-metric", "MPJPE"])
+    res = runner.invoke(app, ["replay", str(full), "-m", "scheduler", "-p", "free_metric=MPJPE"])
     assert res.exit_code == 2 and "'MPJPE' is not in the trace's valfree rows" in res.output
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import logging
 import math
 import tomllib
@@ -52,7 +53,23 @@ def default_config() -> Config:
     text = resources.files("adaptive.train").joinpath("default.toml").read_text("utf-8")
     cfg = tomllib.loads(text)
     cfg["schedule"]["stages"] = validate_stages(cfg["schedule"]["stages"])
+    _add_method_sections(cfg["adaptive"])
     return cfg
+
+
+def _add_method_sections(adaptive: dict[str, Any]) -> None:
+    """A registered loss weighting method without a section in default.toml (one registered
+    by a user or a test) gets `[adaptive.<method>]` from its class defaults (None left out)."""
+    from adaptive.weighting import available_methods, method_class
+
+    for method in available_methods():
+        if method not in adaptive:
+            sig = inspect.signature(method_class(method).__init__)
+            adaptive[method] = {
+                p.name: p.default
+                for p in sig.parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None
+            }
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:

@@ -1,0 +1,136 @@
+"""Method hyperparameters given as text (`--param`, `--grid`, `--adaptive-param`): one parser.
+
+Valid names and value types come from the registry (the method class's keyword-only
+constructor parameters and their defaults; the scheduler's constructor for `scheduler`), so
+a newly registered method is accepted everywhere without touching the CLI. Errors are one
+line that repeat the bad input and name the valid parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from replay._engine import SCHEDULER, ReplayError, method_parameters
+
+__all__ = ["check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
+
+ADJUSTMENT_RANGE = "adjustment_range"
+_RANGE_DEFAULT = 0.3  # the controllers' default bound (AdaptiveLossWeighting, AdaptiveScheduler)
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """Default of every parameter of `method` that has one (from its constructor)."""
+    if method == SCHEDULER:
+        from adaptive.scheduler import AdaptiveScheduler
+
+        sig = inspect.signature(AdaptiveScheduler)
+    else:
+        from adaptive.weighting import method_class
+
+        sig = inspect.signature(method_class(method).__init__)
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def parse_value(text: str) -> Any:
+    """A value as TOML (`1`, `0.5`, `true`, `"x"`), else the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def check_param_value(where: str, default: Any, value: Any, *, shown: str | None = None) -> Any:
+    """`value` if it has the type of `default` (an int is a float; a float default gives a
+    float), else a `ReplayError` naming `where` and repeating the value (`shown` if given).
+    A None default says nothing about the type: the value is left to the constructor."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int | float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(default, int):
+            ok = isinstance(value, int)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:  # no default to go by (None: a mapping, an optional name): the constructor checks
+        ok = True
+    if not ok:
+        kind = {bool: "a boolean", int: "an integer", float: "a number"}.get(
+            type(default), "a string"
+        )
+        text = shown if shown is not None else repr(value)
+        raise ReplayError(f"{where}: value {text} is not {kind}")
+    return float(value) if isinstance(default, float) else value
+
+
+def parse_params(
+    methods: Sequence[str],
+    texts: Sequence[str],
+    *,
+    flag: str = "--param",
+    adjustment_range: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """`name=value` texts -> `{method: {name: value}}`, checked against the registry.
+
+    With one method a text may be `name=value` or `method.name=value`; with several it must
+    be `method.name=value`. Names must be parameters of the method (`adjustment_range` too,
+    unless `adjustment_range=False`); values are read as TOML and must have the type of the
+    parameter's default. `flag` names the option in errors (`ReplayError`, one line).
+    """
+    valid_by_method: dict[str, list[str]] = {}
+    for m in methods:
+        valid = list(method_parameters(m))  # ReplayError naming the valid methods if unknown
+        valid_by_method[m] = [ADJUSTMENT_RANGE, *valid] if adjustment_range else valid
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for text in texts:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ReplayError(f"{flag} expects name=value, got {text!r}")
+        if "." in key:
+            method, name = key.split(".", 1)
+            if method not in out:
+                raise ReplayError(
+                    f"{flag} {text!r}: method {method!r} is not among the methods given "
+                    f"({', '.join(methods)})"
+                )
+        elif len(methods) == 1:
+            method, name = methods[0], key
+        else:
+            raise ReplayError(
+                f"{flag} {text!r}: with several methods write method.name=value "
+                f"(methods: {', '.join(methods)})"
+            )
+        valid = valid_by_method[method]
+        if name not in valid:
+            raise ReplayError(
+                f"{flag} {text!r}: {name!r} is not a parameter of {method!r}; "
+                f"valid: {', '.join(valid) or 'none'}"
+            )
+        if name in out[method]:
+            raise ReplayError(f"{flag} {text!r}: {method}.{name} given twice")
+        defaults = {ADJUSTMENT_RANGE: _RANGE_DEFAULT, **method_defaults(method)}
+        value = parse_value(raw)
+        out[method][name] = check_param_value(
+            f"{flag} {name}", defaults.get(name), value, shown=repr(raw.strip())
+        )
+    return out
+
+
+def merged_params(
+    given: Mapping[str, Any], option: str, value: Any, *, name: str = ADJUSTMENT_RANGE
+) -> dict[str, Any]:
+    """`given` plus `name` from its own option (`value`, None when not given); both at once
+    is an error."""
+    out = dict(given)
+    if value is not None:
+        if name in out:
+            raise ReplayError(f"{name} given both as {option} and --param")
+        out[name] = value
+    return out

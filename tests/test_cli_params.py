@@ -118,8 +118,8 @@ def test_param_values_are_typed_by_the_method_defaults() -> None:
         parse_params(["dwa"], ["temperature=1", "dwa.temperature=2"])
     with pytest.raises(ReplayError, match=r"with several methods write method\.name=value"):
         parse_params(["dwa", "uncertainty"], ["lr=1"])
-    with pytest.raises(ReplayError, match="unknown method 'gradnorm'"):
-        parse_params(["gradnorm"], [])
+    with pytest.raises(ReplayError, match="unknown method 'pcgrad'"):
+        parse_params(["pcgrad"], [])
 
 
 # ------------------------------------------------- 2. the same --param in compare and sweep

@@ -112,10 +112,6 @@ def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config
     update = _map_legacy(update, where)
     for key, value in update.items():
         path = f"{where}{key}"
-        if key not in out and where == "adaptive.":
-            section = _method_section(key)  # a method registered outside default.toml
-            if section is not None:
-                out[key] = section
         if key not in out:
             raise ConfigError(
                 f"unknown config key {path!r}{_suggest(path, _all_keys(base, where))}"
@@ -130,23 +126,6 @@ def merge(base: Config, update: Mapping[str, Any], *, where: str = "") -> Config
         else:
             out[key] = _check_type(path, value, current)
     return out
-
-
-def _method_section(name: str) -> dict[str, Any] | None:
-    """The `[adaptive.<name>]` section of a registered weighting method that default.toml
-    does not list (e.g. one registered by the user): its keyword parameters' defaults."""
-    import inspect
-
-    from adaptive.weighting import available_methods, method_class
-
-    if name not in available_methods():
-        return None
-    sig = inspect.signature(method_class(name).__init__)
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
 
 
 def _map_legacy(update: Mapping[str, Any], where: str) -> Mapping[str, Any]:

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 
 def method_title(method: str) -> str:
-    """How figures name a method, from its registered class: the docstring's summary up to
-    the first colon or full stop (when short and plain) and the registered name, e.g.
-    `Dynamic Weight Averaging (dwa)`; the bare name otherwise; `adaptive scheduler`."""
+    """How figures name a method, from its registered class: its `title`, else the
+    docstring's summary up to the first colon or full stop (when short and plain), and the
+    registered name, e.g. `Dynamic Weight Averaging (dwa)`; the bare name otherwise;
+    `adaptive scheduler`."""
     if method == "scheduler":
         return "adaptive scheduler"
     from adaptive.weighting import method_class
@@ -30,6 +31,8 @@ def method_title(method: str) -> str:
         cls = method_class(method)
     except ValueError:
         return method
+    if cls.title:
+        return f"{cls.title} ({cls.name})"
     lines = (cls.__doc__ or "").strip().splitlines()
     summary = re.split(r"[:.]", lines[0], maxsplit=1)[0].strip() if lines else ""
     if not summary or len(summary) > 40 or "`" in summary:

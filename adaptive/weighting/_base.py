@@ -201,8 +201,8 @@ class WeightingMethod(ABC):
     sweep_configs: ClassVar[Sequence[Mapping[str, Any]]] = ({}, {"adjustment_range": 0.1})
     order_equivariant: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
-    #: One line for help texts and figure titles (default: the class docstring's first line).
-    summary: ClassVar[str] = ""
+    #: How figures name the method (empty: the docstring's first line up to ':' or '.').
+    title: ClassVar[str] = ""
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):

@@ -59,7 +59,7 @@ class FAMO(TensorStateMethod):
     """
 
     requires = ("loss_after",)
-    summary = "FAMO: balance log-loss decrease per step (needs loss_after)"
+    title = "FAMO"
     example_params: ClassVar[dict[str, Any]] = {"w_lr": 0.05, "gamma": 0.001}
     aggressive_params: ClassVar[dict[str, Any]] = {"w_lr": 0.5, "gamma": 0.0}
     invalid_params = (("w_lr", 0.0), ("w_lr", -1.0), ("gamma", -0.1), ("gamma", math.inf))

@@ -59,7 +59,7 @@ class GradNorm(TensorStateMethod):
     """
 
     requires = ("grad_norm",)
-    summary = "GradNorm: equalise gradient norms by training rate (needs grad_norm)"
+    title = "GradNorm"
     example_params: ClassVar[dict[str, Any]] = {"alpha": 0.5, "lr": 0.05}
     aggressive_params: ClassVar[dict[str, Any]] = {"alpha": 1.5, "lr": 0.2}
     invalid_params = (("alpha", -1.0), ("lr", 0.0), ("lr", math.nan), ("min_weight", 1.0))

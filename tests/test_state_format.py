@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
 import torch
 
-from adaptive.weighting import AdaptiveLossWeighting
+from adaptive.weighting import AdaptiveLossWeighting, StateField, TensorStateMethod
 
 _DWA_STATE: dict[str, Any] = {
     "version": 1,
@@ -167,3 +168,133 @@ def test_missing_method_state_entry_is_named(method: str) -> None:
     del bad["method_state"][key]
     with pytest.raises(ValueError, match=repr(key)):
         _controller(method).load_state_dict(bad)
+
+
+# --------------------------------------------------------------------------------------
+# The declaration itself (TensorStateMethod + StateField), on a toy method using every kind
+# --------------------------------------------------------------------------------------
+
+
+def _double(t: torch.Tensor) -> torch.Tensor:
+    return t * 2.0
+
+
+def _halve(t: torch.Tensor) -> torch.Tensor:
+    return t / 2.0
+
+
+class _AllKinds(TensorStateMethod):
+    """Toy: scales ∝ a running loss sum; counts, a total, a host counter, a scaled entry."""
+
+    state_fields = (
+        "_sum",
+        StateField("_total", key="grand_total", kind="float"),
+        StateField("_seen", kind="counts"),
+        StateField("_doubled", key="twice", transform=_double, inverse=_halve),
+        StateField("_ends", key="epochs", kind="int"),
+    )
+    config_fields = ("_gain",)
+
+    def __init__(self, num_components: int, *, gain: float = 1.0) -> None:
+        super().__init__(num_components)
+        self.gain = float(gain)
+        c = num_components
+        self._gain = torch.full((1, 1), self.gain, dtype=torch.float64)
+        self._sum = torch.ones(1, c, dtype=torch.float64)
+        self._total = torch.zeros(1, 1, dtype=torch.float64)
+        self._seen = torch.zeros(1, c, dtype=torch.float64)
+        self._doubled = torch.zeros(1, c, dtype=torch.float64)
+        self._ends = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"gain": self.gain}
+
+    def scales(self) -> torch.Tensor:
+        s = self._sum * self._gain
+        return self._row(self.num_components * s / s.sum(-1, keepdim=True))
+
+    def observe(self, losses: torch.Tensor, finite: torch.Tensor) -> None:
+        self._sum = torch.where(finite, self._sum + losses, self._sum)
+        self._total = self._total + torch.where(finite, losses.sum(), 0.0)
+        self._seen = self._seen + (finite & (losses > 0)).to(torch.float64)
+        self._doubled = torch.where(finite, losses, self._doubled)
+
+    def end_epoch(self) -> None:
+        self._ends += 1
+
+
+def _fed(method: _AllKinds) -> _AllKinds:
+    for row in ([0.5, 0.0, 2.0], [1.25, 3.0, 0.75]):
+        method.observe(torch.tensor(row, dtype=torch.float64), torch.tensor(True))
+    method.end_epoch()
+    return method
+
+
+def test_state_is_derived_from_the_declaration() -> None:
+    m = _fed(_AllKinds(3, gain=2.0))
+    state = m.state_dict()
+    assert state == {
+        "sum": [2.75, 4.0, 3.75],
+        "grand_total": 7.5,
+        "seen": [2, 1, 2],
+        "twice": [2.5, 6.0, 1.5],
+        "epochs": 1,
+    }
+    assert set(m.state_tensors()) == {"_sum", "_total", "_seen", "_doubled"}  # not the int
+    assert set(m.config_tensors()) == {"_gain"}
+    fresh = _AllKinds(3, gain=2.0)
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    assert fresh.state_dict() == state and fresh._ends == 1
+    for attr, t in m.state_tensors().items():
+        assert torch.equal(getattr(fresh, attr), t)
+    assert torch.equal(fresh.scales(), m.scales())
+
+
+def test_batched_and_select_follow_the_declaration() -> None:
+    both = _AllKinds.batched(3, [{"gain": 1.0}, {"gain": 3.0}])
+    _fed(both)
+    assert both._sum.shape == (2, 3) and both._total.shape == (2, 1) and both._ends == 1
+    one = both.select(1)
+    assert one.params() == {"gain": 3.0} and one._gain.shape == (1, 1)
+    assert one.state_dict() == _fed(_AllKinds(3, gain=3.0)).state_dict()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("grand_total", [7.5]),
+        ("grand_total", "many"),
+        ("seen", [2, 1]),
+        ("seen", [2, True, 2]),
+        ("twice", [1.0, 2.0]),
+        ("epochs", 1.0),
+        ("epochs", -2),
+    ],
+)
+def test_bad_entry_of_any_kind_names_it_and_changes_nothing(key: str, value: Any) -> None:
+    m = _fed(_AllKinds(3))
+    before = m.state_dict()
+    with pytest.raises(ValueError, match=f"{key!r}.*{re.escape(repr(value))}"):
+        m.load_state_dict({**before, key: value})
+    assert m.state_dict() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attr": "_x", "kind": "list"}, "kind"),
+        ({"attr": "_x", "transform": _double}, "both transform and inverse"),
+        ({"attr": "_x", "kind": "int", "transform": _double, "inverse": _halve}, "no transform"),
+        ({"attr": "not an attr"}, "identifier"),
+    ],
+)
+def test_bad_declaration_fails_at_once(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StateField(**kwargs)
+
+
+def test_duplicate_state_keys_fail_when_the_class_is_defined() -> None:
+    with pytest.raises(ValueError, match="duplicate state keys"):
+
+        class _Twice(TensorStateMethod):  # pragma: no cover - never instantiated
+            state_fields = ("_a", StateField("_b", key="a"))

@@ -7,6 +7,7 @@ importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``
 
 from ._base import (
     AdaptiveLossWeighting,
+    StateField,
     TensorStateMethod,
     WeightingDiagnostics,
     WeightingMethod,
@@ -30,6 +31,7 @@ __all__ = [
     "AdaptiveLossWeighting",
     "LogLossWeighting",
     "SoftAdapt",
+    "StateField",
     "TensorStateMethod",
     "UncertaintyWeighting",
     "WeightingDiagnostics",

@@ -1321,3 +1321,15 @@ def test_a_registered_toy_method_trains_live(toy_method: str, tmp_path: Any) -> 
             live = tr.steps[f"proposed/weight/{c}"].to_numpy(np.float64)
             np.testing.assert_allclose(res.frame[f"proposed/weight/{c}"], live, rtol=1e-6)
         assert (tr.steps[f"proposed/weight/{c}"] != tr.steps[f"weight_base/{c}"]).any()
+
+
+def test_a_bad_controller_state_changes_nothing() -> None:
+    ctrl = make("dwa")
+    run(ctrl, schedule(epochs=3))
+    good = ctrl.state_dict()
+    fresh = make("dwa")
+    before = fresh.state_dict()
+    for key, bad in (("nonfinite_state_steps", -1), ("pending_after_step", "no"), ("step", -2)):
+        with pytest.raises(ValueError, match=key):
+            fresh.load_state_dict({**good, key: bad})
+        assert fresh.state_dict() == before  # nothing was half-loaded

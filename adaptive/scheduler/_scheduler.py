@@ -124,21 +124,31 @@ def _rel_change(prev: float | None, cur: float | None) -> float | None:
 
 
 def _to_host(items: list[torch.Tensor | float]) -> list[float]:
-    """Buffer of floats / 0-dim tensors -> floats, one device->host copy per (device, dtype).
+    """Buffer of floats / 0-dim tensors -> floats, one device->host copy (one host sync)
+    per device.
 
     ``torch.stack(...).cpu().tolist()`` yields exactly ``float(t)`` for every element, so
     the values are bit-identical to what a replay reading ``float(loss)`` from a trace sees.
+    Tensors of several dtypes on one device (a float64 loss, a float32 grad norm) are
+    stacked per dtype and cast to float64 on the device first, which is exact.
     """
     out: list[float] = [0.0] * len(items)
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    groups: dict[torch.device, dict[torch.dtype, list[int]]] = {}
     for i, v in enumerate(items):
         if isinstance(v, torch.Tensor):
-            groups.setdefault((v.device, v.dtype), []).append(i)
+            groups.setdefault(v.device, {}).setdefault(v.dtype, []).append(i)
         else:
             out[i] = v
-    for idx in groups.values():
-        host = torch.stack([items[i] for i in idx]).cpu().tolist()  # type: ignore[misc]
-        for i, val in zip(idx, host, strict=True):
+    for by_dtype in groups.values():
+        parts = [
+            torch.stack([items[i] for i in idx])  # type: ignore[misc]
+            for idx in by_dtype.values()
+        ]
+        if len(parts) > 1:
+            parts = [torch.cat([p.to(torch.float64) for p in parts])]
+        host = parts[0].cpu().tolist()
+        order = [i for idx in by_dtype.values() for i in idx]
+        for i, val in zip(order, host, strict=True):
             out[i] = float(val)
     return out
 
@@ -329,7 +339,7 @@ class AdaptiveScheduler:
             for batch in ...:
                 v = sched.values()                          # use v["tf_ratio"], ...
                 ...
-                sched.step_batch(loss, grad_norm, regime=drew_free_run)  # no host sync
+                sched.step_batch(loss, grad_norm, regime=drew_free_run)  # 1 sync per window
             sched.step_epoch(valfree_metrics, val_metrics)
 
     :meth:`step_block` records many batches at once (replay), exactly like the
@@ -622,8 +632,8 @@ class AdaptiveScheduler:
 
         ``regime`` (a host int, e.g. 1 when the batch drew a free-run rollout) selects the
         reference the batch is judged against. Tensors are buffered detached on their
-        device; the window is copied to the host in one transfer at the decision point, so
-        there is no host sync per call.
+        device; the window is copied to the host in one transfer (one host sync per
+        device) at the decision point, the only sync of the call.
         """
         loss_v = self._capture(loss, "loss")
         grad_v = self._capture(grad_norm, "grad_norm")

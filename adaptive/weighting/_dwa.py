@@ -27,13 +27,12 @@ Robustness rules (ours, documented in docs/ADAPTIVE_LOSS.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ._base import WeightingMethod, decode_tensor, encode_tensor, register_method
+from ._base import StateField, TensorStateMethod, register_method
 
 __all__ = ["DWA"]
 
@@ -41,7 +40,7 @@ _DTYPE = torch.float64
 
 
 @register_method("dwa")
-class DWA(WeightingMethod):
+class DWA(TensorStateMethod):
     """Dynamic Weight Averaging.
 
     Args:
@@ -59,7 +58,6 @@ class DWA(WeightingMethod):
     epoch sum is one sequential ``cumsum``, bit-identical to ``T`` successive additions).
     """
 
-    supports_batching = True
     example_params: ClassVar[dict[str, Any]] = {"temperature": 0.5}
     aggressive_params: ClassVar[dict[str, Any]] = {"temperature": 0.1}
     invalid_params = (("temperature", 0.0), ("temperature", -1.5), ("temperature", math.inf))
@@ -68,6 +66,16 @@ class DWA(WeightingMethod):
         {"temperature": 2.0},
         {"temperature": 0.5, "adjustment_range": 1.5},
     )
+    state_fields = (
+        StateField("_sum", key="epoch_sum"),
+        StateField("_count", key="epoch_count", kind="float"),
+        "_mean_prev",
+        "_mean_prev2",
+        "_ratio",
+        "_scales",
+        StateField("_epochs_done", kind="int"),  # host int: end_epoch reads it, no sync
+    )
+    config_fields = ("_temperature",)
 
     def __init__(self, num_components: int, *, temperature: float = 2.0) -> None:
         super().__init__(num_components)
@@ -91,9 +99,6 @@ class DWA(WeightingMethod):
 
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
-
-    def _row(self, t: Tensor) -> Tensor:
-        return t[0] if self.num_configs == 1 else t
 
     def scales(self) -> Tensor:
         return self._row(self._scales)
@@ -135,45 +140,3 @@ class DWA(WeightingMethod):
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         return {"ratio": self._row(self._ratio)}
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {
-            "_sum": self._sum,
-            "_count": self._count,
-            "_mean_prev": self._mean_prev,
-            "_mean_prev2": self._mean_prev2,
-            "_ratio": self._ratio,
-            "_scales": self._scales,
-        }
-
-    def config_tensors(self) -> dict[str, Tensor]:
-        return {"_temperature": self._temperature}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "epoch_sum": encode_tensor(self._sum),
-            "epoch_count": encode_tensor(self._count)[0],
-            "mean_prev": encode_tensor(self._mean_prev),
-            "mean_prev2": encode_tensor(self._mean_prev2),
-            "ratio": encode_tensor(self._ratio),
-            "scales": encode_tensor(self._scales),
-            "epochs_done": self._epochs_done,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        c = self.num_components
-        epochs = state["epochs_done"]
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"state entry 'epochs_done' must be an int >= 0, got {epochs!r}")
-        new = {
-            "_sum": decode_tensor(state["epoch_sum"], size=c, name="epoch_sum"),
-            "_count": decode_tensor([state["epoch_count"]], size=1, name="epoch_count"),
-            "_mean_prev": decode_tensor(state["mean_prev"], size=c, name="mean_prev"),
-            "_mean_prev2": decode_tensor(state["mean_prev2"], size=c, name="mean_prev2"),
-            "_ratio": decode_tensor(state["ratio"], size=c, name="ratio"),
-            "_scales": decode_tensor(state["scales"], size=c, name="scales"),
-        }
-        for attr, t in new.items():
-            setattr(self, attr, t.reshape(1, -1))
-        self._temperature = self._temperature.cpu()
-        self._epochs_done = epochs

@@ -58,13 +58,7 @@ from torch import Tensor
 
 from adaptive._checks import check_number as _check_number
 
-from ._base import (
-    LazyState,
-    WeightingMethod,
-    decode_tensor,
-    encode_tensor,
-    register_method,
-)
+from ._base import LazyState, StateField, TensorStateMethod, register_method
 
 __all__ = ["ANCHORS", "UncertaintyWeighting"]
 
@@ -74,6 +68,10 @@ _DTYPE = torch.float64
 _MAX_CHUNK = 1024  # steps per workspace (longer blocks run as consecutive chunks)
 _S_LIMIT = 20.0  # |s - log a| bounds beyond this overflow exp() for large losses
 ANCHORS = ("first", "none")
+
+
+def _negate(t: Tensor) -> Tensor:
+    return 0.0 - t
 
 
 class _Workspace:
@@ -109,7 +107,7 @@ class _Workspace:
 
 
 @register_method("uncertainty")
-class UncertaintyWeighting(WeightingMethod):
+class UncertaintyWeighting(TensorStateMethod):
     """Homoscedastic uncertainty weighting with a self-contained Adam on ``s``.
 
     Args:
@@ -137,7 +135,6 @@ class UncertaintyWeighting(WeightingMethod):
     ops per step on preallocated buffers.
     """
 
-    supports_batching = True
     example_params: ClassVar[dict[str, Any]] = {"lr": 0.05}
     aggressive_params: ClassVar[dict[str, Any]] = {"lr": 0.2}
     invalid_params = (("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0))
@@ -146,6 +143,26 @@ class UncertaintyWeighting(WeightingMethod):
         {"lr": 0.01, "beta1": 0.5, "beta2": 0.9},
         {"lr": 0.05, "s_min": -0.5, "s_max": 0.7, "eps": 1e-3, "adjustment_range": 2.0},
         {},
+    )
+    state_fields = (
+        "_anchor",
+        # u = -x is stored; x is written (0.0 - u: exact, and a zero is written as +0.0)
+        StateField("_u", key="rel_log_var", transform=_negate, inverse=_negate),
+        StateField("_m", key="adam_m"),
+        StateField("_v", key="adam_v"),
+        StateField("_t", key="adam_t", kind="counts"),
+        StateField("_b1_pow", key="adam_beta1_pow"),
+        StateField("_b2_pow", key="adam_beta2_pow"),
+    )
+    config_fields = (
+        "_lr",
+        "_s_min",
+        "_s_max",
+        "_beta1",
+        "_beta2",
+        "_eps",
+        "_grad_clip",
+        "_kendall",
     )
 
     def __init__(
@@ -214,9 +231,6 @@ class UncertaintyWeighting(WeightingMethod):
             "grad_clip": self.grad_clip,
             "anchor": self.anchor,
         }
-
-    def _row(self, t: Tensor) -> Tensor:
-        return t[0] if self.num_configs == 1 else t
 
     @property
     def log_var(self) -> Tensor:
@@ -385,64 +399,9 @@ class UncertaintyWeighting(WeightingMethod):
         new._ws = None
         return new
 
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {
-            "_u": self._u,
-            "_m": self._m,
-            "_v": self._v,
-            "_t": self._t,
-            "_b1_pow": self._b1_pow,
-            "_b2_pow": self._b2_pow,
-            "_anchor": self._anchor,
-        }
-
-    def config_tensors(self) -> dict[str, Tensor]:
-        return {
-            "_lr": self._lr,
-            "_s_min": self._s_min,
-            "_s_max": self._s_max,
-            "_beta1": self._beta1,
-            "_beta2": self._beta2,
-            "_eps": self._eps,
-            "_grad_clip": self._grad_clip,
-            "_kendall": self._kendall,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "anchor": encode_tensor(self._anchor),
-            "rel_log_var": encode_tensor(0.0 - self._u),
-            "adam_m": encode_tensor(self._m),
-            "adam_v": encode_tensor(self._v),
-            "adam_t": [int(v) for v in self._t.reshape(-1).tolist()],
-            "adam_beta1_pow": encode_tensor(self._b1_pow),
-            "adam_beta2_pow": encode_tensor(self._b2_pow),
-        }
-
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        c = self.num_components
-        if "anchor" not in state:
+        if isinstance(state, Mapping) and "anchor" not in state:
             raise ValueError(
                 "uncertainty state from an older version (no 'anchor'); it cannot be resumed"
             )
-        t = state["adam_t"]
-        if (
-            not isinstance(t, list)
-            or len(t) != c
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in t)
-        ):
-            raise ValueError(f"state entry 'adam_t' must be a list of {c} ints >= 0, got {t!r}")
-        s = decode_tensor(state["rel_log_var"], size=c, name="rel_log_var")
-        anchor = decode_tensor(state["anchor"], size=c, name="anchor")
-        m = decode_tensor(state["adam_m"], size=c, name="adam_m")
-        v = decode_tensor(state["adam_v"], size=c, name="adam_v")
-        b1_pow = decode_tensor(state["adam_beta1_pow"], size=c, name="adam_beta1_pow")
-        b2_pow = decode_tensor(state["adam_beta2_pow"], size=c, name="adam_beta2_pow")
-        self._u = (0.0 - s).reshape(1, c)
-        self._anchor = anchor.reshape(1, c)
-        self._m, self._v = m.reshape(1, c), v.reshape(1, c)
-        self._t = torch.tensor([[float(x) for x in t]], dtype=_DTYPE)
-        self._b1_pow = b1_pow.reshape(1, c)
-        self._b2_pow = b2_pow.reshape(1, c)
-        for attr, value in self.config_tensors().items():
-            setattr(self, attr, value.cpu())
+        super().load_state_dict(state)

@@ -1,5 +1,6 @@
 """Helpers the library shares with `replay` and with users' own code: atomic file writes,
-strict-JSON floats for state dicts, number checks whose errors repeat the bad value, and
+strict-JSON floats for state dicts, number checks whose errors repeat the bad value, the
+controllers' default ranges, and
 the per-component gradient norms that GradNorm needs (`component_grad_norms`)."""
 
 from __future__ import annotations
@@ -8,8 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adaptive._checks import JSONFloat, atomic_write, check_number, decode_float, encode_float
+from adaptive._defaults import LOSS_ADJUSTMENT_RANGE, SCHEDULER_ADJUSTMENT_RANGE
 
 __all__ = [
+    "LOSS_ADJUSTMENT_RANGE",
+    "SCHEDULER_ADJUSTMENT_RANGE",
     "JSONFloat",
     "atomic_write",
     "check_number",

@@ -19,6 +19,7 @@ import pandas as pd
 
 from adaptive.trace import Trace
 from adaptive.train.schedule import SCHEDULE_PARAMS  # noqa: F401  (used by replay._inputs)
+from adaptive.util import LOSS_ADJUSTMENT_RANGE
 
 SCHEDULER = "scheduler"
 
@@ -144,7 +145,7 @@ def replay_weighting(
     trace: Trace,
     method: str,
     *,
-    adjustment_range: float = 0.3,
+    adjustment_range: float = LOSS_ADJUSTMENT_RANGE,
     loss_input: str | None = None,
     restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,

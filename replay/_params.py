@@ -18,7 +18,13 @@ from replay._engine import SCHEDULER, ReplayError, method_parameters
 __all__ = ["check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
 
 ADJUSTMENT_RANGE = "adjustment_range"
-_RANGE_DEFAULT = 0.3  # the controllers' default bound (AdaptiveLossWeighting, AdaptiveScheduler)
+
+
+def range_default(method: str) -> float:
+    """The default `adjustment_range` of `method`'s controller."""
+    from adaptive.util import LOSS_ADJUSTMENT_RANGE, SCHEDULER_ADJUSTMENT_RANGE
+
+    return SCHEDULER_ADJUSTMENT_RANGE if method == SCHEDULER else LOSS_ADJUSTMENT_RANGE
 
 
 def method_defaults(method: str) -> dict[str, Any]:
@@ -115,7 +121,7 @@ def parse_params(
             )
         if name in out[method]:
             raise ReplayError(f"{flag} {text!r}: {method}.{name} given twice")
-        defaults = {ADJUSTMENT_RANGE: _RANGE_DEFAULT, **method_defaults(method)}
+        defaults = {ADJUSTMENT_RANGE: range_default(method), **method_defaults(method)}
         value = parse_value(raw)
         out[method][name] = check_param_value(
             f"{flag} {name}", defaults.get(name), value, shown=repr(raw.strip())

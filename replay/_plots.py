@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adaptive.util import SCHEDULER_ADJUSTMENT_RANGE
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -233,7 +235,7 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax = axes[len(names)]
     delta = f["delta"].to_numpy()
     line(ax, steps, delta, color="black", lw=1.3, label="delta (+ = harder)")
-    r = float(result.params.get("adjustment_range", 0.3))
+    r = float(result.params.get("adjustment_range", SCHEDULER_ADJUSTMENT_RANGE))
     ax.axhline(r, color="0.5", ls="--", lw=0.8, label=f"±range {r:g}")
     ax.axhline(-r, color="0.5", ls="--", lw=0.8)
     # One marker per change, coloured by reason; epoch-level changes as diamonds. The legend

@@ -14,7 +14,7 @@ import pandas as pd
 
 from adaptive.trace import Trace
 from replay._engine import SCHEDULER, ReplayError, method_parameters, replay
-from replay._params import check_param_value, method_defaults, parse_value
+from replay._params import check_param_value, method_defaults, parse_value, range_default
 
 # Scheduler parameters that live in [adaptive] (the rest go to [adaptive.scheduler_law]).
 _SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
@@ -27,7 +27,7 @@ def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
     parameter's type. Errors name the parameter and the bad value.
     """
     valid = ["adjustment_range", *method_parameters(method)]
-    defaults = {"adjustment_range": 0.3, **method_defaults(method)}
+    defaults = {"adjustment_range": range_default(method), **method_defaults(method)}
     out: dict[str, list[Any]] = {}
     for text in grids:
         if "=" not in text:
@@ -255,7 +255,10 @@ def _config_metrics(
                 cols[f"base/{c}"] = base[:, j]
             res = ReplayResult(
                 method=method,
-                params={"adjustment_range": cfg.get("adjustment_range", 0.3), **cfg},
+                params={
+                    "adjustment_range": cfg.get("adjustment_range", range_default(method)),
+                    **cfg,
+                },
                 frame=pd.DataFrame(cols),
                 names=comps,
                 run_id=trace.run_id,

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from adaptive.trace import Trace
+from adaptive.util import LOSS_ADJUSTMENT_RANGE
 from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds, first_run_id
 
 __all__ = [
@@ -236,7 +237,7 @@ def replay_weighting_fast(
     trace: Trace,
     method: str,
     *,
-    adjustment_range: float = 0.3,
+    adjustment_range: float = LOSS_ADJUSTMENT_RANGE,
     loss_input: str | None = None,
     restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,
@@ -335,7 +336,8 @@ def sweep_weighting(
 ) -> dict[str, np.ndarray]:
     """Replay ``K = len(configs)`` configurations of one method over a trace at once.
 
-    Each config maps `adjustment_range` (default 0.3) and method parameters to values.
+    Each config maps `adjustment_range` (default `LOSS_ADJUSTMENT_RANGE`) and method
+    parameters to values.
     Configuration ``k`` is, bit for bit, what `replay_weighting_fast(trace, method,
     **configs[k])` gives (`proposed` = its `proposed/weight/<c>` columns, etc.).
 

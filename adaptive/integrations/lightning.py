@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - the standalone package name
             "pip install 'adaptive-replay[lightning]'"
         ) from exc
 
+from adaptive._defaults import LOSS_ADJUSTMENT_RANGE
 from adaptive.record import TraceRecorder
 from adaptive.trace import truncate_trace
 
@@ -89,7 +90,7 @@ class AdaptiveCallback(pl.Callback):
         base_weights: Mapping[str, float] | None = None,
         method: str | None = None,
         dry_run: bool = True,
-        adjustment_range: float = 0.3,
+        adjustment_range: float = LOSS_ADJUSTMENT_RANGE,
         metrics: Sequence[str] | None = None,
         run_id: str | None = None,
         state_key: str = "adaptive",

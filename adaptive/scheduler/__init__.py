@@ -4,6 +4,7 @@ See ``docs/SCHEDULER.md`` for the control law.
 """
 
 from adaptive.scheduler._scheduler import (
+    DEFAULT_ADJUSTMENT_RANGE,
     FREE_METRICS,
     MOTION_PARAM_RULES,
     NONFINITE_POLICIES,
@@ -16,6 +17,7 @@ from adaptive.scheduler._scheduler import (
 )
 
 __all__ = [
+    "DEFAULT_ADJUSTMENT_RANGE",
     "FREE_METRICS",
     "MOTION_PARAM_RULES",
     "NONFINITE_POLICIES",

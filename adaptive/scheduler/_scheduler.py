@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from adaptive._checks import check_number, decode_float, encode_float
+from adaptive._defaults import SCHEDULER_ADJUSTMENT_RANGE
 
 __all__ = [
+    "DEFAULT_ADJUSTMENT_RANGE",
     "FREE_METRICS",
     "MOTION_PARAM_RULES",
     "NONFINITE_POLICIES",
@@ -50,6 +52,7 @@ REASONS: dict[str, int] = {
 NONFINITE_POLICIES = ("ease_off", "skip")
 #: Smallest spread (log units) of a regime's reference: changes below ~10 % are never outliers.
 SPREAD_FLOOR = 0.1
+DEFAULT_ADJUSTMENT_RANGE = SCHEDULER_ADJUSTMENT_RANGE
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal sample x this = its standard deviation
 #: The reference motion task's validation metrics (lower is better); ``free_metric`` and
 #: ``val_metric`` may name any metric the trainer passes to :meth:`AdaptiveScheduler.step_epoch`.
@@ -421,7 +424,7 @@ class AdaptiveScheduler:
         adjustment_rate: float = 0.1,
         update_interval: int = 50,
         use_epoch_metrics: bool = True,
-        adjustment_range: float = 0.3,
+        adjustment_range: float = DEFAULT_ADJUSTMENT_RANGE,
         dry_run: bool = False,
         free_metric: str = "YawAbsDeg",
         val_metric: str | None = None,

@@ -7,6 +7,7 @@ importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``
 """
 
 from ._base import (
+    DEFAULT_ADJUSTMENT_RANGE,
     EXTRAS,
     AdaptiveLossWeighting,
     Extra,
@@ -30,6 +31,7 @@ from ._softadapt import SoftAdapt
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
+    "DEFAULT_ADJUSTMENT_RANGE",
     "DWA",
     "EXTRAS",
     "FAMO",

@@ -22,8 +22,10 @@ import torch
 from torch import Tensor
 
 from adaptive._checks import JSONFloat, decode_float, encode_float
+from adaptive._defaults import LOSS_ADJUSTMENT_RANGE
 
 __all__ = [
+    "DEFAULT_ADJUSTMENT_RANGE",
     "EXTRAS",
     "AdaptiveLossWeighting",
     "BlockOutput",
@@ -788,7 +790,7 @@ def _check_method_params(
         )
 
 
-_DEFAULT_RANGE = 0.3
+DEFAULT_ADJUSTMENT_RANGE = LOSS_ADJUSTMENT_RANGE
 
 
 class AdaptiveLossWeighting:
@@ -836,7 +838,7 @@ class AdaptiveLossWeighting:
         base_weights: Mapping[str, float] | None = None,
         *,
         method: str = "dwa",
-        adjustment_range: float = _DEFAULT_RANGE,
+        adjustment_range: float = DEFAULT_ADJUSTMENT_RANGE,
         dry_run: bool = False,
         log_every: int = 100,
         logger: logging.Logger | None = None,
@@ -889,10 +891,11 @@ class AdaptiveLossWeighting:
     ) -> AdaptiveLossWeighting:
         """A controller running ``K = len(configs)`` configurations side by side.
 
-        Each config maps ``adjustment_range`` (default 0.3) and method parameters
-        (defaults as in the constructor) to values; base weights, components, dry-run and
-        the losses are shared. Outputs gain a configuration dimension: ``(K, C)`` per step
-        from ``__call__`` (``total`` is ``(K,)``), ``(T, K, C)`` from :meth:`step_block`.
+        Each config maps ``adjustment_range`` (default :data:`DEFAULT_ADJUSTMENT_RANGE`)
+        and method parameters (defaults as in the constructor) to values; base weights,
+        components, dry-run and the losses are shared. Outputs gain a configuration
+        dimension: ``(K, C)`` per step from ``__call__`` (``total`` is ``(K,)``),
+        ``(T, K, C)`` from :meth:`step_block`.
         Configuration ``k`` gives, bit for bit, what a single-configuration controller
         built with ``configs[k]`` gives (:meth:`select` extracts it). Batched controllers
         do not log and have no state dict (use :meth:`select`).
@@ -908,7 +911,7 @@ class AdaptiveLossWeighting:
             if not isinstance(cfg, Mapping):
                 raise TypeError(f"each config must be a mapping, got {cfg!r}")
             params = dict(cfg)
-            ranges.append(_validate_range(params.pop("adjustment_range", _DEFAULT_RANGE)))
+            ranges.append(_validate_range(params.pop("adjustment_range", DEFAULT_ADJUSTMENT_RANGE)))
             _check_method_params(method, method_cls, params)
             method_configs.append(params)
         self = cls(components, base_weights, method=method, dry_run=dry_run, log_every=0)

@@ -15,7 +15,6 @@ import pytest
 import torch.distributed as dist
 
 from adaptive.trace import read_trace
-from adaptive.train.trainer import DUMP_ENV
 from replay import replay
 from tests.test_train import TINY
 
@@ -48,29 +47,21 @@ def test_two_rank_ddp_run_agrees_and_replays(tmp_path: Path) -> None:
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
         "-m",
-        "adaptive",
-        "train",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "ddp",
-        "-q",
-        "--adaptive-loss",
-        "uncertainty",
-        "--adaptive-scheduler",
-    ]
-    for s in [
+        "tests.dist_worker",
+        str(tmp_path / "ddp"),
+        str(dump),
         *TINY,
         f"run.epochs={EPOCHS}",
+        "adaptive.loss='uncertainty'",
+        "adaptive.scheduler=true",
         "adaptive.adjustment_range=0.5",
         "adaptive.uncertainty.lr=0.2",
         "adaptive.scheduler_law.spike_z=0.5",
         "adaptive.scheduler_law.spike_count=1",
         "adaptive.scheduler_law.min_samples=2",
         "adaptive.scheduler_law.cooldown=0",
-    ]:
-        cmd += ["--set", s]
-    env = {**os.environ, DUMP_ENV: str(dump), "OMP_NUM_THREADS": "1"}
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -21,7 +21,6 @@ were before the controllers existed.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -62,11 +61,25 @@ log = logging.getLogger("adaptive.train")
 TRACE_NAME = "trace.parquet"
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.toml"
-DUMP_ENV = "ADAPTIVE_DIST_DUMP"  # test hook, see Trainer._dump_state
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (bad data path, mismatched checkpoint, ...)."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What `on_step` sees after each optimizer step: what was applied, as device tensors
+    (or floats) that nothing has read to the host, so an observer adds no sync unless it
+    reads them itself."""
+
+    step: int
+    epoch: int
+    weights: dict[str, Any]
+    proposed_weights: dict[str, Any] | None
+    schedule: dict[str, Any]
+    loss_total: Any
+    grad_norm: Any
 
 
 @dataclass
@@ -165,6 +178,8 @@ class Trainer:
     """One training run in `run_dir`: trace, checkpoints, logs, resolved config.
 
     `record=False` turns the trace off; it exists to measure what recording costs.
+    `on_step(StepRecord)` is called after every optimizer step with what was applied (an
+    observer hook: tests use it to compare ranks, without a host sync in the loop).
     """
 
     def __init__(
@@ -175,10 +190,12 @@ class Trainer:
         resume: bool = False,
         progress: Callable[[StepInfo], None] | None = None,
         record: bool = True,
+        on_step: Callable[[StepRecord], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.on_step = on_step
         run = cfg["run"]
         if run["threads"] > 0:
             torch.set_num_threads(run["threads"])
@@ -247,8 +264,6 @@ class Trainer:
             self._log_handler = None
         if resume:
             self._load_checkpoint()
-        self._dump_path = os.environ.get(DUMP_ENV) if self.dist is not None else None
-        self._dump_steps: list[dict[str, Any]] = []
         self.trace: TraceWriter | _NoTrace = (
             TraceWriter(
                 self.run_dir / TRACE_NAME,
@@ -468,17 +483,17 @@ class Trainer:
                 lr=sv.lr,
                 extra=extra,
             )
-            if self._dump_path is not None:
-                # kept as (detached) tensors: read to the host once, in _dump_state, so the
-                # test hook adds no host sync to the training loop
-                self._dump_steps.append(
-                    {
-                        "weights": dict(weights),
-                        "proposed_weights": proposed_weights,
-                        "schedule": dict(values),
-                        "loss_total": loss_value,
-                        "grad_norm": grad_norm.detach(),
-                    }
+            if self.on_step is not None:
+                self.on_step(
+                    StepRecord(
+                        step=self.step,
+                        epoch=epoch,
+                        weights=dict(weights),
+                        proposed_weights=proposed_weights,
+                        schedule=dict(values),
+                        loss_total=loss_value,
+                        grad_norm=grad_norm.detach(),
+                    )
                 )
             self.step += 1
             if self.progress is not None or (i + 1) % log_every == 0:
@@ -622,8 +637,6 @@ class Trainer:
             if self._log_handler is not None:
                 logging.getLogger("adaptive").removeHandler(self._log_handler)
                 self._log_handler.close()
-        if self._dump_path is not None:
-            self._dump_state()
         # rank 0 may still be compacting the trace: no rank tears the group down before it
         distributed.barrier()
         vf = self.metric_history["valfree"]
@@ -663,31 +676,6 @@ class Trainer:
             compact_trace(path, keep_directory=True)
         except (TraceError, OSError) as exc:
             log.warning("trace left in parts, not compacted: %s", exc)
-
-    def _dump_state(self) -> None:
-        """Test hook (`ADAPTIVE_DIST_DUMP=<folder>`, distributed runs only): this rank's
-        per-step applied values, controller states and a parameter checksum as JSON."""
-        assert self._dump_path is not None and self.dist is not None
-        params = torch.cat([p.detach().double().flatten().cpu() for p in self.model.parameters()])
-
-        def host(v: Any) -> Any:
-            if isinstance(v, dict):
-                return {k: host(x) for k, x in v.items()}
-            return None if v is None else float(v)
-
-        state = {
-            "rank": self.dist.rank,
-            "world_size": self.dist.world_size,
-            "steps": [{k: host(v) for k, v in step.items()} for step in self._dump_steps],
-            "param_sum": float(params.sum()),
-            "param_sha256": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
-            "weighting": self.weighting.state_dict() if self.weighting is not None else None,
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "metric_history": self.metric_history,
-        }
-        out = Path(self._dump_path)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{self.dist.rank}.json").write_text(json.dumps(state), "utf-8")
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:

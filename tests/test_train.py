@@ -306,6 +306,27 @@ def test_bad_config_one_line_errors(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "train.lr: expected a number, got 'fast'" in res.output
 
 
+def test_cli_replays_and_sweeps_every_method_on_a_run_with_extras(tmp_path: Path) -> None:
+    """`adaptive replay TRACE --method m` for every registered method, on a trace from
+    `adaptive train` that recorded the extras GradNorm and FAMO need; a sweep of each."""
+    runner = CliRunner()
+    args = ["train", "--out", str(tmp_path), "--name", "x", "--epochs", "2", "-q"]
+    for s in [*TINY, "adaptive.record_extras=['grad_norm', 'loss_after']"]:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    trace = tmp_path / "x" / "trace.parquet"
+    for method in available_methods():
+        res = runner.invoke(app, ["replay", str(trace), "-m", method, "-q"])
+        assert res.exit_code == 0, (method, res.output)
+        assert (tmp_path / "x" / "replays" / f"replay-{method}.parquet").is_file()
+    for method, grid in (("gradnorm", "alpha=0.5,1.5"), ("famo", "w_lr=0.01,0.1")):
+        res = runner.invoke(app, ["sweep", str(trace), "-m", method, "-g", grid, "-q"])
+        assert res.exit_code == 0, (method, res.output)
+    res = runner.invoke(app, ["replay", str(trace), "-m", "famo", "-q"])
+    assert "open loop" in res.output  # the run applied base weights, not FAMO's
+
+
 def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
     runner = CliRunner()
     args = [

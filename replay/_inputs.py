@@ -25,7 +25,7 @@ def _default(name: str) -> Any:
 
 
 def _scheduler(trace: Trace, params: Mapping[str, Any]) -> list[str]:
-    from replay._engine import SCHEDULE_PARAMS, ReplayError
+    from replay._common import SCHEDULE_PARAMS, ReplayError
 
     steps = trace.steps
     notes: list[str] = []
@@ -78,7 +78,7 @@ def _weighting(trace: Trace) -> list[str]:
 def check_inputs(trace: Trace, method: str, params: Mapping[str, Any]) -> list[str]:
     """Refuse (`ReplayError`, one line) a method whose inputs the trace lacks; else return
     notes naming the fallbacks the replay will use (empty when none)."""
-    from replay._engine import SCHEDULER
+    from replay._common import SCHEDULER
 
     if method == SCHEDULER:
         return _scheduler(trace, params)

@@ -29,7 +29,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from adaptive.trace import Trace
-    from replay._engine import ReplayResult
+    from replay._common import ReplayResult
 
 __all__ = ["replay_scheduler_fast"]
 
@@ -40,7 +40,7 @@ def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
     """(parameter names, base values per step row) exactly as `replay_scheduler` reads them:
     `schedule_base/<p>`, else `schedule/<p>`, else all three parameters at 1.0."""
     from adaptive.train.schedule import SCHEDULE_PARAMS
-    from replay._engine import _col
+    from replay._common import _col
 
     steps = trace.steps
     names = list(
@@ -85,7 +85,7 @@ def replay_scheduler_fast(
     of changes (the per-step replay returns only the last `history_size`).
     """
     from adaptive.scheduler import AdaptiveScheduler, map_value
-    from replay._engine import (
+    from replay._common import (
         SCHEDULER,
         ReplayError,
         ReplayResult,
@@ -194,7 +194,7 @@ def recorded_limits(trace: Trace) -> dict[str, tuple[float, float]] | None:
     """The bounds the reference trainer gave its scheduler (from the run's recorded
     `data.window`), so a replay clips the proposed values as the live run did."""
     from adaptive.train.schedule import schedule_limits
-    from replay._engine import recorded_setting
+    from replay._common import recorded_setting
 
     window = recorded_setting(trace, "window", None, section="data")
     if not isinstance(window, int) or window < 2:

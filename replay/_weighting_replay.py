@@ -20,7 +20,7 @@ import torch
 
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
-from replay._engine import ReplayError, ReplayResult, _col, _epoch_bounds, first_run_id
+from replay._common import ReplayError, ReplayResult, _col, _epoch_bounds, first_run_id
 
 __all__ = [
     "SWEEP_OUTPUTS",
@@ -101,7 +101,7 @@ def weighting_inputs(
     record its config) from before these columns. Base weights come from `weight_base/<c>` (or
     `weight/<c>` when no base column exists, else 1).
     """
-    from replay._engine import recorded_config, recorded_setting
+    from replay._common import recorded_config, recorded_setting
 
     steps = trace.steps
     comps = list(trace.components)

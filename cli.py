@@ -198,19 +198,23 @@ def _params(
         fail(str(exc))
 
 
+def _rich_bar(*columns: str, transient: bool = False) -> Any:
+    """The one progress-bar style of the CLI: text columns, a bar after the first, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    first, *rest = (TextColumn(c) for c in columns)
+    return Progress(first, BarColumn(), *rest, TimeRemainingColumn(), transient=transient)
+
+
 class _TrainBar:
-    """Rich progress: epoch, step, loss, ETA."""
+    """Training progress: epoch, step, loss, ETA (`run_training`'s progress factory)."""
 
     def __init__(self, cfg: Any) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[phase]}"),
-            TimeRemainingColumn(),
+        self.progress = _rich_bar(
+            "[bold]train[/] epoch {task.fields[epoch]}",
+            "step {task.completed}/{task.total}",
+            "loss {task.fields[loss]}",
+            "{task.fields[phase]}",
         )
         self.task = None
         self.loss = "-"
@@ -245,20 +249,14 @@ class _TrainBar:
 
 
 class _Progress:
-    """A rich progress bar over replayed steps (silent with --quiet)."""
+    """A progress bar over replayed steps, replays or imported rows (silent with --quiet)."""
 
     def __init__(self, total: int, label: str, quiet: bool, unit: str = "steps") -> None:
         self.quiet = quiet
         if quiet:
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} " + unit),
-            TimeRemainingColumn(),
-            transient=True,
+        self.bar = _rich_bar(
+            "{task.description}", "{task.completed}/{task.total} " + unit, transient=True
         )
         self.bar.start()
         self.task = self.bar.add_task(label, total=total)

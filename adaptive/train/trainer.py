@@ -390,16 +390,7 @@ class Trainer:
                 batch = data.sample_windows(
                     tcfg["batch_size"], self.cfg["data"]["window"], self.generator
                 )
-            total, raw, parts = batch_loss(
-                self.train_model,
-                self.loss_fn,
-                batch,
-                tf_ratio=values["tf_ratio"],
-                freerun_horizon=int(values["freerun_horizon"]),
-                freerun_weight=values["freerun_weight"],
-                generator=self.generator,
-                return_info=True,
-            )
+            total, raw, parts = self._batch_loss(self.train_model, batch, values)
             regime = 1 if parts["freerun"] else 0
             loss_tf, loss_fr = parts["tf"], parts["fr"]
             weights: dict[str, Any] = base_w
@@ -505,23 +496,35 @@ class Trainer:
                         StepInfo(epoch, self.epochs, self.step, i + 1, self.steps_per_epoch, shown)
                     )
 
+    def _batch_loss(
+        self,
+        model: torch.nn.Module,
+        batch: Any,
+        values: dict[str, float],
+        freerun: bool | None = None,
+    ) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
+        """`batch_loss` under the schedule `values` (`freerun`: replay a known draw)."""
+        return batch_loss(  # type: ignore[return-value]
+            model,
+            self.loss_fn,
+            batch,
+            tf_ratio=values["tf_ratio"],
+            freerun_horizon=int(values["freerun_horizon"]),
+            freerun_weight=values["freerun_weight"],
+            generator=self.generator,
+            return_info=True,
+            freerun=freerun,
+        )
+
     def _losses_after(
         self, batch: Any, values: dict[str, float], regime: int
     ) -> dict[str, torch.Tensor]:
         """The losses the weighting observes, re-evaluated on the same batch after the
         optimiser step (same free-run draw, no new random number; FAMO's ``L'``)."""
         total_input = self.loss_input == "total"
-        with torch.no_grad():
-            _, raw, parts = batch_loss(
-                self.model,
-                self.loss_fn,
-                batch,
-                tf_ratio=values["tf_ratio"],
-                freerun_horizon=int(values["freerun_horizon"]),
-                freerun_weight=values["freerun_weight"],
-                generator=self.generator,
-                return_info=True,
-                freerun=bool(regime) and total_input,  # tf input: the teacher-forced pass only
+        with torch.no_grad():  # tf input: the teacher-forced pass only
+            _, raw, parts = self._batch_loss(
+                self.model, batch, values, freerun=bool(regime) and total_input
             )
         out = raw if total_input else parts["tf"]
         out = {c: out[c].detach() for c in self.components}

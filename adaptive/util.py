@@ -35,15 +35,18 @@ def component_grad_norms(
 
     One ``torch.autograd.grad`` per component with ``retain_graph=True``: the graph stays
     for the weighted ``backward()`` that follows, and no ``.grad`` is touched. A component
-    that does not depend on ``W`` gets 0. ``reduce`` maps the stacked gradients ``(C, P)``
-    before the norms are taken (data parallel: the mean over ranks, so that every rank
-    sees the norms of the global gradients). No host synchronisation.
+    that does not depend on ``W`` (or on anything: a constant) gets 0. ``reduce`` maps the
+    stacked gradients ``(C, P)`` before the norms are taken (data parallel: the mean over
+    ranks, so that every rank sees the norms of the global gradients). No host sync.
     """
     import torch
 
     params = list(params)
     rows = []
     for loss in losses.values():
+        if not (isinstance(loss, torch.Tensor) and loss.requires_grad):  # a constant term
+            rows.append(torch.cat([torch.zeros_like(p).reshape(-1) for p in params]))
+            continue
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         flat = [
             (g if g is not None else torch.zeros_like(p)).detach().reshape(-1)

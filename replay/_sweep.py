@@ -147,6 +147,15 @@ def sweep(
         best = {k: table.iloc[0][k] for k in grid}
         best = {**fixed, **{k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}}
         notes = edge_notes(grid, best)
+    if method != SCHEDULER:
+        from adaptive.weighting import EXTRAS, method_class
+
+        if any(EXTRAS[e].after_step for e in method_class(method).requires):
+            notes.append(
+                f"{method} learns from the losses after each step, which the weights the run "
+                "applied produced: every configuration other than the one the run applied is "
+                "replayed open loop (docs/ADAPTIVE_LOSS.md); check the pick with adaptive trial"
+            )
     return SweepResult(
         method=method,
         grid={k: list(v) for k, v in grid.items()},
@@ -187,11 +196,12 @@ def sweep_verdict(
     inert, unstable = counts.get("inert", 0), counts.get("unstable", 0)
     small = THRESHOLDS["mean_abs_delta_small"]
     if best is None:
-        return (
+        text = (
             f"No {method} configuration is worth switching on: of {n}, {inert} barely move "
             f"the weights (mean |delta| < {small:g}: inert) and {unstable} fail the "
             "stability checks. Keep the controller off, or widen the grid."
         )
+        return text + (" Note: " + "; ".join(notes) + "." if notes else "")
     row = table.iloc[0]
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.items())
     text = (

@@ -149,6 +149,14 @@ def weighting_inputs(
             requires = method_class(method).requires
         except ValueError as exc:
             raise ReplayError(str(exc)) from None
+        recorded = recorded_setting(trace, "loss_input", None)
+        observed = "loss_tf/<c>" if prefix == "loss_tf/" else "loss/<c>"
+        if requires and recorded is not None and recorded != loss_input:
+            raise ReplayError(
+                f"{trace.path}: the run recorded its extras ({', '.join(requires)}) of the "
+                f"{recorded!r} losses; replaying {method!r} on loss_input={loss_input!r} "
+                f"({observed}) would mix the two: leave loss_input at the run's setting"
+            )
         extras = read_extras(trace, method, requires)
     return WeightingInputs(comps, losses, base, epochs, restarts, notes, extras)
 

@@ -324,3 +324,57 @@ def test_every_registered_method_has_a_row_in_the_methods_table() -> None:
     assert all(f"\n| `{e}` |" in doc for e in EXTRAS)  # and every extra is documented
     trace_doc = (Path(__file__).parents[1] / "docs" / "TRACE_FORMAT.md").read_text("utf-8")
     assert all(f"`{e}/<c>`" in trace_doc for e in EXTRAS)
+
+
+def test_nonfinite_extras_are_counted_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="gradnorm", log_every=0)
+    ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": 1.0, "b": 3.0}})
+    ctrl({"a": 1.0, "b": 2.0}, extras={"grad_norm": {"a": math.nan, "b": 3.0}})
+    ctrl({"a": math.nan, "b": 2.0}, extras={"grad_norm": {"a": math.nan, "b": 3.0}})  # skipped
+    assert ctrl.nonfinite_extras_steps == 1  # the loss-skipped step is counted elsewhere
+    with caplog.at_level(logging.WARNING, logger="adaptive.weighting"):
+        state = ctrl.state_dict()
+    assert state["nonfinite_extras_steps"] == 1
+    assert any("non-finite extras (grad_norm)" in r.getMessage() for r in caplog.records)
+    famo = AdaptiveLossWeighting(["a", "b"], method="famo", log_every=0)
+    famo({"a": 1.0, "b": 2.0})
+    famo.after_step({"loss_after": {"a": math.inf, "b": 1.0}})
+    famo({"a": math.nan, "b": 2.0})  # a skipped step: its after-step record is not counted
+    famo.after_step({"loss_after": {"a": math.nan, "b": 1.0}})
+    assert famo.nonfinite_extras_steps == 1
+    blk = AdaptiveLossWeighting(["a", "b"], method="famo", log_every=0)
+    after = torch.tensor([[1.0, 1.0], [math.inf, 1.0], [0.5, 0.5]])
+    blk.step_block(torch.ones(3, 2), extras={"loss_after": after})
+    assert blk.nonfinite_extras_steps == 1
+    assert "nonfinite_extras_steps" not in AdaptiveLossWeighting(["a"], method="dwa").state_dict()
+
+
+def test_restart_refuses_a_step_awaiting_after_step() -> None:
+    ctrl = AdaptiveLossWeighting(["a", "b"], method="famo", log_every=0)
+    ctrl({"a": 1.0, "b": 2.0})
+    with pytest.raises(RuntimeError, match=r"before restart\(\)"):
+        ctrl.restart()
+    ctrl.after_step({"loss_after": {"a": 0.9, "b": 1.9}})
+    ctrl.restart()
+
+
+def test_component_grad_norms() -> None:
+    from adaptive.util import component_grad_norms
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    other = torch.nn.Parameter(torch.tensor(1.0))
+    losses = {
+        "lin": (w * torch.tensor([1.0, 2.0])).sum(),  # gradient (1, 2): norm sqrt(5)
+        "sq": (w**2).sum() / 2,  # gradient w: norm 5
+        "unused": other * 2.0,  # attached, but not to w
+        "const": torch.tensor(0.5),  # no graph at all
+    }
+    norms = component_grad_norms(losses, [w])
+    assert norms["lin"].item() == pytest.approx(math.sqrt(5.0))
+    assert norms["sq"].item() == pytest.approx(5.0)
+    assert norms["unused"].item() == 0.0 and norms["const"].item() == 0.0
+    assert w.grad is None  # no .grad touched
+    scaled = component_grad_norms(losses, [w], reduce=lambda g: 2 * g)
+    assert scaled["sq"].item() == pytest.approx(10.0)

@@ -208,7 +208,8 @@ def test_weighting_fidelity_live_vs_replay(tmp_path: Path, method: str, dry_run:
     for c in tr.components:
         live = tr.steps[f"proposed/weight/{c}"].to_numpy(np.float64)
         rep = res.frame[f"proposed/weight/{c}"].to_numpy()
-        assert _max_rel(live, rep) < 1e-5
+        # bit for bit: the trace stores the live float64 proposal rounded to float32
+        np.testing.assert_array_equal(rep.astype(np.float32), live.astype(np.float32))
         applied = tr.steps[f"weight/{c}"].to_numpy(np.float64)
         base = tr.steps[f"weight_base/{c}"].to_numpy(np.float64)
         np.testing.assert_array_equal(applied, base if dry_run else live)
@@ -259,6 +260,9 @@ def test_extras_are_recorded_on_request_and_change_nothing(tmp_path: Path) -> No
         assert any("open loop" in n for n in res.notes) == (method == "famo")  # DWA applied
         with pytest.raises(ReplayError, match=f"method '{method}' needs the columns"):
             replay(read_trace(plain / "trace.parquet"), method)
+        # the extras are of the recorded input (tf): replaying on another would mix the two
+        with pytest.raises(ReplayError, match="would mix the two"):
+            replay(read_trace(both / "trace.parquet"), method, loss_input="total")
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
@@ -323,6 +327,7 @@ def test_cli_replays_and_sweeps_every_method_on_a_run_with_extras(tmp_path: Path
     for method, grid in (("gradnorm", "alpha=0.5,1.5"), ("famo", "w_lr=0.01,0.1")):
         res = runner.invoke(app, ["sweep", str(trace), "-m", method, "-g", grid, "-q"])
         assert res.exit_code == 0, (method, res.output)
+        assert ("open loop" in res.output) == (method == "famo"), res.output
     res = runner.invoke(app, ["replay", str(trace), "-m", "famo", "-q"])
     assert "open loop" in res.output  # the run applied base weights, not FAMO's
 

@@ -871,6 +871,10 @@ class AdaptiveLossWeighting:
         self._skipped_steps = torch.zeros((), dtype=torch.int64)
         self._nonfinite_state = torch.zeros((), dtype=torch.int64)
         self._nonfinite_reported = 0
+        # finite-loss steps whose extras were not all finite (the method skipped its update)
+        self._nonfinite_extras = torch.zeros((), dtype=torch.int64)
+        self._nonfinite_extras_reported = 0
+        self._last_finite = torch.ones(1, dtype=torch.bool)
         self._step = 0
         self._epoch = 0
         self._batched = False
@@ -1057,6 +1061,8 @@ class AdaptiveLossWeighting:
         out._base = self._base.clone()
         out._skipped_steps = self._skipped_steps.clone()
         out._nonfinite_state = self._nonfinite_state.clone()
+        out._nonfinite_extras = self._nonfinite_extras.clone()
+        out._last_finite = self._last_finite.clone()
         out._set_ranges([self._ranges[k]])
         out._step, out._epoch = self._step, self._epoch
         out._pending = self._pending
@@ -1089,6 +1095,17 @@ class AdaptiveLossWeighting:
         Called where the host is read anyway (log lines, :meth:`state_dict`, i.e. every
         checkpoint), so the per-step path stays free of host syncs.
         """
+        bad_extras = int(self._nonfinite_extras)
+        if bad_extras > self._nonfinite_extras_reported:
+            self._logger.warning(
+                "adaptive weighting (%s): %d step(s) so far (%d new) had finite losses but "
+                "non-finite extras (%s); the method skipped its update there",
+                self._method_name,
+                bad_extras,
+                bad_extras - self._nonfinite_extras_reported,
+                ", ".join(self._requires),
+            )
+        self._nonfinite_extras_reported = bad_extras
         bad = int(self._nonfinite_state)
         if bad > self._nonfinite_reported:
             self._logger.warning(
@@ -1105,10 +1122,10 @@ class AdaptiveLossWeighting:
         """Forget the method's history (e.g. at a curriculum stage change): its state
         starts afresh with the same parameters, so losses from before the restart are
         never compared with losses after it. Counters and base weights are kept."""
+        self._check_not_pending("restart()")
         fresh = type(self._method).batched(len(self._components), self._method.config_params())
         fresh.to(self._device)
         self._method = fresh
-        self._pending = False
 
     # ---------------------------------------------------------------- steps
     def _to(self, device: torch.device) -> None:
@@ -1116,6 +1133,8 @@ class AdaptiveLossWeighting:
         self._base = self._base.to(device)
         self._skipped_steps = self._skipped_steps.to(device)
         self._nonfinite_state = self._nonfinite_state.to(device)
+        self._nonfinite_extras = self._nonfinite_extras.to(device)
+        self._last_finite = self._last_finite.to(device)
         self._range_t = self._range_t.to(device)
         self._neg_range_t = self._neg_range_t.to(device)
         self._device = device
@@ -1128,6 +1147,8 @@ class AdaptiveLossWeighting:
         # x * 0 is ±0 for finite x and NaN for NaN/±inf, so the row sum is 0 iff every
         # loss of the step is finite (a sum of zeros cannot overflow).
         finite = raw.mul(0.0).sum(-1).eq(0.0)
+        if extras:
+            self._count_nonfinite_extras(finite, extras.values())
         inputs = MethodInputs(raw, finite, extras)
         scales, method_state = self._method.advance(inputs)  # (T, K, C)
         if not self._batched:  # K = 1: drop the configuration dimension
@@ -1330,6 +1351,7 @@ class AdaptiveLossWeighting:
         ext = {k: self._stack_extra(k, v).unsqueeze(0) for k, v in given.items()}
         diag = self._advance(raw.unsqueeze(0), ext).diagnostics(0)
         self._pending = bool(self._after)
+        self._last_finite = diag.skipped.logical_not().reshape(1)
         applied = diag.applied
         total = (stacked * applied.to(stacked.dtype)).sum(-1)
         weights = dict(zip(self._components, applied.unbind(-1), strict=True))
@@ -1351,6 +1373,20 @@ class AdaptiveLossWeighting:
         ]
         return torch.stack(out)
 
+    def _count_nonfinite_extras(self, finite: Tensor, extras: Any) -> None:
+        """Count the finite-loss steps (``finite`` ``(T,)``) whose extras ``(T, C)`` are not
+        all finite (no host sync; reported with the non-finite state)."""
+        ok = finite
+        for v in extras:
+            ok = ok & v.mul(0.0).sum(-1).eq(0.0)
+        bad = (finite & ~ok).to(torch.int64).sum()
+        self._nonfinite_extras = self._nonfinite_extras + bad
+
+    @property
+    def nonfinite_extras_steps(self) -> int:
+        """Finite-loss steps whose extras were not all finite (synchronises)."""
+        return int(self._nonfinite_extras)
+
     def after_step(self, extras: Mapping[str, Mapping[str, Tensor | float]]) -> None:
         """Feed the after-step extras (e.g. ``loss_after``) of the step just taken.
 
@@ -1369,7 +1405,10 @@ class AdaptiveLossWeighting:
                 "(call the controller for the step first, and after_step() once)"
             )
         given = self._check_extras(extras, self._after)
-        self._method.observe_after({k: self._stack_extra(k, v) for k, v in given.items()})
+        stacked = {k: self._stack_extra(k, v) for k, v in given.items()}
+        # counted only where the step's own losses were finite (else it was skipped)
+        self._count_nonfinite_extras(self._last_finite, [v.unsqueeze(0) for v in stacked.values()])
+        self._method.observe_after(stacked)
         self._pending = False
 
     def _log(self, diag: WeightingDiagnostics) -> None:
@@ -1418,6 +1457,7 @@ class AdaptiveLossWeighting:
             "nonfinite_state_steps": int(self._nonfinite_state),
             # methods with after-step extras only: a step awaiting after_step()
             **({"pending_after_step": self._pending} if self._after else {}),
+            **({"nonfinite_extras_steps": int(self._nonfinite_extras)} if self._requires else {}),
             "method_state": self._method.state_dict(),
         }
 
@@ -1463,6 +1503,11 @@ class AdaptiveLossWeighting:
         pending = state.get("pending_after_step", False)
         if not isinstance(pending, bool):
             raise ValueError(f"state entry 'pending_after_step' must be a bool, got {pending!r}")
+        bad_extras = state.get("nonfinite_extras_steps", 0)
+        if isinstance(bad_extras, bool) or not isinstance(bad_extras, int) or bad_extras < 0:
+            raise ValueError(
+                f"state entry 'nonfinite_extras_steps' must be an int >= 0, got {bad_extras!r}"
+            )
         # everything checked above; the method checks its own entries before setting any
         self._method.load_state_dict(state["method_state"])
         self._method.to(torch.device("cpu"))
@@ -1471,6 +1516,9 @@ class AdaptiveLossWeighting:
         self._nonfinite_state = torch.tensor(bad, dtype=torch.int64)
         self._nonfinite_reported = bad
         self._pending = pending and bool(self._after)
+        self._nonfinite_extras = torch.tensor(bad_extras, dtype=torch.int64)
+        self._nonfinite_extras_reported = bad_extras
+        self._last_finite = torch.ones(1, dtype=torch.bool)
         self._step = state["step"]
         self._epoch = state["epoch"]
         self._device = torch.device("cpu")

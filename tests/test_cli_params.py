@@ -341,6 +341,14 @@ def test_a_registered_toy_method_is_accepted_by_param(
     assert (written[cols].to_numpy() == want[cols].to_numpy()).all()
     res = runner.invoke(app, ["replay", str(trace_path), "-m", toy, "-p", "temperature=1"])
     one_line_error(res, f"not a parameter of {toy!r}; valid: adjustment_range, momentum")
+    # and `adaptive sweep` takes it with its parameters as the grid
+    out = tmp_path / "sweep"
+    res = runner.invoke(
+        app, ["sweep", str(trace_path), "-m", toy, "-g", "momentum=0,0.5,0.9", "-q", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "sweep.csv")
+    assert sorted(table["momentum"]) == [0.0, 0.5, 0.9]
 
 
 # -------------------------------------------------------------- 6. replay_runs (library)

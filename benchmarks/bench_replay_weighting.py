@@ -21,7 +21,7 @@ Parts (each in a fresh process, so its peak RSS from resource.getrusage is its o
   (`outputs=()`, `on_block`), which is what is timed.
 
 Usage: python benchmarks/bench_replay_weighting.py [--steps N] [--repeat R] [--compare]
-       [--threads T] [--part single|sweep]
+       [--threads T] [--part single|sweep] [--all-methods]
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ def synthetic_trace(n_steps: int, components: int = COMPONENTS, seed: int = 0) -
         steps[f"loss/{c}"] = losses[:, j]
     for j, c in enumerate(comps):
         steps[f"weight_base/{c}"] = np.array([1.0, 0.5 + 0.1 * j, 2.0])[stage]
+    # the extras GradNorm and FAMO read (gradient norms, losses after the step)
+    noise = rng.lognormal(0, 0.2, (n_steps, components)).astype(np.float32)
+    for j, c in enumerate(comps):
+        steps[f"grad_norm/{c}"] = np.sqrt(np.abs(losses[:, j])) * noise[:, j]
+        steps[f"loss_after/{c}"] = losses[:, j] * (0.999 - 0.002 * noise[:, j])
     ep = pd.DataFrame(
         {
             "run_id": pd.array([], dtype="str"),
@@ -101,7 +106,15 @@ def part_single(args: argparse.Namespace) -> dict[str, Any]:
     trace = synthetic_trace(args.steps)
     n = len(trace.steps)
     out: dict[str, Any] = {}
-    for method, params in (("dwa", {"temperature": 2.0}), ("uncertainty", {"lr": 0.01})):
+    chosen: list[tuple[str, dict[str, Any]]] = [
+        ("dwa", {"temperature": 2.0}),
+        ("uncertainty", {"lr": 0.01}),
+    ]
+    if args.all_methods:
+        from adaptive.weighting import available_methods
+
+        chosen += [(m, {}) for m in available_methods() if m not in ("dwa", "uncertainty")]
+    for method, params in chosen:
         replay_weighting_fast(synthetic_trace(4000), method, **params)  # warm-up
         times = []
         for _ in range(args.repeat):
@@ -177,6 +190,11 @@ def main() -> None:
     ap.add_argument("--seq-configs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: keep)")
     ap.add_argument("--part", choices=("single", "sweep"), default=None)
+    ap.add_argument(
+        "--all-methods",
+        action="store_true",
+        help="single: also every other registered method (class defaults)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,6 +224,13 @@ def main() -> None:
         print(
             f"single config {method:12s}: {r['steps_per_s']:>12,.0f} steps/s "
             f"({r['seconds'] * 1e3:.1f} ms, target >= {target:,.0f}){extra}"
+        )
+    for method, r in single.items():
+        if method in ("dwa", "uncertainty", "peak_rss_mb"):
+            continue
+        print(
+            f"single config {method:12s}: {r['steps_per_s']:>12,.0f} steps/s "
+            f"({r['seconds'] * 1e3:.1f} ms; no target: the per-step loop)"
         )
     print(f"single config peak RSS: {single['peak_rss_mb']:,.0f} MB")
     sw = results["sweep"]

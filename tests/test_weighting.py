@@ -1333,3 +1333,34 @@ def test_a_bad_controller_state_changes_nothing() -> None:
         with pytest.raises(ValueError, match=key):
             fresh.load_state_dict({**good, key: bad})
         assert fresh.state_dict() == before  # nothing was half-loaded
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_block_maths_equal_the_methods_own_per_step_functions(method: str) -> None:
+    """A method that overrides the block core (`scales_and_observe`) must give, bit for bit,
+    what its own per-step functions (`scales`, `observe`, via the generic loop) give."""
+    from adaptive.weighting import MethodInputs
+
+    cls = method_class(method)
+    gen = torch.Generator().manual_seed(3)
+    losses = _random_losses(gen, 90, bad_p=0.1)
+    for configs in ([dict(cls.aggressive_params)], list(cls.sweep_configs)):
+        configs = [{k: v for k, v in c.items() if k != "adjustment_range"} for c in configs]
+        block, loop = cls.batched(3, configs), cls.batched(3, configs)
+        for a, b in ((0, 1), (1, 7), (7, 40), (40, 41), (41, 90)):
+            raw = losses[a:b]
+            finite = raw.mul(0.0).sum(-1).eq(0.0)
+            inputs = MethodInputs(raw, finite, synth_extras(cls.requires, raw))
+            s1, st1 = block.advance(inputs)
+            s2, st2 = loop._per_step(inputs)
+            assert torch.equal(s1.expand_as(s2), s2), (a, b)
+            for key in st2:
+                assert torch.equal(st1[key].expand_as(st2[key]), st2[key]) or torch.allclose(
+                    st1[key].expand_as(st2[key]), st2[key], rtol=0, atol=0, equal_nan=True
+                ), key
+            if a == 40:
+                block.end_epoch()
+                loop.end_epoch()
+        assert [block.select(k).state_dict() for k in range(block.num_configs)] == [
+            loop.select(k).state_dict() for k in range(loop.num_configs)
+        ]

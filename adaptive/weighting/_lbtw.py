@@ -85,3 +85,37 @@ class LBTW(TensorStateMethod):
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         return {"ratio": self._row(self._ratio)}
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Block maths, bit for bit the per-step loop: the ratio of every finite row at once
+        (the same elementwise ops), then forward-filled: the ratio in force at row ``t`` is
+        the one of the last finite row before ``t``."""
+        n = losses.size(0)
+        rows = torch.arange(n, device=losses.device)
+        first = torch.where(finite, rows, n).amin()  # first finite row (n if none)
+        has = first < n
+        candidate = losses[first.clamp_max(n - 1)]  # (C,)
+        pending = self._initial.isnan() & has
+        initial = torch.where(pending, candidate, self._initial)  # (K, C) from row `first` on
+        x = losses.unsqueeze(1)  # (T, 1, C)
+        ratio = x / initial
+        ok = (initial > 0) & (x >= 0) & ratio.isfinite()
+        ratio = torch.where(ok, ratio, 1.0)  # (T, K, C), used on finite rows only
+        # the ratio before row t: the last finite row < t (index 0 = the state before the block)
+        last = torch.where(finite, rows + 1, 0).cummax(0).values  # last finite row <= t, +1
+        before = torch.cat([last.new_zeros(1), last[:-1]])
+        k, c = self._ratio.shape
+        table = torch.cat([self._ratio.unsqueeze(0), ratio.expand(n, k, c)])  # (T + 1, K, C)
+        in_force = table[before]
+        z = torch.where(
+            in_force > 0,
+            self._alpha * in_force.log(),
+            torch.where(self._alpha > 0, -math.inf, 0.0),
+        )
+        z = torch.where(z.amax(-1, keepdim=True) == -math.inf, 0.0, z)
+        scales = self.num_components * torch.softmax(z, -1)
+        self._initial = initial
+        self._ratio = table[last[-1]].clone()
+        return scales, {"ratio": in_force}

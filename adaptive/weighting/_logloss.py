@@ -68,14 +68,18 @@ class LogLossWeighting(TensorStateMethod):
         return {"smoothing": self.smoothing}
 
     def scales(self) -> Tensor:
-        z = -self._log_loss
+        return self._row(self._scales_of(self._log_loss))
+
+    def _scales_of(self, log_loss: Tensor) -> Tensor:
+        """Scales from (the EMA of) log L, ``(..., K, C)`` (any leading dims)."""
+        z = -log_loss
         ok = z.isfinite()
         n = ok.sum(-1, keepdim=True)
         masked = torch.where(ok, z, -math.inf)
         # log of the mean of exp(z) over the defined components (-inf when none)
         mean = masked.logsumexp(-1, keepdim=True) - n.to(_DTYPE).log()
         z = torch.where(ok, z, torch.where(n > 0, mean, 0.0))
-        return self._row(self.num_components * torch.softmax(z, -1))
+        return self.num_components * torch.softmax(z, -1)
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
         log = losses.log()  # NaN for L < 0, -inf for L = 0: not defined
@@ -87,3 +91,23 @@ class LogLossWeighting(TensorStateMethod):
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         return {"log_loss": self._row(self._log_loss)}
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Without smoothing (the default) the state is the last defined log L of each
+        component: block maths, a per-component forward fill, bit for bit the per-step
+        loop. With smoothing (an EMA, a recursion) the per-step loop runs."""
+        if any(p["smoothing"] != 0.0 for p in self.config_params()):
+            return super().scales_and_observe(losses, finite)
+        n = losses.size(0)
+        k, c = self._log_loss.shape
+        log = losses.log()  # NaN for L < 0, -inf for L = 0: not defined
+        ok = finite.unsqueeze(-1) & log.isfinite()  # (T, C)
+        rows = torch.arange(1, n + 1, device=losses.device).unsqueeze(-1)
+        last = torch.where(ok, rows, 0).cummax(0).values  # per component, +1 (0: the state)
+        before = torch.cat([last.new_zeros(1, c), last[:-1]])
+        table = torch.cat([self._log_loss.unsqueeze(0), log.unsqueeze(1).expand(n, k, c)])
+        in_force = table.gather(0, before.unsqueeze(1).expand(n, k, c))
+        self._log_loss = table.gather(0, last[-1:].unsqueeze(1).expand(1, k, c))[0].clone()
+        return self._scales_of(in_force), {"log_loss": in_force}

@@ -92,20 +92,24 @@ class SoftAdapt(TensorStateMethod):
         }
 
     def scales(self) -> Tensor:
-        s = self._rate
+        return self._row(self._scales_of(self._rate, self._prev))
+
+    def _scales_of(self, rate: Tensor, prev: Tensor) -> Tensor:
+        """Scales from a rate and the last losses, ``(..., K, C)`` (any leading dims)."""
+        s = rate
         den = s.abs().sum(-1, keepdim=True)
         norm = torch.where(den > 0, s / den, 0.0)
         s = torch.where(self._normalized > 0, norm, s)
         z = self._beta * s
         # log(L_c) + β s_c for the loss-weighted variant; non-positive L_c -> weight 0.
-        last = torch.where(self._prev.isfinite(), self._prev, 1.0)  # 1 until a step is seen
+        last = torch.where(prev.isfinite(), prev, 1.0)  # 1 until a step is seen
         pos = last > 0
         logl = torch.where(pos, last.log(), -math.inf)
         lw = self._loss_weighted > 0
         z = torch.where(lw, z + logl, z)
         none = (lw & ~pos).all(-1, keepdim=True)  # every weight 0: neutral
         z = torch.where(none, 0.0, z)
-        return self._row(self.num_components * torch.softmax(z, -1))
+        return self.num_components * torch.softmax(z, -1)
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
         seen = self._prev.isfinite()  # False until the first finite step
@@ -115,3 +119,24 @@ class SoftAdapt(TensorStateMethod):
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         return {"rate": self._row(self._rate)}
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Block maths, bit for bit the per-step loop: the last finite losses and the rate
+        in force at each row are forward-filled from the finite rows before it."""
+        n = losses.size(0)
+        k, c = self._rate.shape
+        rows = torch.arange(n, device=losses.device)
+        last = torch.where(finite, rows + 1, 0).cummax(0).values  # last finite row <= t, +1
+        before = torch.cat([last.new_zeros(1), last[:-1]])  # ... < t (0: the state)
+        x = losses.unsqueeze(1).expand(n, k, c)
+        prev_table = torch.cat([self._prev.unsqueeze(0), x])  # (T + 1, K, C)
+        prev = prev_table[before]  # the last finite losses before each row
+        rate = torch.where(prev.isfinite(), x - prev, 0.0)  # each row's rate, if finite
+        rate_table = torch.cat([self._rate.unsqueeze(0), rate])
+        in_force = rate_table[before]
+        scales = self._scales_of(in_force, prev)
+        self._prev = prev_table[last[-1]].clone()
+        self._rate = rate_table[last[-1]].clone()
+        return scales, {"rate": in_force}

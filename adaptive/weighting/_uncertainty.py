@@ -106,6 +106,14 @@ class _Workspace:
         self.zero = torch.zeros((), dtype=_DTYPE, device=device)
 
 
+def _softmax_scales(u: Tensor, c: int) -> Tensor:
+    """``C·softmax(u)`` over the last dimension, i.e. scale_c = e^{-x_c} / mean_j e^{-x_j},
+    written out (much faster than torch.softmax over a short last dimension); the one
+    expression behind both :meth:`UncertaintyWeighting.scales` and the block core."""
+    ex = (u - u.amax(-1, keepdim=True)).exp()  # in (0, 1], max 1
+    return ex.mul_(c / ex.sum(-1, keepdim=True))  # sum in [1, C]
+
+
 @register_method("uncertainty")
 class UncertaintyWeighting(TensorStateMethod):
     """Homoscedastic uncertainty weighting with a self-contained Adam on ``s``.
@@ -249,7 +257,7 @@ class UncertaintyWeighting(TensorStateMethod):
 
     def scales(self) -> Tensor:
         u = self._u - self._shift(self._log_anchor())
-        return self._row(self.num_components * torch.softmax(u, -1))
+        return self._row(_softmax_scales(u, self.num_components))
 
     def observe(self, losses: Tensor, finite: Tensor) -> None:
         self.scales_and_observe(losses.reshape(1, -1), finite.reshape(1))
@@ -371,10 +379,7 @@ class UncertaintyWeighting(TensorStateMethod):
         u_before = hist[:n]
         log_a = torch.where(anchor_before.isnan(), 0.0, anchor_before.log())  # (T, K, C)
         u_eff = u_before - self._shift(log_a)
-        # scale_c = e^{-x_c} / mean_j e^{-x_j} = C·softmax(u)_c (written out: much faster
-        # than torch.softmax over a short last dimension).
-        ex = (u_eff - u_eff.amax(-1, keepdim=True)).exp_()  # in (0, 1], max 1
-        scales = ex.mul_(c / ex.sum(-1, keepdim=True))  # sum in [1, C]
+        scales = _softmax_scales(u_eff, c)
 
         def log_var() -> Tensor:  # the s behind each step's weights
             return log_a - u_before

@@ -47,14 +47,14 @@ def _hash32(x: Tensor) -> Tensor:
 
 
 def standard_normal(seed: Tensor, count: Tensor, num_components: int) -> Tensor:
-    """Standard-normal draws ``(K, C)`` for draw number ``count`` (``(K, 1)``, exact
-    integers as float64) of generator ``seed`` (``(K, 1)`` int64)."""
+    """Standard-normal draws ``(..., K, C)`` for draw number ``count`` (``(..., K, 1)``,
+    exact integers as float64) of generator ``seed`` (``(K, 1)`` int64)."""
     n = count.to(torch.int64)
     lo, hi = n & _MASK, (n >> 32) & _MASK
     idx = torch.arange(2 * num_components, dtype=torch.int64, device=count.device)
     x = _hash32(_hash32(_hash32(_hash32(idx + 1) ^ seed) ^ lo) ^ hi)  # (K, 2C)
     u = (x.to(_DTYPE) + 0.5) * 2.0**-32  # uniform in (0, 1)
-    u1, u2 = u[:, :num_components], u[:, num_components:]
+    u1, u2 = u[..., :num_components], u[..., num_components:]
     return (-2.0 * u1.log()).sqrt() * torch.cos(2.0 * math.pi * u2)
 
 
@@ -98,3 +98,17 @@ class RLW(TensorStateMethod):
 
     def diagnostics(self, losses: Tensor) -> dict[str, Tensor]:
         return {"draw": self._row(self._count[:, 0])}
+
+    def scales_and_observe(
+        self, losses: Tensor, finite: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Block maths, bit for bit the per-step loop: the draw number before each row is
+        the counter plus the finite rows before it (exact integers), and the counter-based
+        draws of all rows are computed at once."""
+        n = losses.size(0)
+        f = finite.to(_DTYPE)
+        done = f.cumsum(0)  # finite rows up to and including each row (exact integers)
+        count = self._count.unsqueeze(0) + (done - f).view(n, 1, 1)  # (T, K, 1)
+        z = standard_normal(self._seed, count, self.num_components)  # (T, K, C)
+        self._count = self._count + done[-1]
+        return self.num_components * torch.softmax(z, -1), {"draw": count[..., 0]}

@@ -148,13 +148,16 @@ def sweep(
         best = {**fixed, **{k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}}
         notes = edge_notes(grid, best)
     if method != SCHEDULER:
-        from adaptive.weighting import EXTRAS, method_class
+        from adaptive.weighting import method_class
+        from replay._weighting_replay import open_loop_note
 
-        if any(EXTRAS[e].after_step for e in method_class(method).requires):
+        if method_class(method).after_extras():
             notes.append(
-                f"{method} learns from the losses after each step, which the weights the run "
-                "applied produced: every configuration other than the one the run applied is "
-                "replayed open loop (docs/ADAPTIVE_LOSS.md); check the pick with adaptive trial"
+                open_loop_note(
+                    method,
+                    "every configuration other than the one the run applied is replayed open "
+                    "loop; check the pick with adaptive trial",
+                )
             )
     return SweepResult(
         method=method,

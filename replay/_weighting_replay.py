@@ -312,12 +312,18 @@ def replay_weighting_fast(
     )
 
 
-def _open_loop_notes(trace: Trace, method: str, ctrl: Any, frame: pd.DataFrame) -> list[str]:
-    """A method learning from after-step extras (FAMO's losses after the step) reads what
-    the *applied* weights did: say so where the run applied other weights than these."""
-    from adaptive.weighting import EXTRAS
+def open_loop_note(method: str, consequence: str) -> str:
+    """Why a method learning from after-step extras (FAMO's losses after the step) is
+    replayed open loop: they record what the *applied* weights did."""
+    return (
+        f"{method} learns from the losses after each step, which the weights the run applied "
+        f"produced: {consequence} (docs/ADAPTIVE_LOSS.md)"
+    )
 
-    if not any(EXTRAS[e].after_step for e in ctrl.requires):
+
+def _open_loop_notes(trace: Trace, method: str, ctrl: Any, frame: pd.DataFrame) -> list[str]:
+    """The open-loop note, where the run applied other weights than these."""
+    if not ctrl.needs_after_step:
         return []
     applied = [f"weight/{c}" for c in trace.components]
     if all(c in trace.steps.columns for c in applied):
@@ -325,10 +331,7 @@ def _open_loop_notes(trace: Trace, method: str, ctrl: Any, frame: pd.DataFrame) 
         mine = frame[[f"proposed/weight/{c}" for c in trace.components]].to_numpy()
         if np.allclose(live, mine.astype(np.float32), rtol=1e-6, atol=0.0, equal_nan=True):
             return []
-    return [
-        f"{method} learns from the losses after each step, and this run applied other "
-        "weights than the ones replayed here: the replay is open loop (docs/ADAPTIVE_LOSS.md)"
-    ]
+    return [open_loop_note(method, "this run applied other weights, so the replay is open loop")]
 
 
 def sweep_weighting(

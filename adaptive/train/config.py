@@ -168,7 +168,7 @@ def validate_config(cfg: Config) -> Config:
             f"adaptive.loss_input: must be one of {', '.join(LOSS_INPUTS)}, got {a['loss_input']!r}"
         )
     extras = a["record_extras"]
-    from adaptive.weighting._base import EXTRAS
+    from adaptive.weighting import EXTRAS
 
     if not isinstance(extras, list) or any(e not in EXTRAS for e in extras):
         raise ConfigError(

@@ -127,6 +127,18 @@ class MethodInputs:
         )
 
 
+def last_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward-fill indices for block maths over ``T`` rows: for ``mask`` ``(T,)`` or
+    ``(T, C)`` (rows that update the state), ``(last, before)`` where ``last[t]`` is 1 + the
+    last masked row ``<= t`` and ``before[t]`` the same for rows ``< t``; 0 means none, i.e.
+    the state before the block. Index a table ``cat([state, per-row values])`` with them."""
+    rows = torch.arange(1, mask.size(0) + 1, device=mask.device)
+    if mask.dim() > 1:
+        rows = rows.view(-1, *([1] * (mask.dim() - 1)))
+    last = torch.where(mask, rows, 0).cummax(0).values
+    return last, torch.cat([torch.zeros_like(last[:1]), last[:-1]])
+
+
 # --------------------------------------------------------------------------------------
 # Method base class and registry
 # --------------------------------------------------------------------------------------
@@ -225,6 +237,11 @@ class WeightingMethod(ABC):
             p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
         )
 
+    @classmethod
+    def after_extras(cls) -> tuple[str, ...]:
+        """The required extras known only after the optimiser step (live: ``after_step``)."""
+        return tuple(e for e in cls.requires if EXTRAS[e].after_step)
+
     @abstractmethod
     def params(self) -> dict[str, Any]:
         """Hyperparameters (all of :meth:`param_names`) as plain values (configuration 0)."""
@@ -292,7 +309,7 @@ class WeightingMethod(ABC):
     def _per_step(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, Tensor]]:
         # K = 1: per-step tensors lack the configuration dimension; add it.
         one = self.num_configs == 1
-        after = [k for k in inputs.extras if EXTRAS[k].after_step]
+        after = [k for k in self.after_extras() if k in inputs.extras]
         scales: list[Tensor] = []
         states: list[dict[str, Tensor]] = []
         for t in range(len(inputs)):
@@ -880,7 +897,7 @@ class AdaptiveLossWeighting:
         self._batched = False
         self._set_ranges([adjustment_range])
         self._requires = method_cls.requires
-        self._after = tuple(e for e in self._requires if EXTRAS[e].after_step)
+        self._after = method_cls.after_extras()
         self._pending = False  # a live step awaits its after_step() extras
 
     @classmethod

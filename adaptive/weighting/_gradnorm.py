@@ -81,12 +81,10 @@ class GradNorm(TensorStateMethod):
     ) -> None:
         super().__init__(num_components)
         self.alpha = check_number("alpha", alpha, low=0.0)
-        self.lr = check_number("lr", lr)
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        self.min_weight = check_number("min_weight", min_weight)
-        if not 0.0 < self.min_weight < 1.0:
-            raise ValueError(f"min_weight must be in (0, 1), got {min_weight!r}")
+        self.lr = check_number("lr", lr, low=0.0, low_open=True)
+        self.min_weight = check_number(
+            "min_weight", min_weight, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         c = num_components
         self._alpha = torch.full((1, 1), self.alpha, dtype=_DTYPE)
         self._lr = torch.full((1, 1), self.lr, dtype=_DTYPE)

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import TensorStateMethod, register_method
+from ._base import TensorStateMethod, last_rows, register_method
 
 __all__ = ["LBTW"]
 
@@ -104,8 +104,7 @@ class LBTW(TensorStateMethod):
         ok = (initial > 0) & (x >= 0) & ratio.isfinite()
         ratio = torch.where(ok, ratio, 1.0)  # (T, K, C), used on finite rows only
         # the ratio before row t: the last finite row < t (index 0 = the state before the block)
-        last = torch.where(finite, rows + 1, 0).cummax(0).values  # last finite row <= t, +1
-        before = torch.cat([last.new_zeros(1), last[:-1]])
+        last, before = last_rows(finite)
         k, c = self._ratio.shape
         table = torch.cat([self._ratio.unsqueeze(0), ratio.expand(n, k, c)])  # (T + 1, K, C)
         in_force = table[before]

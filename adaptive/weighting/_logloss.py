@@ -30,7 +30,7 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import TensorStateMethod, register_method
+from ._base import TensorStateMethod, last_rows, register_method
 
 __all__ = ["LogLossWeighting"]
 
@@ -104,9 +104,7 @@ class LogLossWeighting(TensorStateMethod):
         k, c = self._log_loss.shape
         log = losses.log()  # NaN for L < 0, -inf for L = 0: not defined
         ok = finite.unsqueeze(-1) & log.isfinite()  # (T, C)
-        rows = torch.arange(1, n + 1, device=losses.device).unsqueeze(-1)
-        last = torch.where(ok, rows, 0).cummax(0).values  # per component, +1 (0: the state)
-        before = torch.cat([last.new_zeros(1, c), last[:-1]])
+        last, before = last_rows(ok)  # per component
         table = torch.cat([self._log_loss.unsqueeze(0), log.unsqueeze(1).expand(n, k, c)])
         in_force = table.gather(0, before.unsqueeze(1).expand(n, k, c))
         self._log_loss = table.gather(0, last[-1:].unsqueeze(1).expand(1, k, c))[0].clone()

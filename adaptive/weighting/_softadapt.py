@@ -33,7 +33,7 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import TensorStateMethod, register_method
+from ._base import TensorStateMethod, last_rows, register_method
 
 __all__ = ["SoftAdapt"]
 
@@ -127,9 +127,7 @@ class SoftAdapt(TensorStateMethod):
         in force at each row are forward-filled from the finite rows before it."""
         n = losses.size(0)
         k, c = self._rate.shape
-        rows = torch.arange(n, device=losses.device)
-        last = torch.where(finite, rows + 1, 0).cummax(0).values  # last finite row <= t, +1
-        before = torch.cat([last.new_zeros(1), last[:-1]])  # ... < t (0: the state)
+        last, before = last_rows(finite)  # the last finite row <= t / < t (0: the state)
         x = losses.unsqueeze(1).expand(n, k, c)
         prev_table = torch.cat([self._prev.unsqueeze(0), x])  # (T + 1, K, C)
         prev = prev_table[before]  # the last finite losses before each row

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptive.errors import InputError
 from adaptive.trace import Trace
 from adaptive.train.schedule import SCHEDULE_PARAMS
 
@@ -33,7 +34,7 @@ __all__ = [
 SCHEDULER = "scheduler"
 
 
-class ReplayError(ValueError):
+class ReplayError(InputError):
     """A trace lacks what a method needs, or a method / parameter is unknown."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptive.errors import InputError
 from adaptive.trace import Trace, read_trace
 from replay._engine import recorded_config
 
@@ -79,7 +80,7 @@ DONE = "trial-done.json"
 FINGERPRINT = "trial-config.json"  # what a run folder was trained with (reuse check)
 
 
-class TrialError(ValueError):
+class TrialError(InputError):
     """A trial that cannot run or compare (bad candidate, no runs, unpaired seeds...)."""
 
 

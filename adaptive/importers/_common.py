@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptive.errors import InputError
 from adaptive.trace import TraceWriter
 from adaptive.trace import _format as F
 
 __all__ = ["ImportReport", "Series", "TraceImportError", "build_trace", "parse_mapping"]
 
 
-class TraceImportError(ValueError):
+class TraceImportError(InputError):
     """A log that cannot be imported as asked; the message is one line naming the problem."""
 
 

@@ -22,12 +22,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from adaptive.errors import InputError
+
 from .data import MotionClip, MotionDataset, encode_motion
 from .rotations import _check_order, axis_rotation
 from .skeleton import Skeleton
 
 
-class BVHError(ValueError):
+class BVHError(InputError):
     """A BVH file could not be read; the message names the file, line and problem."""
 
 

@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from adaptive.errors import InputError
 from adaptive.trace import _format as F
 
 
-class TraceError(ValueError):
+class TraceError(InputError):
     """A trace that cannot be read; the message names the file and the problem."""
 
 

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from adaptive.errors import InputError
+
 Config = dict[str, Any]
 
 STAGE_KEYS = {
@@ -32,7 +34,7 @@ STAGE_KEYS = {
 STAGE_REQUIRED = ("epochs", "tf_ratio", "freerun_horizon", "freerun_weight")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration; the message names the key and the problem."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from adaptive._checks import atomic_write
+from adaptive.errors import InputError
 from adaptive.motion import (
     METRIC_KEYS,
     FeatureStats,
@@ -63,7 +64,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.toml"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(InputError, RuntimeError):
     """A run that cannot start or continue (bad data path, mismatched checkpoint, ...)."""
 
 

@@ -6,28 +6,19 @@ importing this package registers the built-in ones (``"dwa"``, ``"uncertainty"``
 ``"famo"``). ``gradnorm`` and ``famo`` need extras (:data:`EXTRAS`) besides the losses.
 """
 
-from ._base import (
-    DEFAULT_ADJUSTMENT_RANGE,
-    EXTRAS,
-    AdaptiveLossWeighting,
-    Extra,
-    MethodInputs,
-    StateField,
-    TensorStateMethod,
-    WeightingDiagnostics,
-    WeightingMethod,
-    available_methods,
-    method_class,
-    register_method,
-)
+from ._controller import DEFAULT_ADJUSTMENT_RANGE, AdaptiveLossWeighting
+from ._diagnostics import WeightingDiagnostics
 from ._dwa import DWA
 from ._famo import FAMO
 from ._gradnorm import GradNorm
 from ._imtl_l import IMTLL
 from ._lbtw import LBTW
 from ._logloss import LogLossWeighting
+from ._method import EXTRAS, Extra, MethodInputs, WeightingMethod
+from ._registry import available_methods, method_class, register_method
 from ._rlw import RLW
 from ._softadapt import SoftAdapt
+from ._state import StateField, TensorStateMethod
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [

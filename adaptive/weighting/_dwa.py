@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import StateField, TensorStateMethod, register_method
+from ._registry import register_method
+from ._state import StateField, TensorStateMethod
 
 __all__ = ["DWA"]
 

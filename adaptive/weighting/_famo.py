@@ -39,7 +39,9 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import MethodInputs, TensorStateMethod, register_method
+from ._method import MethodInputs
+from ._registry import register_method
+from ._state import TensorStateMethod
 
 __all__ = ["FAMO"]
 

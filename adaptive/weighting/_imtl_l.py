@@ -35,7 +35,8 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import TensorStateMethod, register_method
+from ._registry import register_method
+from ._state import TensorStateMethod
 
 __all__ = ["IMTLL"]
 

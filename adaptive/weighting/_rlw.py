@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import TensorStateMethod, register_method
+from ._registry import register_method
+from ._state import TensorStateMethod
 
 __all__ = ["RLW", "standard_normal"]
 

@@ -33,7 +33,9 @@ from torch import Tensor
 
 from adaptive._checks import check_number
 
-from ._base import TensorStateMethod, last_rows, register_method
+from ._method import last_rows
+from ._registry import register_method
+from ._state import TensorStateMethod
 
 __all__ = ["SoftAdapt"]
 

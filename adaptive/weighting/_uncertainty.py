@@ -58,7 +58,9 @@ from torch import Tensor
 
 from adaptive._checks import check_number as _check_number
 
-from ._base import LazyState, StateField, TensorStateMethod, register_method
+from ._diagnostics import LazyState
+from ._registry import register_method
+from ._state import StateField, TensorStateMethod
 
 __all__ = ["ANCHORS", "UncertaintyWeighting"]
 

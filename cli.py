@@ -437,8 +437,9 @@ def train(
         typer.Option(
             "--adaptive-param",
             "--adaptive_param",
-            help="A hyperparameter of the loss weighting method, name=value, e.g. "
-            "temperature=1 with dwa (repeatable; sets adaptive.<method>.<name>).",
+            help="A hyperparameter of the loss weighting method or the scheduler, name=value, "
+            "e.g. temperature=1 with dwa, law=guard with --adaptive-scheduler (repeatable; "
+            "with both on, write method.name=value).",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -498,17 +499,13 @@ def train(
         extra["run"]["name"] = resume.name
     try:
         cfg = load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
-        if adaptive_param:  # the active method is known once the config is resolved
-            method = cfg["adaptive"]["loss"]
-            if method == "none":
-                fail(
-                    "--adaptive-param sets a loss weighting parameter; choose a method first "
-                    "(--adaptive-loss)"
-                )
-            given = _params(
-                [method], adaptive_param, flag="--adaptive-param", adjustment_range=False
-            )[method]
-            extra["adaptive"][method] = given
+        if adaptive_param:  # the active controllers are known once the config is resolved
+            from replay import ReplayError, adaptive_param_overrides
+
+            try:
+                extra["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
+            except ReplayError as exc:
+                fail(str(exc))
             cfg = load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
     except ConfigError as exc:
         fail(str(exc))

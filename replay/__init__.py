@@ -19,7 +19,7 @@ from replay._engine import (
     replay_weighting,
     scheduler_inputs,
 )
-from replay._params import parse_params
+from replay._params import adaptive_param_overrides, parse_params
 from replay._plots import method_title, plot_result, plot_scheduler, plot_weighting
 from replay._runs import load_runs
 from replay._stability import (
@@ -56,6 +56,7 @@ __all__ = [
     "TrialError",
     "TrialResult",
     "Verdict",
+    "adaptive_param_overrides",
     "compare",
     "compare_runs",
     "load_runs",

@@ -158,14 +158,11 @@ def metrics_by_epoch(trace: Trace, split: str) -> Mapping[int, Mapping[str, floa
 
 def method_parameters(method: str) -> list[str]:
     """Names of the parameters a method accepts (besides `adjustment_range`)."""
-    import inspect
+    if method == SCHEDULER:  # the controller's, `law`, and every registered law's
+        from adaptive.scheduler import scheduler_parameters
 
-    if method == SCHEDULER:
-        from adaptive.scheduler import AdaptiveScheduler
-
-        sig = inspect.signature(AdaptiveScheduler)
         skip = {"dry_run", "logger", "log_every", "history_size", "adjustment_range"}
-        return [p for p in sig.parameters if p not in skip]
+        return [p for p in scheduler_parameters() if p not in skip]
     from adaptive.weighting import available_methods, method_class
 
     if method not in available_methods():

@@ -24,6 +24,13 @@ def _default(name: str) -> Any:
     return None if p is None else p.default
 
 
+def _law_params(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The parameters of the law `params` name (default: the default law)."""
+    from adaptive.scheduler import DEFAULT_LAW, law_class
+
+    return law_class(params.get("law", DEFAULT_LAW)).param_names()
+
+
 def _scheduler(trace: Trace, params: Mapping[str, Any]) -> list[str]:
     from replay._common import SCHEDULE_PARAMS, ReplayError
 
@@ -41,7 +48,7 @@ def _scheduler(trace: Trace, params: Mapping[str, Any]) -> list[str]:
             "record it with TraceWriter.log_step(schedule=..., schedule_base=...)"
         )
     use_epoch = params.get("use_epoch_metrics", _default("use_epoch_metrics"))
-    if not use_epoch:
+    if not use_epoch or "free_metric" not in _law_params(params):
         return notes
     epochs = trace.epochs
     vf = epochs[epochs["split"] == "valfree"] if len(epochs) else epochs

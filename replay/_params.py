@@ -15,7 +15,9 @@ from typing import Any
 
 from replay._engine import SCHEDULER, ReplayError, method_parameters
 
-__all__ = ["check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
+__all__ = [
+    "adaptive_param_overrides",
+    "check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
 
 ADJUSTMENT_RANGE = "adjustment_range"
 
@@ -29,10 +31,10 @@ def range_default(method: str) -> float:
 
 def method_defaults(method: str) -> dict[str, Any]:
     """Default of every parameter of `method` that has one (from its constructor)."""
-    if method == SCHEDULER:
-        from adaptive.scheduler import AdaptiveScheduler
+    if method == SCHEDULER:  # the controller's, `law`, and every registered law's
+        from adaptive.scheduler import scheduler_parameters
 
-        sig = inspect.signature(AdaptiveScheduler)
+        return scheduler_parameters()
     else:
         from adaptive.weighting import method_class
 
@@ -139,4 +141,29 @@ def merged_params(
         if name in out:
             raise ReplayError(f"{name} given both as {option} and --param")
         out[name] = value
+    return out
+
+
+def adaptive_param_overrides(
+    adaptive: Mapping[str, Any], texts: Sequence[str], *, flag: str = "--adaptive-param"
+) -> dict[str, Any]:
+    """`--adaptive-param` texts -> overrides of a resolved config's `[adaptive]` table for the
+    controllers it switches on: the loss weighting method's section, and the scheduler's
+    keys (`law=NAME` and the law's parameters; `adaptive.train.config.scheduler_config`).
+    With both on, write `<method>.name=value` and `scheduler.name=value`."""
+    from adaptive.train.config import scheduler_config
+
+    methods = [adaptive["loss"]] if adaptive["loss"] != "none" else []
+    methods += [SCHEDULER] if adaptive["scheduler"] else []
+    if not methods:
+        raise ReplayError(
+            f"{flag} sets a controller parameter; choose a method first (--adaptive-loss) "
+            "or switch on the scheduler (--adaptive-scheduler)"
+        )
+    out: dict[str, Any] = {}
+    for method, params in parse_params(methods, texts, flag=flag, adjustment_range=False).items():
+        if params and method == SCHEDULER:
+            out.update(scheduler_config(params, law=adaptive["scheduler_law"].get("law")))
+        elif params:
+            out[method] = params
     return out

@@ -10,9 +10,10 @@ module only lays the block records out as per-step columns.
 
 Output columns are bit-identical to the per-step replay: `step`, `epoch`, `delta` (in force
 when the batch was read), `base/<p>`, `proposed/schedule/<p>`, `reason` (set on the step
-after which a window-end change happened, else ""), `signal/grad_z` (largest grad-norm
-z-score in the window), `signal/grad_outliers`, `signal/loss_trend`, `signal/calm_streak`,
-`signal/free_trend` (the value `diagnostics()` shows after the step).
+after which a window-end change happened, else ""), and `signal/<k>` for each of the law's
+`plot_signals` (the value `diagnostics()` shows after the step; the guard's: `grad_z`, the
+largest grad-norm z-score in the window, `grad_outliers`, `loss_trend`, `calm_streak`,
+`free_trend`).
 The signal columns are piecewise constant: batch signals only change at window ends and
 `free_trend` only at `step_epoch`. `events` holds every change, in order (not truncated to
 `history_size`).
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from replay._common import ReplayResult
 
 __all__ = ["replay_scheduler_fast"]
-
-_SIGNALS = ("grad_z", "grad_outliers", "loss_trend", "calm_streak", "free_trend")
 
 
 def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
@@ -69,17 +68,14 @@ def _ffill(rows: list[int], values: list[Any], n: int, dtype: Any = np.float64) 
     return np.repeat(np.asarray(values, dtype=dtype), np.diff(edges), axis=0)
 
 
-def _sig(signals: dict[str, float | None]) -> tuple[float | None, ...]:
-    return tuple(signals[k] for k in _SIGNALS)
-
-
 def replay_scheduler_fast(
     trace: Trace,
     *,
     progress: Callable[[int], None] | None = None,
     **params: Any,
 ) -> ReplayResult:
-    """Replay `AdaptiveScheduler` over a trace in dry-run, one `step_block` per epoch.
+    """Replay `AdaptiveScheduler` (any registered law: `law=NAME` among `params`) over a
+    trace in dry-run, one `step_block` per epoch.
 
     Same arguments and frame as the per-step reference replay; `events` is the full list
     of changes (the per-step replay returns only the last `history_size`).
@@ -107,6 +103,11 @@ def replay_scheduler_fast(
     if "limits" not in params:
         params["limits"] = recorded_limits(trace)
     ctrl = AdaptiveScheduler(dry_run=True, **params)
+    keys = ctrl.law_impl.plot_signals  # the law's signal columns
+
+    def _sig(signals: dict[str, float | None]) -> tuple[float | None, ...]:
+        return tuple(signals[k] for k in keys)
+
     epochs = steps["epoch"].to_numpy()
 
     # Change points: delta in force before row r; signals after row r; reasons at row r.
@@ -150,7 +151,7 @@ def replay_scheduler_fast(
             progress(stop - start)
 
     delta = _ffill(d_rows, d_vals, n)
-    sig_arr = _ffill(s_rows, s_vals, n)
+    sig_arr = _ffill(s_rows, s_vals, n).reshape(n, len(keys))
     seg_idx = _ffill(seg_rows, list(range(len(seg_rows))), n, dtype=np.int64)
     # proposed(): map_value once per run of constant (base values, delta)
     cut = np.flatnonzero((delta[1:] != delta[:-1]) | (seg_idx[1:] != seg_idx[:-1])) + 1
@@ -177,7 +178,7 @@ def replay_scheduler_fast(
         frame[f"base/{p}"] = base[:, j]
         frame[f"proposed/schedule/{p}"] = proposed[:, j]
     frame["reason"] = reason
-    for j, k in enumerate(_SIGNALS):
+    for j, k in enumerate(keys):
         frame[f"signal/{k}"] = sig_arr[:, j]
     return ReplayResult(
         method=SCHEDULER,

@@ -38,7 +38,7 @@ from adaptive.scheduler._values import (
     validate_rules,
 )
 
-__all__ = ["DEFAULT_LAW", "AdaptiveScheduler"]
+__all__ = ["DEFAULT_LAW", "AdaptiveScheduler", "scheduler_parameters"]
 
 _DEFAULT_LOGGER_NAME = "adaptive.scheduler"
 #: The law a scheduler runs unless told otherwise (and the law of state dicts without one).
@@ -558,6 +558,19 @@ def _signature(law: str = DEFAULT_LAW) -> inspect.Signature:
     ]
     at = own.index(next(p for p in own if p.name == "limits"))
     return inspect.Signature(own[:at] + law_params + own[at:-1] + [own[-1]])
+
+
+def scheduler_parameters() -> dict[str, Any]:
+    """Every keyword ``AdaptiveScheduler`` takes with its default: the controller's, then
+    every registered law's (the default law's first; a name two laws share keeps the first
+    default). What parsers of ``--param law=NAME`` and the law's parameters check against."""
+    from adaptive.scheduler._law import available_laws
+
+    out = {p.name: p.default for p in list(_signature().parameters.values())[:-1]}
+    for law in available_laws():
+        for name, default in law_class(law).defaults().items():
+            out.setdefault(name, default)
+    return out
 
 
 AdaptiveScheduler.__signature__ = _signature()  # type: ignore[attr-defined]

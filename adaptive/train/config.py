@@ -72,6 +72,68 @@ def _add_method_sections(adaptive: dict[str, Any]) -> None:
                 for p in sig.parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None
             }
+    _add_law_sections(adaptive["scheduler_law"])
+
+
+def _add_law_sections(section: dict[str, Any]) -> None:
+    """Every registered scheduler law but the default (whose parameters sit in
+    `[adaptive.scheduler_law]` itself) gets `[adaptive.scheduler_law.<law>]` from its class
+    defaults; "" stands for a None default."""
+    from adaptive.scheduler import DEFAULT_LAW, available_laws, law_class
+
+    for law in available_laws():
+        if law != DEFAULT_LAW and law not in section:
+            defaults = law_class(law).defaults()
+            section[law] = {k: "" if v is None else v for k, v in defaults.items()}
+
+
+def scheduler_law_params(section: Mapping[str, Any]) -> dict[str, Any]:
+    """`[adaptive.scheduler_law]` -> the scheduler's law arguments: `law` and that law's
+    parameters (the default law's from the section itself, another's from its sub-table);
+    "" stands for a None default."""
+    from adaptive.scheduler import DEFAULT_LAW, law_class
+
+    name = section.get("law", DEFAULT_LAW)
+    try:
+        defaults = law_class(name).defaults()
+    except ValueError as exc:
+        raise ConfigError(f"adaptive.scheduler_law.law: {exc}") from None
+    if name == DEFAULT_LAW:
+        given = {k: v for k, v in section.items() if k != "law" and not isinstance(v, Mapping)}
+    else:
+        given = dict(section.get(name, {}))
+    none = {k for k, v in defaults.items() if v is None}
+    return {"law": name, **{k: None if v == "" and k in none else v for k, v in given.items()}}
+
+
+#: Scheduler parameters that live in `[adaptive]` itself (the law's go to `scheduler_law`).
+SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
+
+
+def scheduler_config(params: Mapping[str, Any], law: str | None = None) -> dict[str, Any]:
+    """Scheduler parameters (`AdaptiveScheduler`'s keywords) -> the `[adaptive]` keys that set
+    them: `scheduler_adjustment_range`, the top-level ones, and `scheduler_law` (the default
+    law's parameters in it, another law's in its sub-table; None written as ""). `law` is
+    the law in force when `params` names none."""
+    from adaptive.scheduler import DEFAULT_LAW
+
+    p = dict(params)
+    out: dict[str, Any] = {}
+    if "adjustment_range" in p:
+        out["scheduler_adjustment_range"] = float(p.pop("adjustment_range"))
+    for k in SCHEDULER_TOP:
+        if k in p:
+            out[k] = p.pop(k)
+    name = p.pop("law", None)
+    section: dict[str, Any] = {} if name is None else {"law": name}
+    values = {k: "" if v is None else v for k, v in p.items()}
+    if (name or law or DEFAULT_LAW) == DEFAULT_LAW:
+        section.update(values)
+    elif values:
+        section[name or law] = values
+    if section:
+        out["scheduler_law"] = section
+    return out
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
@@ -176,6 +238,7 @@ def validate_config(cfg: Config) -> Config:
         raise ConfigError(
             f"adaptive.record_extras: must be a list of {', '.join(EXTRAS)}, got {extras!r}"
         )
+    scheduler_law_params(a["scheduler_law"])  # a known law
     window = cfg["data"]["window"]
     stretch = 1.0 + (r_sched if a["scheduler"] else 0.0)
     for i, stage in enumerate(cfg["schedule"]["stages"]):

@@ -309,9 +309,9 @@ class Trainer:
             )
         if a["scheduler"]:
             from adaptive.scheduler import AdaptiveScheduler
+            from adaptive.train.config import scheduler_law_params
 
-            law = dict(a["scheduler_law"])
-            law["val_metric"] = law.get("val_metric") or None
+            law = scheduler_law_params(a["scheduler_law"])  # law and its parameters
             scheduler = AdaptiveScheduler(
                 adjustment_rate=a["adjustment_rate"],
                 update_interval=a["update_interval"],

@@ -160,9 +160,7 @@ def replay_scheduler(
     proposed = np.empty((len(steps), len(params_present)))
     delta = np.empty(len(steps))
     reason: list[str] = []
-    signals: dict[str, list[float]] = {
-        k: [] for k in ("grad_z", "grad_outliers", "loss_trend", "calm_streak", "free_trend")
-    }
+    signals: dict[str, list[float]] = {k: [] for k in ctrl.law_impl.plot_signals}
     for ep, start, stop in _epoch_bounds(epochs):
         ctrl.set_base_values(
             {

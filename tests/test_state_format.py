@@ -298,3 +298,255 @@ def test_duplicate_state_keys_fail_when_the_class_is_defined() -> None:
 
         class _Twice(TensorStateMethod):  # pragma: no cover - never instantiated
             state_fields = ("_a", StateField("_b", key="a"))
+
+
+# ------------------------------------------------------------------------ scheduler
+# Scheduler checkpoints written before scheduler laws were registered (no "law" in the
+# config; the guard's entries at the top level), captured from that code after 93 batches
+# of `_drive_scheduler`. They must load as the guard's and resume bit for bit.
+_SCHEDULER_KW: list[dict[str, Any]] = [
+    {"update_interval": 10, "min_samples": 3, "cooldown": 1, "patience": 1, "recover_patience": 2},
+    {
+        "update_interval": 10,
+        "min_samples": 3,
+        "on_nonfinite": "skip",
+        "spike_count": 1,
+        "free_metric": "MPJPE",
+        "val_metric": "YawAbsDeg",
+        "limits": {"freerun_horizon": (1, 9)},
+    },
+]
+_SCHEDULER_LITERALS: list[dict[str, Any]] = [
+    {
+        "version": 2,
+        "config": {
+            "adjustment_rate": 0.1,
+            "update_interval": 10,
+            "use_epoch_metrics": True,
+            "adjustment_range": 0.3,
+            "dry_run": False,
+            "free_metric": "YawAbsDeg",
+            "val_metric": None,
+            "spike_z": 4.0,
+            "spike_count": 2,
+            "rising_threshold": 0.25,
+            "baseline_momentum": 0.8,
+            "min_samples": 3,
+            "recover_patience": 2,
+            "on_nonfinite": "ease_off",
+            "patience": 1,
+            "epoch_tolerance": 0.01,
+            "cooldown": 1,
+            "limits": None,
+            "param_rules": None,
+            "history_size": 100,
+            "log_every": 0,
+        },
+        "delta": 0.0,
+        "base_values": {"tf_ratio": 0.5, "freerun_horizon": 8.0, "freerun_weight": 0.5},
+        "batches_seen": 93,
+        "epochs_seen": 2,
+        "updates": 9,
+        "window_loss": [1.0893996663600558, 1.0105987511751158, 0.9220533930384195],
+        "window_grad_norm": [1.8551805606599052, 2.09417378890519, 2.19520219577865],
+        "window_regime": [0, 1, 1],
+        "references": {
+            "0": [0.019066227629785472, 0.10444798111798223, 0.6846591946152965, 0.102923762333084],
+            "1": [
+                0.016228794237583204,
+                0.10598488537561444,
+                0.7000330400405788,
+                0.10502156141573107,
+            ],
+        },
+        "cooldown_left": 0,
+        "calm_streak": 1,
+        "prev_free": 15.0,
+        "prev_val": 8.8,
+        "gap_streak": 0,
+        "both_streak": 0,
+        "last_reason": "valfree_worse",
+        "last_change_step": 80,
+        "decision": {"level": "batch", "step": 90, "epoch": 2, "reason": None, "action": "hold"},
+        "signals": {
+            "window_size": 10.0,
+            "window_nonfinite": 0.0,
+            "regimes": 2.0,
+            "loss_trend": -0.032197323504218466,
+            "grad_z": 0.9622652605205546,
+            "grad_outliers": 0.0,
+            "grad_median": 1.9511932358335786,
+            "grad_reference": 1.9911527013719126,
+            "calm_streak": 1.0,
+            "free_metric": 15.0,
+            "free_trend": 0.2,
+            "val_metric": 8.8,
+            "val_trend": -0.011235955056179735,
+        },
+        "reason_counts": {
+            "nonfinite": 1,
+            "grad_spike": 0,
+            "loss_rising": 0,
+            "valfree_worse": 1,
+            "both_worse": 0,
+            "recovered": 0,
+        },
+        "history": [
+            {
+                "step": 70,
+                "epoch": 1,
+                "level": "batch",
+                "reason": "nonfinite",
+                "old_delta": 0.0,
+                "new_delta": -0.1,
+                "detail": "1 non-finite loss/grad-norm value(s) in the last 10 batches",
+            },
+            {
+                "step": 80,
+                "epoch": 2,
+                "level": "epoch",
+                "reason": "valfree_worse",
+                "old_delta": -0.1,
+                "new_delta": 0.0,
+                "detail": "valfree YawAbsDeg worse for 1 epoch(s) while val is not (last: "
+                "valfree +20.00%, val -1.12%)",
+            },
+        ],
+    },
+    {
+        "version": 2,
+        "config": {
+            "adjustment_rate": 0.1,
+            "update_interval": 10,
+            "use_epoch_metrics": True,
+            "adjustment_range": 0.3,
+            "dry_run": False,
+            "free_metric": "MPJPE",
+            "val_metric": "YawAbsDeg",
+            "spike_z": 4.0,
+            "spike_count": 1,
+            "rising_threshold": 0.25,
+            "baseline_momentum": 0.8,
+            "min_samples": 3,
+            "recover_patience": 4,
+            "on_nonfinite": "skip",
+            "patience": 2,
+            "epoch_tolerance": 0.01,
+            "cooldown": 2,
+            "limits": {"freerun_horizon": [1.0, 9.0]},
+            "param_rules": None,
+            "history_size": 100,
+            "log_every": 0,
+        },
+        "delta": -0.2,
+        "base_values": {"tf_ratio": 0.5, "freerun_horizon": 8.0, "freerun_weight": 0.5},
+        "batches_seen": 93,
+        "epochs_seen": 2,
+        "updates": 9,
+        "window_loss": [1.0893996663600558, 1.0105987511751158, 0.9220533930384195],
+        "window_grad_norm": [1.8551805606599052, 2.09417378890519, 2.19520219577865],
+        "window_regime": [0, 1, 1],
+        "references": {
+            "0": [0.019066227629785472, 0.10444798111798223, 0.6846591946152965, 0.102923762333084],
+            "1": [
+                0.016228794237583204,
+                0.10598488537561444,
+                0.7000330400405788,
+                0.10502156141573107,
+            ],
+        },
+        "cooldown_left": 0,
+        "calm_streak": 2,
+        "prev_free": 98.0,
+        "prev_val": 8.8,
+        "gap_streak": 0,
+        "both_streak": 0,
+        "last_reason": "grad_spike",
+        "last_change_step": 60,
+        "decision": {"level": "batch", "step": 90, "epoch": 2, "reason": None, "action": "hold"},
+        "signals": {
+            "window_size": 10.0,
+            "window_nonfinite": 0.0,
+            "regimes": 2.0,
+            "loss_trend": -0.032197323504218466,
+            "grad_z": 0.9622652605205546,
+            "grad_outliers": 0.0,
+            "grad_median": 1.9511932358335786,
+            "grad_reference": 1.9911527013719126,
+            "calm_streak": 2.0,
+            "free_metric": 98.0,
+            "free_trend": -0.010101010101010102,
+            "val_metric": 8.8,
+            "val_trend": -0.011235955056179735,
+        },
+        "reason_counts": {
+            "nonfinite": 0,
+            "grad_spike": 2,
+            "loss_rising": 0,
+            "valfree_worse": 0,
+            "both_worse": 0,
+            "recovered": 0,
+        },
+        "history": [
+            {
+                "step": 30,
+                "epoch": 0,
+                "level": "batch",
+                "reason": "grad_spike",
+                "old_delta": 0.0,
+                "new_delta": -0.1,
+                "detail": "1 batch(es) in the last 10 with a grad-norm z-score above 4 "
+                "(max z 30.9: window median 2.01097 vs reference 1.89944, "
+                "regime 1)",
+            },
+            {
+                "step": 60,
+                "epoch": 1,
+                "level": "batch",
+                "reason": "grad_spike",
+                "old_delta": -0.1,
+                "new_delta": -0.2,
+                "detail": "1 batch(es) in the last 10 with a grad-norm z-score above 4 "
+                "(max z 29: window median 2.05186 vs reference 1.94448, regime "
+                "1)",
+            },
+        ],
+    },
+]
+
+
+def _drive_scheduler(s: Any, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        if i % 40 == 0:
+            if i:
+                e = i // 40
+                s.step_epoch(
+                    {"YawAbsDeg": 10.0 + (e % 3) * 2.5, "MPJPE": 100.0 - e},
+                    {"YawAbsDeg": 9.0 - 0.1 * e, "MPJPE": 90.0},
+                )
+            s.set_base_values({"tf_ratio": 0.5, "freerun_horizon": 8.0, "freerun_weight": 0.5})
+        loss = 1.0 + 0.1 * math.sin(i) + (3.0 if i % 37 == 5 else 0.0)
+        grad = 2.0 + 0.2 * math.cos(1.3 * i) + (40.0 if i % 23 == 4 else 0.0)
+        if i == 61:
+            loss = math.nan
+        s.step_batch(loss, grad, regime=(i // 7) % 2)
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_old_scheduler_checkpoint_loads_as_the_guard_and_resumes_bit_exact(case: int) -> None:
+    from adaptive.scheduler import AdaptiveScheduler
+
+    kw, literal = _SCHEDULER_KW[case], json.loads(json.dumps(_SCHEDULER_LITERALS[case]))
+    assert "law" not in literal["config"]
+    reference = AdaptiveScheduler(**kw)
+    _drive_scheduler(reference, 0, 93)
+    written = reference.state_dict()
+    assert written["config"].pop("law") == "guard"
+    assert written == literal  # the same state, written the same way
+    restored = AdaptiveScheduler(**kw)
+    restored.load_state_dict(literal)
+    assert restored.law == "guard" and restored.num_changes == reference.num_changes > 0
+    _drive_scheduler(reference, 93, 300)
+    _drive_scheduler(restored, 93, 300)
+    assert json.dumps(restored.state_dict()) == json.dumps(reference.state_dict())
+    assert restored.history() == reference.history()

@@ -431,3 +431,17 @@ def test_a_state_dict_without_a_law_is_the_guards() -> None:
     assert snapshot(t) == snapshot(s)
     with pytest.raises(ValueError, match="law: saved 'guard' != current 'toy'"):
         make(TOY).load_state_dict(sd)
+
+
+def test_sweep_cli_over_a_toy_law_recommends_its_section(trace_path: Path, tmp_path: Path) -> None:
+    grid = ["--grid", "target=0.1,0.2", "--grid", "pace_step=0.05,0.1"]
+    args = ["sweep", str(trace_path), "-m", "scheduler", "-p", "law=toy", "-o", str(tmp_path)]
+    res = runner.invoke(app, [*args, *grid])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(table) == 4 and set(table["target"]) == {0.1, 0.2}
+    got = tomllib.loads((tmp_path / "recommended.toml").read_text())["adaptive"]
+    assert got["scheduler"] is True and got["scheduler_law"]["law"] == TOY
+    assert set(got["scheduler_law"][TOY]) == {"target", "pace_step"}
+    cfg = load_config(tmp_path / "recommended.toml")["adaptive"]  # train --config takes it
+    assert scheduler_law_params(cfg["scheduler_law"])["law"] == TOY

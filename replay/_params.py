@@ -17,7 +17,12 @@ from replay._engine import SCHEDULER, ReplayError, method_parameters
 
 __all__ = [
     "adaptive_param_overrides",
-    "check_param_value", "merged_params", "method_defaults", "parse_params", "parse_value"]
+    "check_param_value",
+    "merged_params",
+    "method_defaults",
+    "parse_params",
+    "parse_value",
+]
 
 ADJUSTMENT_RANGE = "adjustment_range"
 

@@ -18,6 +18,7 @@ from .data import (
     local_positions,
     make_splits,
     split_frames,
+    split_tails,
 )
 from .fk import forward_kinematics
 from .loss import DEFAULT_WEIGHTS, LOSS_COMPONENTS, MotionJointLoss
@@ -82,6 +83,7 @@ __all__ = [
     "rot6d_to_matrix",
     "rotate_planar",
     "split_frames",
+    "split_tails",
     "teacher_forced",
     "wrap_angle",
     "write_bvh",

@@ -485,7 +485,10 @@ def test_compare_on_a_run_that_never_left_teacher_forcing(tmp_path: Path) -> Non
     from cli import app
     from tests.test_train import TINY
 
-    stages = "schedule.stages=[{name='tf', epochs=3, tf_ratio=1.0, freerun_horizon=4, freerun_weight=0.0}]"
+    stages = (
+        "schedule.stages=[{name='tf', epochs=3, tf_ratio=1.0, freerun_horizon=4,"
+        " freerun_weight=0.0}]"
+    )
     cfg = load_config(overrides=[*TINY, "run.epochs=3", stages, f"run.out={str(tmp_path)!r}"])
     run_dir = tmp_path / "tf-only"
     Trainer(cfg, run_dir).train()

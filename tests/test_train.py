@@ -596,3 +596,20 @@ def _bvh_folder(folder: Path, lengths: tuple[int, ...]) -> Path:
         )
         write_bvh(folder / f"clip{i}.bvh", sk, eul, root, "ZXY")
     return folder
+
+
+def test_resume_from_a_corrupt_or_truncated_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    from adaptive.train.trainer import TrainingError
+
+    cfg = tiny(tmp_path, "run.epochs=1")
+    run_dir = run(cfg, "r")
+    ckpt = run_dir / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    for broken in (data[: len(data) // 2], b"not a checkpoint"):
+        ckpt.write_bytes(broken)
+        with pytest.raises(TrainingError, match="not a readable checkpoint") as info:
+            Trainer(tiny(tmp_path, "run.epochs=2"), run_dir, resume=True)
+        assert "\n" not in str(info.value)
+    torch.save({"epoch": 1}, ckpt)
+    with pytest.raises(TrainingError, match="checkpoint lacks step, model"):
+        Trainer(tiny(tmp_path, "run.epochs=2"), run_dir, resume=True)

@@ -16,9 +16,7 @@ from .data import (
     integrate_root,
     join_frames,
     local_positions,
-    make_splits,
     split_frames,
-    split_tails,
 )
 from .fk import forward_kinematics
 from .loss import DEFAULT_WEIGHTS, LOSS_COMPONENTS, MotionJointLoss
@@ -36,6 +34,7 @@ from .rotations import (
     yaw_matrix,
 )
 from .skeleton import HUMANOID_HIP_HEIGHT, Skeleton, humanoid
+from .splits import make_splits, split_tails
 from .task import (
     METRIC_KEYS,
     batch_loss,

@@ -1,15 +1,25 @@
 """Small shared helpers: strict-JSON floats for state dicts, hyperparameter checks whose
-errors repeat the bad value (used by every controller), and atomic file writes."""
+errors repeat the bad value (used by every controller), and atomic file writes that survive
+a crash (fsync of the file and of its folder)."""
 
 from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JSONFloat", "atomic_write", "check_number", "decode_float", "encode_float"]
+__all__ = [
+    "JSONFloat",
+    "atomic_write",
+    "check_number",
+    "decode_float",
+    "encode_float",
+    "fsync_dir",
+    "fsync_file",
+]
 
 JSONFloat = float | str
 
@@ -66,15 +76,40 @@ def check_number(
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
-    """Write a file so that no reader ever sees it partly written: `write(tmp)` writes a
-    hidden temporary file beside `path` (same suffix, so writers that go by the suffix
-    still work), which then replaces `path` in one rename. Creates the parent folder."""
+    """Write a file so that neither a reader nor a crash ever sees it partly written:
+    `write(tmp)` writes a hidden temporary file beside `path` (unique per call, same suffix,
+    so writers that go by the suffix still work); it is flushed to disk (fsync), renamed
+    over `path` in one step, and the folder is fsynced so that the rename survives a power
+    loss. A reader sees the old file or the new one. Creates the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         write(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's data to disk."""
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be
+    opened (Windows)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

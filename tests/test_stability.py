@@ -454,3 +454,49 @@ def test_best_candidate_prefers_one_that_acts() -> None:
     text = recommend([idle, weighting_result({"a": [0.0] * 100}, ep, params={"temperature": 9.0})])
     assert "No loss weighting configuration is worth switching on" in text
     assert "barely move from base (inert)" in text
+
+
+# ------------------------------------------------------------------------------ verdicts agree
+def test_a_steady_controller_that_hardly_acts_is_not_told_to_try_live() -> None:
+    from replay._stability import verdict
+
+    quiet = stability_metrics(schedule_result([0.0] * 40, [i // 10 for i in range(40)]))
+    v = verdict("scheduler", quiet)
+    assert v.ready and not v.acts and not v.try_live
+    line = v.line()
+    assert "hardly acts" in line and "stable enough" not in line
+    assert "adaptive train" not in v.next_step and "hardly acts" in v.next_step
+    text = recommend({"scheduler": quiet})
+    assert "stable enough to try live, if it acts" in text  # the header names the rule
+    assert "scheduler: looks stable enough" not in text
+    moving = stability_metrics(schedule_result([0.1] * 40, [i // 10 for i in range(40)]))
+    v = verdict("scheduler", moving)
+    assert v.try_live and "looks stable enough to try live" in v.line()
+    assert "adaptive train --adaptive-scheduler" in v.next_step
+
+
+def test_compare_on_a_run_that_never_left_teacher_forcing(tmp_path: Path) -> None:
+    """Issue 18: `compare` said "looks stable enough to try live" and "it hardly acts as
+    configured" about the same scheduler on a run that stayed in teacher forcing."""
+    from typer.testing import CliRunner
+
+    from adaptive.train.config import load_config
+    from adaptive.train.trainer import Trainer
+    from cli import app
+    from tests.test_train import TINY
+
+    stages = (
+        "schedule.stages=[{name='tf', epochs=3, tf_ratio=1.0, freerun_horizon=4,"
+        " freerun_weight=0.0}]"
+    )
+    cfg = load_config(overrides=[*TINY, "run.epochs=3", stages, f"run.out={str(tmp_path)!r}"])
+    run_dir = tmp_path / "tf-only"
+    Trainer(cfg, run_dir).train()
+    res = CliRunner().invoke(
+        app, ["compare", str(run_dir / "trace.parquet"), "-m", "scheduler", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("scheduler: "))
+    assert "hardly acts" in line, res.output
+    assert "stable enough" not in res.output.split("Score")[0]
+    assert "adaptive train --adaptive-scheduler" not in res.output

@@ -427,3 +427,189 @@ def test_trains_on_a_folder_of_bvh_files(tmp_path: Path) -> None:
     (bad / "x.bvh").write_text("HIERARCHY\nROOT Hips\n{\n  OFFSET 0 0\n")
     res = CliRunner().invoke(app, ["train", "--data", str(bad), "--out", str(tmp_path), "-q"])
     assert res.exit_code == 2 and "x.bvh" in res.output
+
+
+# ------------------------------------------------------------------------------ logging
+def _logging_state() -> tuple:
+    import logging
+
+    names = ("", "adaptive", "adaptive.train", "adaptive.weighting", "adaptive.scheduler")
+    return tuple(
+        (n, logging.getLogger(n).level, tuple(logging.getLogger(n).handlers)) for n in names
+    )
+
+
+def test_run_log_cannot_leak_and_never_changes_levels(tmp_path: Path) -> None:
+    """Issue 20 item 3: a failed start leaves no handler behind, a later run in the same
+    process does not write into an earlier (finished or failed) run's log, and no logger's
+    level changes."""
+    from adaptive.train.trainer import TrainingError
+
+    before = _logging_state()
+    cfg = tiny(tmp_path, "run.epochs=1")
+    first = run(cfg, "first")
+    log_a = first / "logs" / "train.txt"
+    text_a = log_a.read_text()
+    assert "epoch 0 valfree" in text_a
+    assert _logging_state() == before
+    # a failed start after its logger exists: the checkpoint has no DWA state
+    with pytest.raises(TrainingError, match="no adaptive loss state"):
+        Trainer(tiny(tmp_path, "run.epochs=2", "adaptive.loss='dwa'"), first, resume=True)
+    assert _logging_state() == before
+    second = run(tiny(tmp_path, "run.epochs=1", "adaptive.loss='dwa'"), "second")
+    assert log_a.read_text() == text_a  # nothing of the later runs in the first one's log
+    text_b = (second / "logs" / "train.txt").read_text()
+    assert "epoch 0 valfree" in text_b and "adaptive.weighting INFO" in text_b
+    assert _logging_state() == before
+
+
+def test_host_sees_run_records_only_at_the_levels_it_set(tmp_path: Path) -> None:
+    """The run log holds INFO lines whatever the host's levels; the host's own handlers
+    get them only once it enables INFO for `adaptive`."""
+    import logging
+
+    class Capture(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    host = logging.getLogger("adaptive")
+    cap = Capture()
+    host.addHandler(cap)
+    level = host.level
+    try:
+        run(tiny(tmp_path, "run.epochs=1"), "quiet")
+        assert [r for r in cap.records if r.levelno < logging.WARNING] == []
+        host.setLevel(logging.INFO)  # the host opts in
+        run(tiny(tmp_path, "run.epochs=1"), "loud")
+        assert host.level == logging.INFO  # the run left the host's choice alone
+    finally:
+        host.removeHandler(cap)
+        host.setLevel(level)
+    messages = [r.getMessage() for r in cap.records]
+    assert any(m.startswith("epoch 0 valfree") for m in messages)
+    quiet = (tmp_path / "quiet" / "logs" / "train.txt").read_text()
+    assert "epoch 0 valfree" in quiet
+
+
+# ------------------------------------------------------------------------------ validation
+def test_fixed_val_seed_validates_every_seed_on_identical_windows(tmp_path: Path) -> None:
+    """`data.val_seed`: seeds 0 and 1 train on different clips but evaluate the very same
+    windows; the default (-1) is today's behaviour, the validation data of `run.seed`."""
+    from adaptive.motion import make_splits
+    from adaptive.train.trainer import load_datasets
+
+    a_train, a_val = load_datasets(tiny(tmp_path, "run.seed=0", "data.val_seed=7"))
+    b_train, b_val = load_datasets(tiny(tmp_path, "run.seed=1", "data.val_seed=7"))
+    assert not torch.equal(a_train.frames, b_train.frames)
+    for length in (24, 4 + 12):  # the val and valfree window lengths of TINY
+        wa, wb = a_val.fixed_windows(length, 8), b_val.fixed_windows(length, 8)
+        assert torch.equal(wa.frames, wb.frames) and torch.equal(wa.controls, wb.controls)
+    _, own = load_datasets(tiny(tmp_path, "run.seed=1"))
+    assert not torch.equal(own.frames, a_val.frames)  # by default each seed has its own
+    _, ref = make_splits(1, 6, 2, 90, 30.0)
+    assert torch.equal(own.frames, ref.frames)  # today's validation set, unchanged
+    _, as_seed7 = load_datasets(tiny(tmp_path, "run.seed=7"))
+    assert torch.equal(as_seed7.frames, a_val.frames)  # val_seed=s is the set seed s gets
+    # one model scores the same on either seed's validation set, in both splits
+    from adaptive.motion import FeatureStats, MotionJointLoss, MotionModel
+    from adaptive.train._evaluation import run_evaluation
+
+    cfg = tiny(tmp_path)
+    model = MotionModel(a_train.skeleton, FeatureStats.from_dataset(a_train), hidden_size=32)
+    loss_fn = MotionJointLoss(a_train.skeleton)
+    scores = [
+        run_evaluation(model, v, loss_fn, cfg["data"], torch.device("cpu")) for v in (a_val, b_val)
+    ]
+    assert scores[0] == scores[1] and set(scores[0]) == {"val", "valfree"}
+
+
+def test_tail_split_cuts_every_clip_without_overlap(tmp_path: Path) -> None:
+    """`data.val_split = "tail"`: the last `val_fraction` of every clip validates, the rest
+    trains; no frame is in both, and the split is the same for every seed."""
+    from adaptive.motion import split_tails
+    from adaptive.motion.bvh import load_bvh_folder
+    from adaptive.train.trainer import load_datasets
+
+    data = _bvh_folder(tmp_path / "mocap", lengths=(90, 120, 75))
+    full = load_bvh_folder(data)
+    train, val = split_tails(full, 0.2)
+    assert train.num_clips == val.num_clips == full.num_clips
+    for i in range(full.num_clips):
+        whole, head, tail = full.clip(i), train.clip(i), val.clip(i)
+        assert len(tail) == round(len(whole) * 0.2) and len(head) + len(tail) == len(whole)
+        assert torch.equal(torch.cat([head.frames, tail.frames]), whole.frames)
+        assert torch.equal(torch.cat([head.root_pos, tail.root_pos]), whole.root_pos)
+    sets = [
+        load_datasets(
+            tiny(
+                tmp_path,
+                "data.source='bvh'",
+                f"data.path={str(data)!r}",
+                "data.val_split='tail'",
+                "data.val_fraction=0.3",
+                f"run.seed={seed}",
+            )
+        )
+        for seed in (0, 1)
+    ]
+    (tr0, va0), (tr1, va1) = sets
+    assert torch.equal(va0.frames, va1.frames) and torch.equal(tr0.frames, tr1.frames)
+    assert va0.num_clips == 3 and tr0.num_frames + va0.num_frames == full.num_frames
+    # a tail too short for the val windows (data.window = 24 frames) is a one-line error
+    from adaptive.train.trainer import TrainingError
+
+    with pytest.raises(TrainingError, match="validation windows need 24"):
+        load_datasets(
+            tiny(
+                tmp_path,
+                "data.source='bvh'",
+                f"data.path={str(data)!r}",
+                "data.val_split='tail'",
+                "data.val_fraction=0.1",
+            )
+        )
+    with pytest.raises(ConfigError, match=r"data\.val_split"):
+        tiny(tmp_path, "data.val_split='end'")
+    with pytest.raises(ConfigError, match=r"data\.val_fraction"):
+        tiny(tmp_path, "data.val_fraction=1.0")
+
+
+def _bvh_folder(folder: Path, lengths: tuple[int, ...]) -> Path:
+    from adaptive.motion import humanoid
+    from adaptive.motion.bvh import write_bvh
+
+    sk = humanoid()
+    gen = torch.Generator().manual_seed(0)
+    folder.mkdir(parents=True)
+    for i, t in enumerate(lengths):
+        eul = 0.3 * torch.sin(
+            torch.linspace(0, 6, t)[:, None, None]
+            + torch.rand(1, sk.num_joints, 3, generator=gen) * 6
+        )
+        root = torch.stack(
+            [torch.linspace(0, 1.5 + i, t), torch.full((t,), 0.95), torch.linspace(0, 0.5, t)],
+            dim=1,
+        )
+        write_bvh(folder / f"clip{i}.bvh", sk, eul, root, "ZXY")
+    return folder
+
+
+def test_resume_from_a_corrupt_or_truncated_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    from adaptive.train.trainer import TrainingError
+
+    cfg = tiny(tmp_path, "run.epochs=1")
+    run_dir = run(cfg, "r")
+    ckpt = run_dir / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    for broken in (data[: len(data) // 2], b"not a checkpoint"):
+        ckpt.write_bytes(broken)
+        with pytest.raises(TrainingError, match="not a readable checkpoint") as info:
+            Trainer(tiny(tmp_path, "run.epochs=2"), run_dir, resume=True)
+        assert "\n" not in str(info.value)
+    torch.save({"epoch": 1}, ckpt)
+    with pytest.raises(TrainingError, match="checkpoint lacks step, model"):
+        Trainer(tiny(tmp_path, "run.epochs=2"), run_dir, resume=True)

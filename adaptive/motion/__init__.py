@@ -16,7 +16,6 @@ from .data import (
     integrate_root,
     join_frames,
     local_positions,
-    make_splits,
     split_frames,
 )
 from .fk import forward_kinematics
@@ -35,6 +34,7 @@ from .rotations import (
     yaw_matrix,
 )
 from .skeleton import HUMANOID_HIP_HEIGHT, Skeleton, humanoid
+from .splits import make_splits, split_tails
 from .task import (
     METRIC_KEYS,
     batch_loss,
@@ -82,6 +82,7 @@ __all__ = [
     "rot6d_to_matrix",
     "rotate_planar",
     "split_frames",
+    "split_tails",
     "teacher_forced",
     "wrap_angle",
     "write_bvh",

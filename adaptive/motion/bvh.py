@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from adaptive._checks import atomic_write
 from adaptive.errors import InputError
 
 from .data import MotionClip, MotionDataset, encode_motion
@@ -367,4 +368,5 @@ def write_bvh(
         for j in written:
             vals += deg[t, j].tolist()
         out.append(fmt(vals))
-    Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
+    text = "\n".join(out) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

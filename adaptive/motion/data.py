@@ -552,16 +552,3 @@ def generate_locomotion(
         clip_offsets=torch.arange(n + 1) * t_len,
         clip_names=tuple(f"{name_prefix}{i:04d}" for i in range(n)),
     )
-
-
-def make_splits(
-    seed: int, n_train_clips: int, n_val_clips: int, clip_len: int, fps: float = 30.0
-) -> tuple[MotionDataset, MotionDataset]:
-    """Train / validation datasets from independent generator streams derived from ``seed``."""
-    train = generate_locomotion(
-        n_train_clips, clip_len, fps=fps, seed=2 * int(seed) + 1, name_prefix="train"
-    )
-    val = generate_locomotion(
-        n_val_clips, clip_len, fps=fps, seed=2 * int(seed) + 2, name_prefix="val"
-    )
-    return train, val

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from adaptive._checks import fsync_dir, fsync_file
 from adaptive.trace import _format as F
 from adaptive.trace._reader import TraceError, read_trace
 from adaptive.trace._writer import part_files
@@ -26,9 +27,9 @@ def _write_atomic(table: pa.Table, target: Path) -> None:
         use_byte_stream_split=[f.name for f in table.schema if pa.types.is_floating(f.type)],
         row_group_size=1 << 20,
     )
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+    fsync_file(tmp)
     os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 def compact_trace(
@@ -90,6 +91,7 @@ def compact_trace(
         old = src.with_name(f".{src.name}.old-{tag}")
         os.replace(src, old)
         os.replace(new, src)
+        fsync_dir(src.parent)
         shutil.rmtree(old)
         dest = src
     return dest

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adaptive._checks import fsync_dir, fsync_file
 from adaptive._version import __version__
 from adaptive.trace import _format as F
 
@@ -282,9 +283,9 @@ class TraceWriter:
                 c for c, a in zip(names, arrays, strict=True) if pa.types.is_floating(a.type)
             ],
         )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(tmp)
         os.replace(tmp, self.path / name)
+        fsync_dir(self.path)
         self._next_part += 1
         self.rows_written += len(rows)
 

@@ -48,6 +48,7 @@ LEGACY_KEYS: dict[str, tuple[str, ...]] = {
     ),
 }
 LOSS_INPUTS = ("tf", "total")
+VAL_SPLITS = ("clips", "tail")  # data.val_split
 
 
 def default_config() -> Config:
@@ -239,6 +240,13 @@ def validate_config(cfg: Config) -> Config:
             f"adaptive.record_extras: must be a list of {', '.join(EXTRAS)}, got {extras!r}"
         )
     scheduler_law_params(a["scheduler_law"])  # a known law
+    d = cfg["data"]
+    if d["val_split"] not in VAL_SPLITS:
+        raise ConfigError(
+            f"data.val_split: must be one of {', '.join(VAL_SPLITS)}, got {d['val_split']!r}"
+        )
+    if not 0 < d["val_fraction"] < 1:
+        raise ConfigError(f"data.val_fraction: must lie in (0, 1), got {d['val_fraction']!r}")
     window = cfg["data"]["window"]
     stretch = 1.0 + (r_sched if a["scheduler"] else 0.0)
     for i, stage in enumerate(cfg["schedule"]["stages"]):

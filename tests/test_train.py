@@ -59,7 +59,8 @@ def test_tiny_run_learns_and_records_a_valid_trace(tmp_path: Path) -> None:
     run_dir = run(cfg, "a")
     tr = read_trace(run_dir / "trace.parquet")
     assert len(tr.steps) == 120 and tr.components == ["fk_pos", "rot", "root_vel", "yaw"]
-    assert set(tr.epochs["split"]) == {"val", "valfree"} and len(tr.epochs) == 12
+    splits = {"val", "valfree", "val_ema", "valfree_ema"}  # the last two: the weights' average
+    assert set(tr.epochs["split"]) == splits and len(tr.epochs) == 24
     for col in (
         "loss_total",
         "grad_norm",

@@ -41,6 +41,7 @@ def checkpoint_state(
     scheduler: Any,
     cfg: dict[str, Any],
     elapsed: float,
+    ema: Any = None,
 ) -> dict[str, Any]:
     """The checkpoint's contents; controller states and the history as JSON strings, so the
     file loads with `torch.load(weights_only=True)`."""
@@ -56,6 +57,7 @@ def checkpoint_state(
         "scheduler": json.dumps(scheduler.state_dict()) if scheduler else "",
         "config": json.dumps(cfg, default=list),
         "time": elapsed,
+        **({"ema": ema.state_dict()} if ema is not None else {}),
     }
 
 
@@ -90,6 +92,7 @@ def restore(
     generator: torch.Generator,
     weighting: Any,
     scheduler: Any,
+    ema: Any = None,
 ) -> dict[str, list[dict[str, float]]]:
     """Load `state` into the run's objects and the global torch RNG; returns the metric
     history. A state that does not fit this run's model or controllers is a `TrainingError`."""
@@ -102,6 +105,12 @@ def restore(
             f"{path}: checkpoint does not fit this run's model; resume with the same "
             f"model settings ({first})"
         ) from None
+    if ema is not None:
+        if "ema" not in state:
+            raise TrainingError(
+                f"{path}: checkpoint has no weight average; resume with train.ema_decay = 0"
+            )
+        ema.load_state_dict(state["ema"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     history = json.loads(state["metric_history"])

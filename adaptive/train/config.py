@@ -220,6 +220,9 @@ def validate_config(cfg: Config) -> Config:
     largest adjustment, must fit the training window (else `batch_loss` would fail
     mid-run).
     """
+    ema = cfg["train"]["ema_decay"]
+    if not 0 <= ema < 1:
+        raise ConfigError(f"train.ema_decay: must lie in [0, 1) (0: off), got {ema!r}")
     a = cfg["adaptive"]
     r_loss, r_sched = a["loss_adjustment_range"], a["scheduler_adjustment_range"]
     if r_loss < 0:

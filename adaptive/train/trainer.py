@@ -42,6 +42,7 @@ from adaptive.train import distributed
 from adaptive.train._checkpoint import checkpoint_state, read_checkpoint, restore, save_checkpoint
 from adaptive.train._controllers import build_controllers, needed_extras, trace_columns
 from adaptive.train._data import load_datasets, resolve_device, sample_batch
+from adaptive.train._ema import WeightEMA
 from adaptive.train._evaluation import run_evaluation, split_row
 from adaptive.train._records import (
     CHECKPOINT_NAME,
@@ -191,6 +192,9 @@ class Trainer:
             logger=self.runlog.logger if self.is_main else None,
         )
         self.extras = needed_extras(cfg, self.weighting)
+        # the weights' moving average, evaluated beside them (rank 0 alone evaluates)
+        decay = tcfg["ema_decay"]
+        self.ema = WeightEMA(self.model, decay) if decay > 0 and self.is_main else None
         self.train_step = TrainStep(
             model=self.model,
             train_model=self.train_model,
@@ -267,6 +271,8 @@ class Trainer:
 
         for i in range(self.steps_per_epoch):
             result = self.train_step(sample, sv)
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.trace.log_step(step=self.step, epoch=epoch, **result.trace_fields())
             if self.on_step is not None:
                 self.on_step(
@@ -308,13 +314,19 @@ class Trainer:
             runs = run_evaluation(
                 self.model, self.val_set, self.loss_fn, self.cfg["data"], self.device
             )
+            if self.ema is not None:
+                averaged = run_evaluation(
+                    self.ema.model, self.val_set, self.loss_fn, self.cfg["data"], self.device
+                )
+                runs |= {f"{split}_ema": res for split, res in averaged.items()}
         if self.dist is not None:
             # rank 0 evaluates; every rank gets its metrics, so step_epoch agrees everywhere
             runs = distributed.broadcast_object(runs)
         assert runs is not None
         for split, res in runs.items():
             metrics, losses, total = split_row(res, self.components, sv.loss_weights)
-            self.metric_history[split].append({**metrics, "loss": total})
+            if split in self.metric_history:  # what the controllers read: not the average
+                self.metric_history[split].append({**metrics, "loss": total})
             self.trace.log_epoch(
                 split=split,
                 epoch=epoch,
@@ -431,6 +443,7 @@ class Trainer:
             scheduler=self.scheduler,
             cfg=self.cfg,
             elapsed=self.trace.elapsed(),
+            ema=self.ema,
         )
         save_checkpoint(state, self.run_dir / CHECKPOINT_NAME)
 
@@ -446,6 +459,7 @@ class Trainer:
             generator=self.generator,
             weighting=self.weighting,
             scheduler=self.scheduler,
+            ema=self.ema,
         )
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])

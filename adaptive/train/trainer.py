@@ -325,7 +325,8 @@ class Trainer:
         return weighting, scheduler
 
     def _trace_columns(self) -> list[str]:
-        cols = ["loss_total", "grad_norm", "lr", "loss_tf_total", "regime", "stage"]
+        cols = ["loss_total", "grad_norm", "lr", "loss_tf_total", "loss_fr_total", "regime"]
+        cols += ["stage"]
         cols += [f"loss_tf/{c}" for c in self.components]
         cols += [f"loss_fr/{c}" for c in self.components]
         cols += [f"weight/{c}" for c in self.components]
@@ -409,6 +410,8 @@ class Trainer:
                 loss_fr = {c: flat[f"fr/{c}"] for c in loss_fr}
             # the scheduler's loss signal: the teacher-forced part, present in every batch
             loss_tf_total = self.loss_fn.combine(loss_tf).detach()
+            # the free-run part (NaN when no rollout was drawn): scheduler laws' input
+            loss_fr_total = self.loss_fn.combine(loss_fr).detach() if regime else math.nan
             grad_norms = None
             if "grad_norm" in self.extras:  # of the losses the weighting observes
                 observed = parts["tf_graph"] if self.loss_input == "tf" else raw
@@ -446,9 +449,15 @@ class Trainer:
                 if self.weighting is not None and self.weighting.needs_after_step:
                     self.weighting.after_step({"loss_after": loss_after})
             if self.scheduler is not None:
-                self.scheduler.step_batch(loss_tf_total, grad_norm, regime=regime)
+                self.scheduler.step_batch(
+                    loss_tf_total,
+                    grad_norm,
+                    regime=regime,
+                    inputs={"loss_fr": loss_fr_total, "horizon": values["freerun_horizon"]},
+                )
             extra: dict[str, Any] = {
                 "loss_tf_total": loss_tf_total,
+                "loss_fr_total": loss_fr_total,
                 "regime": regime,
                 "stage": sv.stage_index,
             }

@@ -71,7 +71,6 @@ def _schedule_part(**values: Any) -> dict[str, Any]:
     return out
 
 
-
 def _distributed() -> bool:
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

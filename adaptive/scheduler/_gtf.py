@@ -90,7 +90,10 @@ class GTFLaw(SchedulerLaw):
     def window(self, window: Window, control: Control) -> Decision:
         growths = []
         for lt, lf, h, r in zip(
-            window.losses, window.inputs["loss_fr"], window.inputs["horizon"], window.regimes,
+            window.losses,
+            window.inputs["loss_fr"],
+            window.inputs["horizon"],
+            window.regimes,
             strict=True,
         ):
             if r >= 1 and h >= 1.0 and 0.0 < lt < math.inf and 0.0 < lf < math.inf:

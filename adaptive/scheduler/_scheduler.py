@@ -337,7 +337,9 @@ class AdaptiveScheduler:
         extra = {k: block_floats(inputs[k], k) for k in needed}  # type: ignore[index]
         for k, v in extra.items():
             if len(v) != n:
-                raise ValueError(f"inputs[{k!r}] must have the same length as loss, got {len(v)} and {n}")
+                raise ValueError(
+                    f"inputs[{k!r}] must have the same length as loss, got {len(v)} and {n}"
+                )
         if regime is None:
             regimes = [0] * n
         else:
@@ -553,7 +555,9 @@ class AdaptiveScheduler:
         """
         n = len(self._loss_buf)
         names = self._law.inputs
-        host = _to_host(self._loss_buf + self._grad_buf + [v for k in names for v in self._input_buf[k]])
+        host = _to_host(
+            self._loss_buf + self._grad_buf + [v for k in names for v in self._input_buf[k]]
+        )
         inputs = {k: host[(2 + i) * n : (3 + i) * n] for i, k in enumerate(names)}
         return write_state(
             config=self.config(),

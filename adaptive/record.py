@@ -138,9 +138,24 @@ class TraceRecorder:
         grad_norm: Any = None,
         lr: Any = None,
         extras: Mapping[str, Mapping[str, Any]] | None = None,
+        schedule: Mapping[str, Any] | None = None,
+        schedule_base: Mapping[str, Any] | None = None,
+        proposed_schedule: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        regime: int | None = None,
+        loss_tf_total: Any = None,
+        loss_fr_total: Any = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Record one optimizer step: the raw, **unweighted** loss of every component.
+
+        The schedule part, so `adaptive replay --method scheduler` can run every law over
+        the trace: `schedule` (the values applied to this batch, `schedule/<p>`),
+        `schedule_base` and `proposed_schedule`, which an `AdaptiveScheduler` passed as
+        `scheduler` fills where they are not given (read *before* its `step_batch` for
+        this batch, as the values the batch used); `regime` (1 when the batch drew a
+        free-run rollout); `loss_tf_total` (the loss the scheduler steps on) and
+        `loss_fr_total` (the free-run part, NaN when none was drawn: the `gtf` law's input).
 
         `extras` records method extras (``{"grad_norm": {c: ...}}``, ``"loss_after"``; see
         `adaptive.weighting.EXTRAS`) as the `name/<c>` columns that replay reads for
@@ -168,6 +183,18 @@ class TraceRecorder:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
         epoch = self.epoch if epoch is None else epoch
+        if scheduler is not None:
+            schedule = scheduler.values() if schedule is None else schedule
+            schedule_base = scheduler.base_values if schedule_base is None else schedule_base
+            if proposed_schedule is None:
+                proposed_schedule = scheduler.proposed()
+        if regime is not None:
+            if isinstance(regime, bool) or not isinstance(regime, int) or regime < 0:
+                raise ValueError(f"regime must be an int >= 0, got {regime!r}")
+            extra["regime"] = regime
+        for name, value in (("loss_tf_total", loss_tf_total), ("loss_fr_total", loss_fr_total)):
+            if value is not None:
+                extra[name] = _scalar(value)
         if diagnostics is not None:
             comps = tuple(diagnostics.components)
             if comps != self.components:
@@ -191,6 +218,9 @@ class TraceRecorder:
             proposed_weights=_detached(proposed_weights),
             grad_norm=_scalar(grad_norm),
             lr=_scalar(lr),
+            schedule=_detached(schedule),
+            schedule_base=_detached(schedule_base),
+            proposed_schedule=_detached(proposed_schedule),
             extra=_detached(extra) if extra else None,
         )
         self.step = step + 1

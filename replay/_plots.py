@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -167,13 +167,16 @@ SCHEDULER_SIGNALS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-#: Panel -> (scheduler parameter, legend) of the threshold line drawn on it.
-_THRESHOLDS = {
-    "gradient norm": ("spike_z", "outlier above z = {:g}"),
-    "outliers": ("spike_count", "eases off at {:g} outliers"),
-    "trend": ("rising_threshold", "loss rising above {:+.0%}"),
-    "recovery": ("recover_patience", "moves back toward 0 at {:g}"),
-}
+def law_thresholds(params: Mapping[str, Any]) -> dict[str, float]:
+    """``{signal: threshold or target}`` of the law a scheduler replay ran (its
+    ``thresholds()``, rebuilt from the replay's params); empty when it cannot be built."""
+    from adaptive.scheduler import DEFAULT_LAW, law_class
+
+    try:
+        cls = law_class(params.get("law", DEFAULT_LAW))
+        return cls(**{k: params[k] for k in cls.param_names() if k in params}).thresholds()
+    except (ValueError, TypeError):
+        return {}
 
 
 def signal_panels(
@@ -269,6 +272,7 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax.set_title("delta and its changes, by reason", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     k = len(names) + 1
+    thresholds = law_thresholds(result.params)
     signal_colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
     for j, (panel, series) in enumerate(panels.items()):
         ax = axes[k + j]
@@ -284,11 +288,18 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
             )
         if panel == "trend":
             ax.axhline(0.0, color="0.6", lw=0.7, ls=":")
-        # the threshold each signal is compared with, where the replay's params name it
-        key, text = _THRESHOLDS.get(panel, ("", ""))
-        if key in result.params:
-            thr = float(result.params[key])
-            ax.axhline(thr, color="tab:red", lw=0.8, ls=":", label=text.format(thr))
+        # the threshold or target each signal is compared with (the law's thresholds())
+        for m, (col, _label) in enumerate(series):
+            name = col.split("/", 1)[1]
+            if name in thresholds:
+                thr = thresholds[name]
+                ax.axhline(
+                    thr,
+                    color=signal_colors[(j + m) % len(signal_colors)],
+                    lw=0.9,
+                    ls=(0, (1, 2)),
+                    label=f"{name} compared with {thr:g}",
+                )
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel(panel)
         ax.set_title(f"signal: {panel}", fontsize=9)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from adaptive.trace import Trace
     from replay._common import ReplayResult
 
-__all__ = ["replay_scheduler_fast"]
+__all__ = ["law_inputs", "replay_scheduler_fast"]
 
 
 def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
@@ -57,6 +57,36 @@ def _schedule_base(trace: Trace) -> tuple[list[str], np.ndarray]:
             col = _col(steps, f"schedule/{p}")
         cols.append(col)
     return names, np.stack(cols, axis=1)
+
+
+def law_inputs(trace: Trace, law: str) -> dict[str, np.ndarray]:
+    """The per-batch inputs scheduler law ``law`` reads (its ``inputs``: name -> trace
+    column), as float32 arrays like the loss; a one-line ``ReplayError`` saying what is not
+    recorded (the columns, or the evaluation splits of ``epoch_splits``) and how to record
+    it."""
+    from adaptive.scheduler import law_class
+    from replay._common import ReplayError, _col
+
+    cls = law_class(law)
+    steps = trace.steps
+    missing = [c for c in cls.inputs.values() if c not in steps.columns]
+    if missing:
+        raise ReplayError(
+            f"{trace.path}: scheduler law {law!r} needs {missing!r}, not recorded in this "
+            "trace; record them with `adaptive train` or TraceRecorder.log_step(schedule=..., "
+            "loss_fr_total=...) (docs/TRACE_FORMAT.md)"
+        )
+    splits = set(trace.epochs["split"].astype(str)) if len(trace.epochs) else set()
+    absent = [s for s in cls.epoch_splits if s not in splits]
+    if absent:
+        raise ReplayError(
+            f"{trace.path}: scheduler law {law!r} needs evaluation rows of {absent!r}, not "
+            "recorded in this trace; record them with TraceRecorder.log_epoch(split=...)"
+        )
+    return {
+        k: _col(steps, c).astype(np.float32)  # type: ignore[union-attr]
+        for k, c in cls.inputs.items()
+    }
 
 
 def _ffill(rows: list[int], values: list[Any], n: int, dtype: Any = np.float64) -> np.ndarray:
@@ -104,6 +134,7 @@ def replay_scheduler_fast(
         params["limits"] = recorded_limits(trace)
     ctrl = AdaptiveScheduler(dry_run=True, **params)
     keys = ctrl.law_impl.plot_signals  # the law's signal columns
+    inputs = law_inputs(trace, ctrl.law)
 
     def _sig(signals: dict[str, float | None]) -> tuple[float | None, ...]:
         return tuple(signals[k] for k in keys)
@@ -125,7 +156,12 @@ def replay_scheduler_fast(
         ctrl.set_base_values(bvals)
         seg_rows.append(start)
         seg_base.append(ctrl.base_values)
-        rec = ctrl.step_block(loss[start:stop], grad[start:stop], regime[start:stop])
+        rec = ctrl.step_block(
+            loss[start:stop],
+            grad[start:stop],
+            regime[start:stop],
+            {k: v[start:stop] for k, v in inputs.items()},
+        )
         if not s_vals:
             s_vals.append(_sig(rec.signals_before))
         rows = [start + off for off in rec.closes]

@@ -156,6 +156,9 @@ def replay_scheduler(
     params.pop("dry_run", None)
     params.setdefault("limits", recorded_limits(trace))
     ctrl = AdaptiveScheduler(dry_run=True, **params)
+    from replay._scheduler_replay import law_inputs
+
+    inputs = law_inputs(trace, ctrl.law)
     epochs = steps["epoch"].to_numpy()
     proposed = np.empty((len(steps), len(params_present)))
     delta = np.empty(len(steps))
@@ -173,7 +176,12 @@ def replay_scheduler(
             prop = ctrl.proposed()
             proposed[r] = [prop.get(p, math.nan) for p in params_present]
             delta[r] = ctrl.delta
-            ctrl.step_batch(float(loss[r]), float(grad[r]), regime=int(regime[r]))
+            ctrl.step_batch(
+                float(loss[r]),
+                float(grad[r]),
+                regime=int(regime[r]),
+                inputs={k: float(v[r]) for k, v in inputs.items()},
+            )
             d = ctrl.diagnostics()
             dec = d["decision"]
             changed = dec is not None and dec["action"] == "change" and dec["step"] == d["step"]

@@ -151,12 +151,37 @@ def drive(s: AdaptiveScheduler, start: int, stop: int, *, nonfinite: bool = True
             loss = math.nan
         if nonfinite and i % 97 == 50:
             grad = math.inf
-        s.step_batch(loss, grad, regime=(i // 7) % 2)
+        # the GTF law's inputs (other laws ignore them): growth 2**(1/8) then 16**(1/8)
+        loss_fr = loss * (16.0 if i % 200 > 100 else 2.0)
+        s.step_batch(loss, grad, regime=(i // 7) % 2, inputs=inputs(loss_fr, 8.0))
+
+
+def inputs(loss_fr: Any, horizon: Any) -> dict[str, Any]:
+    """What the trainer passes every law (a law reads only its own ``inputs``)."""
+    return {"loss_fr": loss_fr, "horizon": horizon}
 
 
 def make(law: str, **kw: Any) -> AdaptiveScheduler:
     kw.setdefault("update_interval", 10)
     return AdaptiveScheduler(law=law, **kw)
+
+
+def with_law_inputs(trace: Any, seed: int = 1) -> Any:
+    """A synthetic trace with the columns the laws' inputs come from: ``loss_fr_total``
+    (free-run batches only: the loss times a ratio whose growth per step crosses 1.3) and
+    the applied ``schedule/freerun_horizon``."""
+    steps = trace.steps
+    rng = np.random.default_rng(seed)
+    n = len(steps)
+    loss = steps["loss_tf_total"] if "loss_tf_total" in steps else steps["loss_total"]
+    ratio = np.exp(np.linspace(0.5, 3.5, n) * rng.lognormal(0, 0.2, n))
+    fr = (loss.to_numpy(np.float64) * ratio).astype(np.float32)
+    regime = steps["regime"].to_numpy() if "regime" in steps else np.ones(n)
+    fr[regime == 0] = np.nan
+    steps["loss_fr_total"] = fr
+    base = "schedule_base/freerun_horizon"
+    steps["schedule/freerun_horizon"] = steps[base] if base in steps else np.float32(8.0)
+    return trace
 
 
 def snapshot(s: AdaptiveScheduler) -> str:
@@ -231,15 +256,25 @@ def test_step_block_equals_live_steps(law: str) -> None:
     loss[[50, 51, 300]] = np.nan
     grad[[120]] = np.inf
     regime = (rng.random(n) < 0.4).astype(np.int64)
+    loss_fr = (loss * rng.lognormal(1.5, 0.8, n)).astype(np.float32)
+    loss_fr[[70, 200]] = np.nan
+    horizon = np.where(np.arange(n) < 200, 4.0, 8.0)
     live, blk = make(law, update_interval=7), make(law, update_interval=7)
     for s in (live, blk):
         s.set_base_values(BASE)
     for lo, hi in ((0, 150), (150, 151), (151, n)):
-        rec = blk.step_block(loss[lo:hi], grad[lo:hi], regime[lo:hi])
+        rec = blk.step_block(
+            loss[lo:hi], grad[lo:hi], regime[lo:hi], inputs(loss_fr[lo:hi], horizon[lo:hi])
+        )
         proposed = []
         for i in range(lo, hi):
             proposed.append(live.proposed()["freerun_weight"])
-            live.step_batch(float(loss[i]), float(grad[i]), regime=int(regime[i]))
+            live.step_batch(
+                float(loss[i]),
+                float(grad[i]),
+                regime=int(regime[i]),
+                inputs=inputs(float(loss_fr[i]), float(horizon[i])),
+            )
         assert rec.proposed()["freerun_weight"].tolist() == proposed
         live.step_epoch({"YawAbsDeg": 10.0 + lo / 100}, {"YawAbsDeg": 9.0})
         blk.step_epoch({"YawAbsDeg": 10.0 + lo / 100}, {"YawAbsDeg": 9.0})
@@ -248,7 +283,7 @@ def test_step_block_equals_live_steps(law: str) -> None:
 
 @pytest.mark.parametrize("law", laws())
 def test_replay_equals_live_per_step_bit_for_bit(law: str) -> None:
-    trace = _synthetic_trace(3000, 100, nonfinite_every=501, spike_p=0.01)
+    trace = with_law_inputs(_synthetic_trace(3000, 100, nonfinite_every=501, spike_p=0.01))
     params = {"law": law, "update_interval": 9, **law_class(law).example_params}
     fast = replay_scheduler_fast(trace, **params)
     ref = replay_per_step(trace, **params)
@@ -271,7 +306,8 @@ def test_nonfinite_inputs_are_handled(law: str) -> None:
     s.set_base_values(BASE)
     for i in range(40):
         v = (math.nan, math.inf, -math.inf, 1.0)[i % 4]
-        s.step_batch(v, (1.0, math.nan, 2.0, math.inf)[i % 4], regime=i % 2)
+        g = (1.0, math.nan, 2.0, math.inf)[i % 4]
+        s.step_batch(v, g, regime=i % 2, inputs=inputs((math.inf, 3.0, math.nan, 0.0)[i % 3], 4.0))
     s.step_epoch({"YawAbsDeg": math.nan}, {"YawAbsDeg": math.inf})
     s.step_epoch({"YawAbsDeg": 1.0}, None)
     assert math.isfinite(s.delta) and abs(s.delta) <= 0.3

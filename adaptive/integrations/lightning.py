@@ -9,6 +9,12 @@ Install with ``pip install 'adaptive-replay[lightning]'``. The convention (docs/
   as ``adaptive_loss``) forms the total to optimise, with the controller's applied weights
   when ``dry_run=False``; those weights are then in ``self.adaptive_loss.weights``.
 
+A module that runs a teacher-forcing / free-run schedule passes what the scheduler laws
+read, so `adaptive replay --method scheduler` works on the trace: ``schedule`` (the values
+this batch used), ``regime`` (1 when it drew a free-run rollout), ``loss_tf_total`` and
+``loss_fr_total`` (the free-run part, NaN when none was drawn), as keywords of
+``self.adaptive_loss(losses, ...)`` or as the same keys of the dict ``training_step`` returns.
+
 One trace row per training batch (``step`` counts them), ``epoch`` is
 ``trainer.current_epoch``; validation metrics become epoch rows of split ``val``. The
 controller's state and the counters go into Lightning checkpoints under ``state_key``, and a
@@ -47,6 +53,22 @@ from adaptive.trace import truncate_trace
 __all__ = ["AdaptiveCallback"]
 
 _STATE_VERSION = 1
+#: What a training step may pass for the scheduler laws (recorded by `TraceRecorder`).
+_SCHEDULE_KEYS = ("schedule", "regime", "loss_tf_total", "loss_fr_total")
+
+
+def _schedule_part(**values: Any) -> dict[str, Any]:
+    """The given schedule keywords, detached, for `TraceRecorder.log_step`."""
+    out = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, Tensor):
+            v = v.detach()
+        elif isinstance(v, Mapping):
+            v = {n: x.detach() if isinstance(x, Tensor) else x for n, x in v.items()}
+        out[k] = v
+    return out
 
 
 def _distributed() -> bool:
@@ -181,9 +203,18 @@ class AdaptiveCallback(pl.Callback):
             out = mean_losses(out, self.components)
         return out
 
-    def __call__(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def __call__(
+        self,
+        losses: Mapping[str, Tensor],
+        *,
+        schedule: Mapping[str, Any] | None = None,
+        regime: int | None = None,
+        loss_tf_total: Any = None,
+        loss_fr_total: Any = None,
+    ) -> Tensor:
         """The total loss to optimise from the raw component losses (call it in
-        ``training_step``): weighted by the controller's applied weights, else the base."""
+        ``training_step``): weighted by the controller's applied weights, else the base.
+        The keywords are recorded for the scheduler laws (module docstring)."""
         self._check(losses)
         reduced = self._reduce(losses)
         diag = None
@@ -205,6 +236,12 @@ class AdaptiveCallback(pl.Callback):
             "weights": weights,
             "diag": diag,
             "total": recorded_total.detach() if isinstance(recorded_total, Tensor) else None,
+            "schedule": _schedule_part(
+                schedule=schedule,
+                regime=regime,
+                loss_tf_total=loss_tf_total,
+                loss_fr_total=loss_fr_total,
+            ),
         }
         return total
 
@@ -284,6 +321,7 @@ class AdaptiveCallback(pl.Callback):
                 _, weights, diag = self.weighting(reduced)
             total = outputs.get("loss")
             pending = {"losses": reduced, "weights": weights, "diag": diag, "total": total}
+            pending["schedule"] = _schedule_part(**{k: outputs.get(k) for k in _SCHEDULE_KEYS})
         rec = self._recorder
         if rec is not None:
             diag = pending["diag"]
@@ -299,6 +337,7 @@ class AdaptiveCallback(pl.Callback):
                 loss_total=pending["total"],
                 grad_norm=self._grad_norm,
                 lr=lr,
+                **pending.get("schedule", {}),
             )
         self._grad_norm = None
         self._step += 1

@@ -1,10 +1,13 @@
 """Adaptive training-schedule control (teacher forcing / free-run curriculum).
 
 `AdaptiveScheduler` runs a registered scheduler law (:func:`register_law`); importing this
-package registers the built-in one, ``"guard"`` (a stability guard). See
+package registers the built-in ones: ``"guard"`` (a stability guard, the default), ``"gtf"``
+(pacing from the free-run error growth) and ``"competence"`` (competence pacing). See
 ``docs/SCHEDULER.md`` for the laws and for adding one.
 """
 
+from adaptive.scheduler._competence import CompetenceLaw
+from adaptive.scheduler._gtf import GTFLaw
 from adaptive.scheduler._guard import FREE_METRICS, NONFINITE_POLICIES, REASONS, GuardLaw
 from adaptive.scheduler._law import (
     Control,
@@ -36,8 +39,10 @@ __all__ = [
     "SPREAD_FLOOR",
     "AdaptiveScheduler",
     "BlockRecord",
+    "CompetenceLaw",
     "Control",
     "Decision",
+    "GTFLaw",
     "GuardLaw",
     "SchedulerLaw",
     "Window",

@@ -358,6 +358,15 @@ class GuardLaw(SchedulerLaw):
             }
         return out
 
+    def thresholds(self) -> dict[str, float]:
+        return {
+            "grad_z": self.spike_z,
+            "grad_outliers": float(self.spike_count),
+            "loss_trend": self.rising_threshold,
+            "calm_streak": float(self.recover_patience),
+            "free_trend": self.epoch_tolerance,
+        }
+
     def diagnostics(self) -> dict[str, Any]:
         return {
             **{k: getattr(self, k) for k in _COUNTERS},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 from adaptive.errors import ParameterError
@@ -42,6 +42,7 @@ CONTROLLER_STATE_KEYS = frozenset(
         "window_loss",
         "window_grad_norm",
         "window_regime",
+        "window_inputs",
         "last_reason",
         "last_change_step",
         "decision",
@@ -55,11 +56,13 @@ CONTROLLER_STATE_KEYS = frozenset(
 @dataclass(frozen=True)
 class Window:
     """One closed batch window as host floats: raw loss, grad norm and regime per batch
-    (oldest first; values may be NaN/inf)."""
+    (oldest first; values may be NaN/inf), and the law's own per-batch ``inputs`` (one
+    list per name in :attr:`SchedulerLaw.inputs`, empty for a law that reads none)."""
 
     losses: list[float]
     grads: list[float]
     regimes: list[int]
+    inputs: Mapping[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,14 @@ class SchedulerLaw(ABC):
       it sets any (``ValueError`` naming the entry).
     * ``reasons``: every reason a change can carry, with its direction (-1 eases off, +1
       pushes toward free run, 0 moves back toward 0), for the docs, plots and tests.
+    * ``inputs``: per-batch values the law reads besides loss, grad norm and regime, as
+      ``{input name: trace column}`` (the GTF law's free-run loss and horizon). Live
+      callers pass them as ``step_batch(..., inputs={name: value})``; replay reads the
+      columns and refuses a trace without them ("not recorded").
+    * ``epoch_splits``: evaluation splits the law's epoch decisions need (replay refuses a
+      trace without rows of them).
+    * :meth:`thresholds`: the value each plotted signal is compared with (the figures draw
+      it as a horizontal line).
 
     A law may combine others (for example pacing that the guard can still ease off): it
     holds their instances, gives each its own delta through :meth:`Control.with_delta`,
@@ -145,6 +156,8 @@ class SchedulerLaw(ABC):
     signal_keys: ClassVar[tuple[str, ...]] = ()
     plot_signals: ClassVar[tuple[str, ...]] = ()
     state_keys: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[Mapping[str, str]] = {}
+    epoch_splits: ClassVar[tuple[str, ...]] = ()
     example_params: ClassVar[Mapping[str, Any]] = {}
     invalid_params: ClassVar[Sequence[tuple[str, Any]]] = ()
 
@@ -185,6 +198,10 @@ class SchedulerLaw(ABC):
         return Decision.hold(
             "epoch", control, action="hold" if control.epoch_decisions else "disabled"
         )
+
+    def thresholds(self) -> dict[str, float]:
+        """``{plotted signal: the threshold or target it is compared with}`` (default none)."""
+        return {}
 
     def diagnostics(self) -> dict[str, Any]:
         """Extra plain values for :meth:`AdaptiveScheduler.diagnostics` (default none)."""

@@ -151,6 +151,7 @@ class AdaptiveScheduler:
         self._loss_buf: list[torch.Tensor | float] = []
         self._grad_buf: list[torch.Tensor | float] = []
         self._regime_buf: list[int] = []
+        self._input_buf: dict[str, list[torch.Tensor | float]] = {k: [] for k in self._law.inputs}
         self._last_reason: str | None = None
         self._last_change_step: int | None = None
         self._decision: dict[str, Any] | None = None
@@ -256,16 +257,23 @@ class AdaptiveScheduler:
         grad_norm: torch.Tensor | float,
         *,
         regime: int = 0,
+        inputs: Mapping[str, torch.Tensor | float] | None = None,
     ) -> None:
         """Record one batch; every ``update_interval`` batches run a batch-level decision.
 
         ``regime`` (a host int, e.g. 1 when the batch drew a free-run rollout) selects the
-        reference the batch is judged against. Tensors are buffered detached on their
-        device; the window is copied to the host in one transfer (one host sync per
-        device) at the decision point, the only sync of the call.
+        reference the batch is judged against. ``inputs``: the law's own per-batch values
+        (``law_impl.inputs``, e.g. the GTF law's ``loss_fr`` and ``horizon``); names the
+        law does not read are ignored, so a trainer may always pass all it has. Tensors are
+        buffered detached on their device; the window is copied to the host in one
+        transfer (one host sync per device) at the decision point, the only sync of the
+        call.
         """
         loss_v = capture(loss, "loss")
         grad_v = capture(grad_norm, "grad_norm")
+        extra = self._capture_inputs(inputs)
+        for k, v in extra.items():
+            self._input_buf[k].append(v)
         self._regime_buf.append(check_regime(regime))
         self._loss_buf.append(loss_v)
         self._grad_buf.append(grad_v)
@@ -273,15 +281,30 @@ class AdaptiveScheduler:
         if self._batches % self._interval == 0:
             self._close_window([], [], [])
 
+    def _capture_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The law's inputs of one batch, captured like the loss (missing ones refused)."""
+        needed = self._law.inputs
+        if not needed:
+            return {}
+        given = inputs or {}
+        missing = [k for k in needed if k not in given]
+        if missing:
+            raise ParameterError(
+                f"scheduler law {self.law!r} needs step_batch(..., inputs={{...}}) with "
+                f"{list(needed)!r}; missing {missing!r}"
+            )
+        return {k: capture(given[k], k) for k in needed}
+
     def step_block(
         self,
         loss: Sequence[Any] | np.ndarray | torch.Tensor,
         grad_norm: Sequence[Any] | np.ndarray | torch.Tensor,
         regime: Sequence[int] | np.ndarray | None = None,
+        inputs: Mapping[str, Sequence[Any] | np.ndarray | torch.Tensor] | None = None,
     ) -> BlockRecord:
         """Record ``T = len(loss)`` batches at once; exactly equivalent to ``T`` successive
         ``proposed()`` reads each followed by ``step_batch(loss[i], grad_norm[i],
-        regime=regime[i])`` (``regime=None``: all 0).
+        regime=regime[i], inputs={k: inputs[k][i]})`` (``regime=None``: all 0).
 
         Between window ends delta cannot change, so the block is cut at the window ends
         (every ``update_interval`` batches, counted globally as in :meth:`step_batch`) and
@@ -304,6 +327,19 @@ class AdaptiveScheduler:
             raise ValueError(
                 f"loss and grad_norm must have the same length, got {n} and {len(grads)}"
             )
+        needed = self._law.inputs
+        missing = [k for k in needed if k not in (inputs or {})]
+        if missing:
+            raise ParameterError(
+                f"scheduler law {self.law!r} needs step_block(..., inputs={{...}}) with "
+                f"{list(needed)!r}; missing {missing!r}"
+            )
+        extra = {k: block_floats(inputs[k], k) for k in needed}  # type: ignore[index]
+        for k, v in extra.items():
+            if len(v) != n:
+                raise ValueError(
+                    f"inputs[{k!r}] must have the same length as loss, got {len(v)} and {n}"
+                )
         if regime is None:
             regimes = [0] * n
         else:
@@ -330,7 +366,9 @@ class AdaptiveScheduler:
         j = interval - len(self._loss_buf)  # end (exclusive) of the open window
         while j <= n:
             self._batches += j - i
-            close_window(losses[i:j], grads[i:j], regimes[i:j])
+            close_window(
+                losses[i:j], grads[i:j], regimes[i:j], {k: v[i:j] for k, v in extra.items()}
+            )
             decision = self._decision
             closes.append(j - 1)
             decisions.append(decision)  # a fresh dict per decision, never mutated
@@ -344,31 +382,43 @@ class AdaptiveScheduler:
             self._loss_buf.extend(losses[i:])
             self._grad_buf.extend(grads[i:])
             self._regime_buf.extend(regimes[i:])
+            for k, v in extra.items():
+                self._input_buf[k].extend(v[i:])
             self._batches += n - i
         return rec
 
     def _close_window(
-        self, loss_tail: list[float], grad_tail: list[float], regime_tail: list[int]
+        self,
+        loss_tail: list[float],
+        grad_tail: list[float],
+        regime_tail: list[int],
+        input_tail: Mapping[str, list[float]] | None = None,
     ) -> None:
         """End of a batch window: pending buffer (read to the host in one transfer per
         (device, dtype)) + ``*_tail`` host values -> one batch-level decision.
 
         Shared by :meth:`step_batch` (empty tails) and :meth:`step_block`.
         """
+        names = self._law.inputs
+        tails = input_tail or {k: [] for k in names}
         if self._loss_buf:
             n = len(self._loss_buf)
-            host = _to_host(self._loss_buf + self._grad_buf)
+            pending = [v for k in names for v in self._input_buf[k]]
+            host = _to_host(self._loss_buf + self._grad_buf + pending)
             regimes = self._regime_buf + regime_tail
             self._loss_buf = []
             self._grad_buf = []
             self._regime_buf = []
+            self._input_buf = {k: [] for k in names}
             losses = host[:n]
-            grads = host[n:]
+            grads = host[n : 2 * n]
             losses += loss_tail
             grads += grad_tail
+            extra = {k: host[(2 + i) * n : (3 + i) * n] + tails[k] for i, k in enumerate(names)}
         else:
             losses, grads, regimes = loss_tail, grad_tail, regime_tail
-        self._window_decision(Window(losses, grads, regimes))
+            extra = {k: list(tails[k]) for k in names}
+        self._window_decision(Window(losses, grads, regimes, extra))
 
     def step_epoch(
         self, metrics: Mapping[str, float], val_metrics: Mapping[str, float] | None = None
@@ -504,13 +554,18 @@ class AdaptiveScheduler:
         bit-for-bit. The law's entries (its ``state_keys``) sit beside the controller's.
         """
         n = len(self._loss_buf)
-        host = _to_host(self._loss_buf + self._grad_buf)
+        names = self._law.inputs
+        host = _to_host(
+            self._loss_buf + self._grad_buf + [v for k in names for v in self._input_buf[k]]
+        )
+        inputs = {k: host[(2 + i) * n : (3 + i) * n] for i, k in enumerate(names)}
         return write_state(
             config=self.config(),
             delta=self._delta,
             base=self._base,
             counters=(self._batches, self._epochs, self._updates),
-            window=(host[:n], host[n:], self._regime_buf),
+            window=(host[:n], host[n : 2 * n], self._regime_buf),
+            window_inputs=inputs,
             law=self._law,
             last=(self._last_reason, self._last_change_step, self._decision),
             counts=self._counts,
@@ -538,6 +593,7 @@ class AdaptiveScheduler:
         self._loss_buf = list(wl)
         self._grad_buf = list(wg)
         self._regime_buf = list(wr)
+        self._input_buf = {k: list(v) for k, v in new["window_inputs"].items()}
         self._last_reason, self._last_change_step, self._decision = new["last"]
         self._counts = new["counts"]
         self._history = deque(new["history"], maxlen=self._history_size)

@@ -33,6 +33,7 @@ def write_state(
     base: Mapping[str, float],
     counters: tuple[int, int, int],
     window: tuple[list[float], list[float], list[int]],
+    window_inputs: Mapping[str, list[float]],
     law: SchedulerLaw,
     last: tuple[str | None, int | None, dict[str, Any] | None],
     counts: Mapping[str, int],
@@ -52,6 +53,12 @@ def write_state(
         "window_loss": [encode_float(v) for v in window[0]],
         "window_grad_norm": [encode_float(v) for v in window[1]],
         "window_regime": list(window[2]),
+        # only for laws with inputs: a guard state is what it was before inputs existed
+        **(
+            {"window_inputs": {k: [encode_float(v) for v in vs] for k, vs in window_inputs.items()}}
+            if law.inputs
+            else {}
+        ),
         **law.state_dict(),
         "last_reason": last_reason,
         "last_change_step": last_change_step,
@@ -122,6 +129,21 @@ def read_state(
                 f"state window buffers have lengths {len(wl)}/{len(wg)}/{len(wr)}, "
                 f"expected {expected}"
             )
+        wi: dict[str, list[float | None]] = {}
+        if law.inputs:
+            saved_inputs = state["window_inputs"]
+            if not isinstance(saved_inputs, Mapping) or set(saved_inputs) != set(law.inputs):
+                raise ValueError(
+                    f"state entry 'window_inputs' must hold {list(law.inputs)!r}, "
+                    f"got {saved_inputs!r}"
+                )
+            for k in law.inputs:
+                wi[k] = [_dec(v, f"window_inputs[{k!r}]") for v in saved_inputs[k]]
+                if len(wi[k]) != expected:
+                    raise ValueError(
+                        f"state entry 'window_inputs'[{k!r}] has length {len(wi[k])}, "
+                        f"expected {expected}"
+                    )
         signals = {k: _dec(state["signals"].get(k), k) for k in law.signal_keys}
         counts = {
             k: check_int(f"reason_counts[{k!r}]", state["reason_counts"].get(k, 0), low=0)
@@ -145,6 +167,7 @@ def read_state(
         "base": base,
         "counters": counters,
         "window": (wl, wg, wr),
+        "window_inputs": wi,
         "last": (last_reason, last_change_step, None if decision is None else dict(decision)),
         "counts": counts,
         "history": history,

@@ -73,7 +73,8 @@ def trace_columns(
     components: Sequence[str], weighting: Any, scheduler: Any, extras: Sequence[str]
 ) -> list[str]:
     """The step columns a run records beyond the trace's own (docs/TRACE_FORMAT.md)."""
-    cols = ["loss_total", "grad_norm", "lr", "loss_tf_total", "regime", "stage"]
+    cols = ["loss_total", "grad_norm", "lr", "loss_tf_total", "loss_fr_total", "regime"]
+    cols += ["stage"]
     cols += [f"loss_tf/{c}" for c in components]
     cols += [f"loss_fr/{c}" for c in components]
     cols += [f"weight/{c}" for c in components]

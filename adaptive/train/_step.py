@@ -119,6 +119,8 @@ class TrainStep:
             loss_fr = {c: flat[f"fr/{c}"] for c in loss_fr}
         # the scheduler's loss signal: the teacher-forced part, present in every batch
         loss_tf_total = self.loss_fn.combine(loss_tf).detach()
+        # the free-run part (NaN when no rollout was drawn): scheduler laws' input
+        loss_fr_total = self.loss_fn.combine(loss_fr).detach() if regime else math.nan
         grad_norms = None
         if "grad_norm" in self.extras:  # of the losses the weighting observes
             observed = parts["tf_graph"] if self.loss_input == "tf" else raw
@@ -156,8 +158,14 @@ class TrainStep:
             if self.weighting is not None and self.weighting.needs_after_step:
                 self.weighting.after_step({"loss_after": loss_after})
         if self.scheduler is not None:
-            self.scheduler.step_batch(loss_tf_total, grad_norm, regime=regime)
-        extra: dict[str, Any] = {"loss_tf_total": loss_tf_total, "regime": regime}
+            self.scheduler.step_batch(
+                loss_tf_total,
+                grad_norm,
+                regime=regime,
+                inputs={"loss_fr": loss_fr_total, "horizon": values["freerun_horizon"]},
+            )
+        extra: dict[str, Any] = {"loss_tf_total": loss_tf_total, "loss_fr_total": loss_fr_total}
+        extra["regime"] = regime
         extra["stage"] = sv.stage_index
         extra |= {f"loss_tf/{c}": v for c, v in loss_tf.items()}
         extra |= {f"loss_fr/{c}": loss_fr.get(c, math.nan) for c in components}

@@ -16,9 +16,6 @@ from adaptive.trace import Trace
 from replay._engine import SCHEDULER, ReplayError, method_parameters, replay
 from replay._params import check_param_value, method_defaults, parse_value, range_default
 
-# Scheduler parameters that live in [adaptive] (the rest go to [adaptive.scheduler_law]).
-_SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
-
 
 def parse_grid(method: str, grids: Sequence[str]) -> dict[str, list[Any]]:
     """`["temperature=0.5,1,2", "adjustment_range=0.1,0.2"]` -> {name: [values]}.
@@ -322,28 +319,11 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
 def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = "") -> str:
     """A config snippet that `adaptive train --config` accepts, enabling the method live."""
     from adaptive.train.config import dumps_toml
+    from replay._advice import adaptive_section
 
-    p = dict(params)
-    adaptive: dict[str, Any] = {}
-    if method == SCHEDULER:
-        adaptive["scheduler"] = True
-        if "adjustment_range" in p:
-            adaptive["scheduler_adjustment_range"] = float(p.pop("adjustment_range"))
-        for k in _SCHEDULER_TOP:
-            if k in p:
-                adaptive[k] = p.pop(k)
-        law = {k: ("" if v is None else v) for k, v in p.items()}
-        if law:
-            adaptive["scheduler_law"] = law
-    else:
-        adaptive["loss"] = method
-        if "adjustment_range" in p:
-            adaptive["loss_adjustment_range"] = float(p.pop("adjustment_range"))
-        if p:
-            adaptive[method] = p
     head = f"# Recommended by `adaptive sweep`{' over ' + source if source else ''}.\n"
     head += "# Use: adaptive train --config THIS_FILE\n"
-    return head + dumps_toml({"adaptive": adaptive})
+    return head + dumps_toml({"adaptive": adaptive_section(method, params)})
 
 
 _STATUS_STYLE = {

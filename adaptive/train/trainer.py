@@ -704,7 +704,29 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_NAME
         if not path.is_file():
             raise TrainingError(f"{self.run_dir}: no {CHECKPOINT_NAME} to resume from")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # a torn, foreign or tampered file: the user's to fix
+            raise TrainingError(
+                f"{path}: not a readable checkpoint (a torn or foreign file: {type(exc).__name__})"
+            ) from exc
+        keys = ("model", "optimizer", "generator", "torch_rng", "metric_history", "epoch", "step")
+        lacking = [k for k in keys if not isinstance(state, dict) or k not in state]
+        if lacking:
+            raise TrainingError(f"{path}: checkpoint lacks {', '.join(lacking)}; it is not "
+                                "one adaptive train wrote, or it was cut short")  # fmt: skip
+        try:
+            self._apply_checkpoint(state)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            if isinstance(exc, TrainingError):
+                raise
+            why = (str(exc).strip().strip("'\"").splitlines() or [type(exc).__name__])[0]
+            raise TrainingError(f"{path}: checkpoint does not fit this run ({why})") from exc
+        if self.is_main:
+            truncate_trace(self.run_dir / TRACE_NAME, through_epoch=self.epoch - 1)
+        log.info("resumed %s at epoch %d step %d", self.run_dir, self.epoch, self.step)
+
+    def _apply_checkpoint(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -725,6 +747,3 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self._time_offset = float(state.get("time", 0.0))
-        if self.is_main:
-            truncate_trace(self.run_dir / TRACE_NAME, through_epoch=self.epoch - 1)
-        log.info("resumed %s at epoch %d step %d", self.run_dir, self.epoch, self.step)

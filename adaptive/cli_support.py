@@ -1,0 +1,267 @@
+"""Terminal helpers of the `adaptive` command line: errors, progress bars, tidy help.
+
+`CommandGroup` tells bad input from bugs for every command. Torch-free and cheap to
+import, so `adaptive COMMAND --help` stays fast: help texts name
+registered methods through placeholders (`registered_placeholder("weighting")`) that
+`tidy_help` fills from the static tables of `adaptive.names` when help is rendered.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from adaptive._namespace import replay_clash
+from adaptive._version import __version__
+from adaptive.errors import InputError
+from adaptive.names import REGISTERED, registered
+
+__all__ = [
+    "BUG_REPORT",
+    "CommandGroup",
+    "PhaseProgress",
+    "StepProgress",
+    "TrainBar",
+    "progress_bar",
+    "registered_placeholder",
+    "replay_clash",
+    "tidy_help",
+]
+
+
+BUG_REPORT = (
+    "this is a bug in adaptive {version}, not a problem with your input: please report it "
+    "to the adaptive-replay maintainers with the command and the traceback above"
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without the quotes a KeyError adds."""
+    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
+
+
+class CommandGroup(TyperGroup):
+    """Runs a command: bad input (`InputError`) becomes `error: <one line>` on stderr and
+    exit code 2; any other exception is a bug and keeps its traceback, followed by a line
+    saying so (`BUG_REPORT`) and exit code 1. Click's own exits and usage errors pass."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            typer.echo(f"error: {one_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, exits
+            raise
+        except Exception:
+            traceback.print_exc()
+            typer.echo(f"error: {BUG_REPORT.format(version=__version__)}", err=True)
+            raise typer.Exit(1) from None
+
+
+def registered_placeholder(kind: str) -> str:
+    """The text a help string carries for the registered names of `kind`."""
+    return "{registered:" + kind + "}"
+
+
+def progress_bar(*columns: str, transient: bool = False) -> Any:
+    """The one progress-bar style of the CLI: text columns, a bar after the first, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    first, *rest = (TextColumn(c) for c in columns)
+    return Progress(first, BarColumn(), *rest, TimeRemainingColumn(), transient=transient)
+
+
+class TrainBar:
+    """Training progress: epoch, step, loss, ETA (`run_training`'s progress factory)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.progress = progress_bar(
+            "[bold]train[/] epoch {task.fields[epoch]}",
+            "step {task.completed}/{task.total}",
+            "loss {task.fields[loss]}",
+            "{task.fields[phase]}",
+        )
+        self.task: Any = None
+        self.loss = "-"
+
+    def start(self, trainer: Any) -> None:
+        self.progress.start()
+        total = trainer.epochs * trainer.steps_per_epoch
+        self.task = self.progress.add_task(
+            "train",
+            total=total,
+            completed=trainer.step,
+            epoch=f"{trainer.epoch}/{trainer.epochs}",
+            loss="-",
+            phase="",
+        )
+
+    def __call__(self, info: Any) -> None:
+        if self.task is None:
+            return
+        if info.loss is not None:
+            self.loss = f"{info.loss:.4g}"
+        self.progress.update(
+            self.task,
+            completed=info.step,
+            epoch=f"{info.epoch + 1}/{info.epochs}",
+            loss=self.loss,
+            phase="(evaluating)" if info.phase == "eval" else "",
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+class StepProgress:
+    """A transient bar over replayed steps, replays or imported rows (silent when quiet).
+
+    A context manager: the bar is gone before anything else (an error) is printed.
+    """
+
+    def __init__(self, total: int, label: str, quiet: bool, unit: str = "steps") -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        if quiet:
+            return
+        self.bar = progress_bar(
+            "{task.description}", "{task.completed}/{task.total} " + unit, transient=True
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PhaseProgress:
+    """One bar per import phase (`read` event bytes, `write` trace rows); a context manager."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.phase = quiet, ""
+        self.bar: StepProgress | None = None
+
+    def __call__(self, phase: str, n: int, total: int) -> None:
+        if self.quiet:
+            return
+        if phase != self.phase or self.bar is None:
+            self.close()
+            unit = "bytes" if phase == "read" else "rows"
+            self.bar, self.phase = StepProgress(total, phase, False, unit=unit), phase
+        self.bar(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> PhaseProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fill_registered(text: str) -> str:
+    """Replace every `{registered:KIND}` by the registered names of KIND."""
+    for kind in REGISTERED:
+        mark = registered_placeholder(kind)
+        if mark in text:
+            text = text.replace(mark, ", ".join(registered(kind)))
+    return text
+
+
+def _one_spelling(opts: list[str]) -> list[str]:
+    """Drop `--a_b` where `--a-b` is there too: the underscore alias parses, help hides it."""
+    shown = set(opts)
+    return [o for o in opts if not ("_" in o and o.replace("_", "-") in shown)]
+
+
+def tidy_help() -> None:
+    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`, one
+    spelling per option, and the registered names where a help text has a placeholder.
+
+    Recent typer renders types as `<list[str]>` and required arguments as `{path}`; this
+    rewrites those labels (only where no metavar was given) and leaves older typer alone.
+    Underscore aliases (`--adaptive_loss`) stay accepted but are left out of help. Names
+    come from `adaptive.names`, so rendering help imports no registry (and no torch).
+    Patches typer's classes once; calling it again does nothing.
+    """
+    try:
+        from typer import core
+    except ImportError:  # pragma: no cover
+        return
+    if getattr(core, "_adaptive_tidy_help", False):
+        return
+    core._adaptive_tidy_help = True  # type: ignore[attr-defined]
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "get_help_record"):
+            continue
+        record = cls.get_help_record
+
+        def help_record(self, ctx, _record=record):  # type: ignore[no-untyped-def]
+            opts, secondary = self.opts, self.secondary_opts
+            self.opts, self.secondary_opts = _one_spelling(opts), _one_spelling(secondary)
+            try:
+                rv = _record(self, ctx)
+            finally:
+                self.opts, self.secondary_opts = opts, secondary
+            if rv is not None:
+                rv = (rv[0], _fill_registered(rv[1]))
+            return rv
+
+        cls.get_help_record = help_record
+    names = {"str": "TEXT", "path": "PATH", "int": "N", "float": "X", "bool": ""}
+
+    def label(text: str | None) -> str | None:
+        if not text or not (text.startswith("<") and text.endswith(">")):
+            return text
+        inner = text[1:-1]
+        if inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[5:-1]
+        return names.get(inner, inner.upper()) or None
+
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "display_type_rich"):
+            continue
+        original = cls.display_type_rich
+
+        def display_type(self, ctx, _original=original, _cls=cls):  # type: ignore[no-untyped-def]
+            if self.metavar is not None:
+                return self.metavar
+            if _cls.__name__ == "TyperArgument":
+                return None  # the argument's name says it
+            return label(_original(self, ctx))
+
+        cls.display_type_rich = display_type
+    arg = getattr(core, "TyperArgument", None)
+    if arg is not None and hasattr(arg, "_usage_display_name"):
+
+        def usage(self) -> str:  # type: ignore[no-untyped-def]
+            name = self.display_name_raw.upper()
+            return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+        arg._usage_display_name = usage
+    if arg is not None and hasattr(arg, "_rich_display_name"):
+        listed = arg._rich_display_name
+
+        def listed_upper(self) -> str:  # type: ignore[no-untyped-def]
+            return listed(self).upper()
+
+        arg._rich_display_name = listed_upper

@@ -349,7 +349,7 @@ def train(
     if adaptive_loss is not None and adaptive_loss != "none":
         from adaptive.names import registered
 
-        if adaptive_loss not in registered("weighting"):
+        if adaptive_loss not in registered("weighting"):  # the live registry once loaded
             fail(
                 f"--adaptive-loss must be none or one of {', '.join(registered('weighting'))}, "
                 f"got {adaptive_loss!r}"

@@ -245,10 +245,10 @@ def replay_runs(
 
 
 def output_stem(method: str, params: Mapping[str, Any] | None) -> str:
-    """`replay-dwa`, or `replay-dwa-temperature=1-adjustment_range=0.1` with parameters:
-    one file name per configuration, safe for every file system and shell."""
+    """`replay-dwa`, or `replay-dwa-adjustment_range=0.1-temperature=1` with parameters
+    (sorted by name): one file name per configuration, safe for file systems and shells."""
     parts = [f"replay-{method}"]
-    for k, v in (params or {}).items():
+    for k, v in sorted((params or {}).items()):
         shown = f"{v:g}" if isinstance(v, float) else str(v)
         parts.append(f"{_safe(k)}={_safe(shown)}")
     return "-".join(parts)

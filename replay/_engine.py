@@ -151,12 +151,13 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
             raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
     recorded = {k: v for k, v in run_settings(trace, method).items() if k not in params}
     run_note = []
-    if recorded:
-        shown = ", ".join(f"{k}={v:g}" if _num(v) else f"{k}={v}" for k, v in recorded.items())
+    changed = {k: v for k, v in recorded.items() if _defaults(method).get(k, object()) != v}
+    if changed:  # say so where the run's own settings change what a replay would use
+        shown = ", ".join(f"{k}={v:g}" if _num(v) else f"{k}={v}" for k, v in changed.items())
         run_note = [
-            f"{method} with the settings the run had it on with ({shown}; --param overrides)"
+            f"replayed with the settings the run had {method} on with: {shown} (-p overrides)"
         ]
-        params = {**recorded, **params}
+    params = {**recorded, **params}
     if method == SCHEDULER:
         _check_scheduler_params(params)
     notes = run_note + check_inputs(trace, method, params)
@@ -167,6 +168,26 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
     # the input check's notes first, then the fallbacks the replay itself took
     result.notes = list(dict.fromkeys([*notes, *result.notes]))
     return result
+
+
+def _defaults(method: str) -> dict[str, Any]:
+    """The values a replay of `method` uses when neither the run nor the user sets them."""
+    import inspect
+
+    from adaptive.util import LOSS_ADJUSTMENT_RANGE, SCHEDULER_ADJUSTMENT_RANGE
+
+    if method == SCHEDULER:
+        from adaptive.scheduler import AdaptiveScheduler
+
+        sig = inspect.signature(AdaptiveScheduler)
+        rng = SCHEDULER_ADJUSTMENT_RANGE
+    else:
+        from adaptive.weighting import method_class
+
+        sig = inspect.signature(method_class(method).__init__)
+        rng = LOSS_ADJUSTMENT_RANGE
+    out = {p.name: p.default for p in sig.parameters.values() if p.default is not p.empty}
+    return {**out, "adjustment_range": rng}
 
 
 def _num(v: Any) -> bool:

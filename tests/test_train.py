@@ -380,8 +380,8 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
         res = runner.invoke(app, ["inspect", str(target)])
         assert res.exit_code == 0, res.output
         assert (
-            f"rows       {len(tr.steps)} step rows (training batches), {len(tr.epochs)} evaluation rows"
-            in res.output
+            f"rows       {len(tr.steps)} step rows (training batches), "
+            f"{len(tr.epochs)} evaluation rows" in res.output
         )
 
 

@@ -34,14 +34,14 @@ def test_no_help_imports_torch() -> None:
     code = (
         "import sys\n"
         "from cli import app\n"
-        "for args in {commands!r}:\n"
+        f"for args in {commands!r}:\n"
         "    try:\n"
         "        app([*args, '--help'], prog_name='adaptive')\n"
         "    except SystemExit as e:\n"
         "        assert e.code in (0, None), (args, e.code)\n"
         "heavy = [m for m in ('torch', 'pandas', 'pyarrow', 'matplotlib') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
-    ).format(commands=commands)
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout

@@ -9,15 +9,16 @@ matplotlib) load inside the commands that need them, so `--help` answers at once
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from adaptive import __version__
 from adaptive.cli_support import (
-    CommandGroup,
     PhaseProgress,
     StepProgress,
     TrainBar,
@@ -25,12 +26,42 @@ from adaptive.cli_support import (
     replay_clash,
     tidy_help,
 )
-from adaptive.errors import UsageError
+from adaptive.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from adaptive.trace import Trace
 
 T = TypeVar("T")
+
+BUG_REPORT = (
+    "this is a bug in adaptive {version}, not a problem with your input: please report it "
+    "to the adaptive-replay maintainers with the command and the traceback above"
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without the quotes a KeyError adds."""
+    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
+
+
+class CommandGroup(TyperGroup):
+    """Runs a command: bad input (`InputError`) becomes `error: <one line>` on stderr and
+    exit code 2; any other exception is a bug and keeps its traceback, followed by a line
+    saying so (`BUG_REPORT`) and exit code 1. Click's own exits and usage errors pass."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            typer.echo(f"error: {one_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, exits
+            raise
+        except Exception:
+            traceback.print_exc()
+            typer.echo(f"error: {BUG_REPORT.format(version=__version__)}", err=True)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
     name="adaptive",

@@ -1,27 +1,19 @@
-"""Terminal helpers of the `adaptive` command line: errors, progress bars, tidy help.
+"""Terminal helpers of the `adaptive` command line: progress bars and tidy help texts.
 
-`CommandGroup` tells bad input from bugs for every command. Torch-free and cheap to
-import, so `adaptive COMMAND --help` stays fast: help texts name
-registered methods through placeholders (`registered_placeholder("weighting")`) that
-`tidy_help` fills from the static tables of `adaptive.names` when help is rendered.
+Torch-free and typer-free at import (the library never imports the CLI's toolkit), so
+`adaptive COMMAND --help` stays fast: help texts name registered methods through
+placeholders (`registered_placeholder("weighting")`) that `tidy_help` fills from the
+static tables of `adaptive.names` when help is rendered.
 """
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
-import typer
-from typer.core import TyperGroup
-
 from adaptive._namespace import replay_clash
-from adaptive._version import __version__
-from adaptive.errors import InputError
 from adaptive.names import REGISTERED, registered
 
 __all__ = [
-    "BUG_REPORT",
-    "CommandGroup",
     "PhaseProgress",
     "StepProgress",
     "TrainBar",
@@ -30,36 +22,6 @@ __all__ = [
     "replay_clash",
     "tidy_help",
 ]
-
-
-BUG_REPORT = (
-    "this is a bug in adaptive {version}, not a problem with your input: please report it "
-    "to the adaptive-replay maintainers with the command and the traceback above"
-)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, without the quotes a KeyError adds."""
-    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
-
-
-class CommandGroup(TyperGroup):
-    """Runs a command: bad input (`InputError`) becomes `error: <one line>` on stderr and
-    exit code 2; any other exception is a bug and keeps its traceback, followed by a line
-    saying so (`BUG_REPORT`) and exit code 1. Click's own exits and usage errors pass."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except InputError as exc:
-            typer.echo(f"error: {one_line(exc)}", err=True)
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, exits
-            raise
-        except Exception:
-            traceback.print_exc()
-            typer.echo(f"error: {BUG_REPORT.format(version=__version__)}", err=True)
-            raise typer.Exit(1) from None
 
 
 def registered_placeholder(kind: str) -> str:

@@ -22,11 +22,13 @@ from adaptive.cli_support import (
     PhaseProgress,
     StepProgress,
     TrainBar,
+    one_line,
     registered_placeholder,
     replay_clash,
     tidy_help,
 )
 from adaptive.errors import InputError, UsageError
+from adaptive.names import registered
 
 if TYPE_CHECKING:
     from adaptive.trace import Trace
@@ -37,11 +39,6 @@ BUG_REPORT = (
     "this is a bug in adaptive {version}, not a problem with your input: please report it "
     "to the adaptive-replay maintainers with the command and the traceback above"
 )
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, without the quotes a KeyError adds."""
-    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
 
 
 class CommandGroup(TyperGroup):
@@ -79,7 +76,6 @@ app = typer.Typer(
 # Help texts name the registered loss weighting methods through this placeholder;
 # `tidy_help` fills it from a static table, so help imports no registry (and no torch).
 METHODS = registered_placeholder("weighting")
-FORMATS = ("png", "svg", "pdf")
 
 
 def _flag(name: str, help: str, **kw: Any) -> Any:
@@ -89,6 +85,20 @@ def _flag(name: str, help: str, **kw: Any) -> Any:
 
 _Format = Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")]
 _Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+_Traces = Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")]
+_Method = Annotated[
+    str, typer.Option("--method", "-m", help=f"scheduler, or a loss weighting method: {METHODS}.")
+]
+_Param = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="A method hyperparameter, name=value, e.g. temperature=2 for dwa (method.name=value "
+        "with several methods; repeatable; default: the run's own setting where it had the "
+        "method on, else the method's default).",
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -123,11 +133,6 @@ def main_callback(
     _check_namespace()
 
 
-def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        fail(f"--format must be png, svg or pdf, got {fmt!r}")
-
-
 def _read(reader: Callable[[Path], T], path: Path) -> T:
     """Call `reader(path)`, printing the trace's skipped-part warnings as one line each."""
     import warnings
@@ -140,12 +145,6 @@ def _read(reader: Callable[[Path], T], path: Path) -> T:
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     return result
-
-
-def _load(path: Path) -> Trace:
-    from adaptive.trace import read_trace
-
-    return _read(read_trace, path)
 
 
 def _load_runs(path: Path) -> dict[str, Trace]:
@@ -170,10 +169,10 @@ def inspect(
 
         adaptive inspect runs/demo/trace.parquet
     """
-    from adaptive.trace import part_files
+    from adaptive.trace import part_files, read_trace
     from replay import trace_summary
 
-    trace = _load(path)
+    trace = _read(read_trace, path)
     dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
     parts = max((len(part_files(d)) for d in dirs), default=0)
     typer.echo("\n".join(trace_summary(trace, parts, path)))
@@ -208,32 +207,11 @@ def compact(
     typer.echo(f"compacted {path} -> {dest}")
 
 
-def _params(
-    methods: list[str], texts: list[str], *, flag: str = "--param", adjustment_range: bool = True
-) -> dict[str, dict[str, object]]:
-    """`name=value` / `method.name=value` -> {method: {name: value}}, checked against the
-    registry (`replay.parse_params`, `ReplayError` on bad input)."""
-    from replay import parse_params
-
-    return parse_params(methods, texts, flag=flag, adjustment_range=adjustment_range)
-
-
 @app.command("replay")
 def replay_cmd(
-    path: Annotated[Path, typer.Argument(help="Trace: a .parquet file or a directory of parts.")],
-    method: Annotated[
-        str,
-        typer.Option("--method", "-m", help=f"scheduler, or a loss weighting method: {METHODS}."),
-    ],
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="A method hyperparameter, name=value, e.g. temperature=2 for dwa (repeatable; "
-            "default: the run's own setting where it had the method on).",
-        ),
-    ] = None,
+    path: _Traces,
+    method: _Method,
+    param: _Param = None,
     adjustment_range: Annotated[
         float | None,
         typer.Option(help="Bound r on |delta| (0 reproduces the base values; default 0.3)."),
@@ -257,12 +235,9 @@ def replay_cmd(
 
         adaptive replay runs/demo/trace.parquet --method dwa --param temperature=2
     """
-    _check_format(fmt)
-    if adjustment_range is not None and adjustment_range < 0:
-        fail(f"--adjustment-range must be >= 0, got {adjustment_range!r}")
-    from replay import merged_params, replay_runs
+    from replay import merged_params, parse_params, replay_runs
 
-    given = _params([method], param or [])[method]
+    given = parse_params([method], param or [])[method]
     params = merged_params(given, "--adjustment-range", adjustment_range)
     runs = _load_runs(path)
     base = out if out is not None else _default_out(path, "replays")
@@ -307,13 +282,7 @@ def train(
         float | None, _flag("adaptive-scheduler-range", "Scheduler: bound on |delta|, in [0, 1).")
     ] = None,
     adjustment_range: Annotated[
-        float | None,
-        typer.Option(
-            "--adjustment-range",
-            "--adjustment_range",
-            help="Deprecated: sets both ranges above.",
-            hidden=True,
-        ),
+        float | None, _flag("adjustment-range", "Deprecated: sets both ranges.", hidden=True)
     ] = None,
     adaptive_log_every: Annotated[
         int | None, _flag("adaptive-log-every", "Steps between controller log lines.")
@@ -338,10 +307,9 @@ def train(
     ] = None,
     adaptive_param: Annotated[
         list[str] | None,
-        typer.Option(
-            "--adaptive-param",
-            "--adaptive_param",
-            help="A hyperparameter of the loss weighting method, name=value, e.g. "
+        _flag(
+            "adaptive-param",
+            "A hyperparameter of the loss weighting method, name=value, e.g. "
             "temperature=1 with dwa (repeatable; sets adaptive.<method>.<name>).",
         ),
     ] = None,
@@ -377,14 +345,9 @@ def train(
     }
     flags["run"].update(seed=seed, device=device)
     extra = {k: {n: v for n, v in d.items() if v is not None} for k, d in flags.items()}
-    if adaptive_loss is not None and adaptive_loss != "none":
-        from adaptive.names import registered
-
-        if adaptive_loss not in registered("weighting"):  # the live registry once loaded
-            fail(
-                f"--adaptive-loss must be none or one of {', '.join(registered('weighting'))}, "
-                f"got {adaptive_loss!r}"
-            )
+    known = registered("weighting")  # the live registry once something loaded it
+    if adaptive_loss not in (None, "none", *known):
+        fail(f"--adaptive-loss must be none or one of {', '.join(known)}, got {adaptive_loss!r}")
     if resume is not None:
         if config is not None:
             fail("--resume continues a run with its saved config; do not pass --config")
@@ -405,7 +368,9 @@ def train(
                 "--adaptive-param sets a loss weighting parameter; choose a method first "
                 "(--adaptive-loss)"
             )
-        extra["adaptive"][method] = _params(
+        from replay import parse_params
+
+        extra["adaptive"][method] = parse_params(
             [method], adaptive_param, flag="--adaptive-param", adjustment_range=False
         )[method]
         cfg = resolved()
@@ -418,7 +383,7 @@ def train(
 
 @app.command()
 def compare(
-    path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
+    path: _Traces,
     method: Annotated[
         list[str] | None,
         typer.Option(
@@ -428,15 +393,7 @@ def compare(
             "dwa, uncertainty and scheduler).",
         ),
     ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="A method hyperparameter, method.name=value, e.g. dwa.temperature=1 "
-            "(name=value with one method; repeatable).",
-        ),
-    ] = None,
+    param: _Param = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: <run>/compare).")
     ] = None,
@@ -454,50 +411,31 @@ def compare(
 
         adaptive compare runs/base/trace.parquet -m dwa -m uncertainty -m scheduler
     """
-    _check_format(fmt)
     methods = list(dict.fromkeys(method or ["dwa", "uncertainty", "scheduler"]))
     from replay import compare as run_compare
+    from replay import parse_params
 
-    params = _params(methods, param or [])  # refuses an unknown method or parameter
+    params = parse_params(methods, param or [])  # refuses an unknown method or parameter
     runs = _load_runs(path)
     dest = out if out is not None else _default_out(path, "compare")
     with StepProgress(len(runs) * len(methods), "compare", quiet, unit="replays") as bar:
         res = run_compare(
             runs, methods, dest, params=params, fmt=fmt, progress=bar, source=str(path)
         )
-    pooled = f" (pooled over runs: mean of {len(runs)})" if len(runs) > 1 else ""
-    typer.echo(f"verdict per controller{pooled}; score 0-3.5, lower is steadier:")
-    typer.echo(res.summary())
-    typer.echo("replay is open loop: confirm with a trial before going live (recommendation.md)")
-    typer.echo("")
-    typer.echo(f"full stability table ({len(res.table)} metrics): {dest / 'stability.csv'}")
-    for f in [*res.figures, *res.files]:
-        typer.echo(f"wrote {f}")
+    typer.echo("\n".join(res.report()))
 
 
 @app.command()
 def sweep(
-    path: Annotated[Path, typer.Argument(help="A trace, a run folder or a folder of runs.")],
-    method: Annotated[
-        str,
-        typer.Option(
-            "--method",
-            "-m",
-            help=f"scheduler, or a loss weighting method: {METHODS}.",
-        ),
-    ],
+    path: _Traces,
+    method: _Method,
     grid: Annotated[
         list[str],
         typer.Option(
             "--grid", "-g", help="name=v1,v2,... (repeatable; the grid is their product)."
         ),
     ],
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param", "-p", help="A fixed method hyperparameter, name=value (repeatable)."
-        ),
-    ] = None,
+    param: _Param = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output folder (default: <run>/sweep-<method>)."),
@@ -515,14 +453,10 @@ def sweep(
 
         adaptive sweep runs/base/trace.parquet -m dwa -g temperature=1,2 -g adjustment_range=0.1,0.3
     """
-    _check_format(fmt)
-    from replay import grid_configs, parse_grid, sweep_runs
+    from replay import grid_configs, parse_grid, parse_params, sweep_runs
 
     g = parse_grid(method, grid)
-    fixed = _params([method], param or [])[method]
-    clash = sorted(set(fixed) & set(g))
-    if clash:
-        raise UsageError(f"{', '.join(clash)} given both as --param and --grid")
+    fixed = parse_params([method], param or [])[method]
     runs = _load_runs(path)
     dest = out if out is not None else _default_out(path, f"sweep-{method}")
     n = len(grid_configs(g)) * len(runs)
@@ -667,160 +601,91 @@ def demo(
         echo=typer.echo,
         train_progress=TrainBar,
     )
-    typer.echo("")
-    typer.echo(res.text)
-    typer.echo("")
-    typer.echo(f"figure              {res.figure}")
-    typer.echo(f"stability table     {res.table}")
-    typer.echo(
-        f"recommended config  {res.recommended_config or 'none (nothing worth switching on)'}"
-    )
-    typer.echo(f"everything is in    {res.folder}")
+    typer.echo("\n".join(res.report()))
 
 
-# ---------------------------------------------------------------------------- import
-import_app = typer.Typer(
-    help="Import existing training logs (TensorBoard, MLflow, CSV) as traces.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(import_app, name="import")
-
-_Comp = Annotated[
-    list[str] | None,
-    typer.Option("--component", "-c", help="Loss component NAME=TAG (or TAG); repeatable."),
-]
-_Comps = Annotated[
-    list[str] | None,
-    typer.Option("--components", help="Tag pattern, e.g. 'train/loss_*' (* names it)."),
-]
-_Metric = Annotated[
-    list[str] | None,
-    typer.Option("--metric", "-m", help="Evaluation metric NAME=TAG (or TAG); repeatable."),
-]
-_Split = Annotated[str, typer.Option(help="Split of the metrics' epoch rows.")]
-_Run = Annotated[str | None, typer.Option(help="Which run, where the source holds several.")]
-_Spe = Annotated[
-    int | None,
-    typer.Option(help="Epoch = step // N, instead of the logged 'epoch' scalar.", min=1),
-]
-_EpochTag = Annotated[str, typer.Option(help="Scalar that holds the epoch.")]
-_RunId = Annotated[str | None, typer.Option(help="Run id in the trace (default: run name).")]
-_Out = Annotated[
-    Path | None,
-    typer.Option("--out", "-o", help="Trace to write (default: runs/<run>/trace.parquet)."),
-]
+IMPORTERS = {"tensorboard": "import_tensorboard", "mlflow": "import_mlflow", "csv": "import_csv"}
 
 
-def _import(
-    importer_name: str,
-    source: object,
-    out: Path | None,
-    quiet: bool,
-    component: list[str] | None,
-    components_pattern: list[str] | None,
-    metric: list[str] | None,
-    **options: Any,
-) -> None:
-    """Map the shared options onto `ImportOptions`, import, print the report."""
-    import adaptive.importers as imp
-
-    with PhaseProgress(quiet) as bar:
-        opts = imp.ImportOptions(
-            components=imp.parse_mapping(component or [], "--component"),
-            patterns=tuple(components_pattern or ()),
-            metrics=imp.parse_mapping(metric or [], "--metric"),
-            progress=bar,
-            **options,
-        )
-        report = imp.import_to_runs(getattr(imp, importer_name), source, opts, out)
-    typer.echo("\n".join(report.lines()))
-
-
-@import_app.command("tensorboard")
-def import_tensorboard_cmd(
-    logdir: Annotated[Path, typer.Argument(help="TensorBoard log directory (or event file).")],
-    component: _Comp = None,
-    components_pattern: _Comps = None,
-    metric: _Metric = None,
-    split: _Split = "val",
-    run: _Run = None,
-    steps_per_epoch: _Spe = None,
-    epoch_tag: _EpochTag = "epoch",
-    run_id: _RunId = None,
-    out: _Out = None,
+@app.command("import")
+def import_cmd(
+    kind: Annotated[str, typer.Argument(help="The log's kind: tensorboard, mlflow or csv.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="tensorboard: a log directory or event file; mlflow: sqlite:///mlflow.db, "
+            "the .db file or an mlruns folder (default mlruns); csv: a wide or long CSV."
+        ),
+    ] = None,
+    component: Annotated[
+        list[str] | None,
+        typer.Option("--component", "-c", help="Loss component NAME=TAG (or TAG); repeatable."),
+    ] = None,
+    components: Annotated[
+        list[str] | None,
+        typer.Option("--components", help="Tag pattern, e.g. 'train/loss_*' (* names it)."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", "-m", help="Evaluation metric NAME=TAG (or TAG); repeatable."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of the metrics' epoch rows.")] = "val",
+    run: Annotated[
+        str | None, typer.Option(help="Which run, where the source has several.")
+    ] = None,
+    step_column: Annotated[
+        str | None, typer.Option(help="csv: the step column (default: step, _step, ...).")
+    ] = None,
+    steps_per_epoch: Annotated[
+        int | None, typer.Option(help="Epoch = step // N, not the 'epoch' scalar.", min=1)
+    ] = None,
+    epoch_tag: Annotated[str, typer.Option(help="Scalar that holds the epoch.")] = "epoch",
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id in the trace (default: run name).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Trace to write (default: runs/<run>/trace.parquet)."),
+    ] = None,
     quiet: _Quiet = False,
 ) -> None:
-    """Import a TensorBoard run (every scalar, no downsampling) as a trace.
+    """Import a TensorBoard run, an MLflow run or a CSV log (W&B or MLflow history export,
+    any wide or long CSV) as a trace: every scalar, no downsampling.
 
-    Example:
+    Examples:
 
         adaptive import tensorboard lightning_logs/version_0 --components 'train/loss_*' -m val_acc
-    """
-    _import(
-        "import_tensorboard", logdir, out, quiet, component, components_pattern, metric,
-        split=split, run=run, steps_per_epoch=steps_per_epoch, epoch_tag=epoch_tag,
-        run_id=run_id,
-    )  # fmt: skip
-
-
-@import_app.command("mlflow")
-def import_mlflow_cmd(
-    store: Annotated[
-        str, typer.Argument(help="sqlite:///mlflow.db, the .db file, or an mlruns folder.")
-    ] = "mlruns",
-    component: _Comp = None,
-    components_pattern: _Comps = None,
-    metric: _Metric = None,
-    split: _Split = "val",
-    run: _Run = None,
-    steps_per_epoch: _Spe = None,
-    epoch_tag: _EpochTag = "epoch",
-    run_id: _RunId = None,
-    out: _Out = None,
-    quiet: _Quiet = False,
-) -> None:
-    """Import an MLflow run (SQLite tracking store or file store) as a trace.
-
-    Example:
 
         adaptive import mlflow sqlite:///mlflow.db --run bright-owl-42 --components 'loss_*'
-    """
-    _import(
-        "import_mlflow", store, out, quiet, component, components_pattern, metric,
-        split=split, run=run, steps_per_epoch=steps_per_epoch, epoch_tag=epoch_tag,
-        run_id=run_id,
-    )  # fmt: skip
-
-
-@import_app.command("csv")
-def import_csv_cmd(
-    file: Annotated[Path, typer.Argument(help="CSV: wide (step + a column per tag) or long.")],
-    component: _Comp = None,
-    components_pattern: _Comps = None,
-    metric: _Metric = None,
-    split: _Split = "val",
-    run: _Run = None,
-    step_column: Annotated[
-        str | None, typer.Option(help="Step column (default: step, _step, global_step, ...).")
-    ] = None,
-    steps_per_epoch: _Spe = None,
-    epoch_tag: _EpochTag = "epoch",
-    run_id: _RunId = None,
-    out: _Out = None,
-    quiet: _Quiet = False,
-) -> None:
-    """Import a CSV log (a W&B or MLflow history export, or any wide or long CSV) as a trace.
-
-    Example:
 
         adaptive import csv wandb_export.csv -c fk=train/loss_fk -c rot=train/loss_rot
     """
-    _import(
-        "import_csv", file, out, quiet, component, components_pattern, metric,
-        split=split, run=run, steps_per_epoch=steps_per_epoch, epoch_tag=epoch_tag,
-        run_id=run_id, step_column=step_column,
-    )  # fmt: skip
+    import adaptive.importers as imp
+
+    if kind not in IMPORTERS:
+        raise UsageError(f"import: kind must be tensorboard, mlflow or csv, got {kind!r}")
+    if source is None and kind != "mlflow":
+        raise UsageError(
+            f"import {kind}: give the {'log directory' if kind == 'tensorboard' else 'CSV file'}"
+        )
+    if step_column is not None and kind != "csv":
+        raise UsageError("--step-column is for csv imports only")
+    with PhaseProgress(quiet) as bar:
+        opts = imp.ImportOptions(
+            components=imp.parse_mapping(component or [], "--component"),
+            patterns=tuple(components or ()),
+            metrics=imp.parse_mapping(metric or [], "--metric"),
+            split=split,
+            run=run,
+            steps_per_epoch=steps_per_epoch,
+            epoch_tag=epoch_tag,
+            run_id=run_id,
+            step_column=step_column,
+            progress=bar,
+        )
+        src = source if kind == "mlflow" else Path(source or "")
+        report = imp.import_to_runs(getattr(imp, IMPORTERS[kind]), src or "mlruns", opts, out)
+    typer.echo("\n".join(report.lines()))
 
 
 tidy_help()

@@ -17,11 +17,17 @@ __all__ = [
     "PhaseProgress",
     "StepProgress",
     "TrainBar",
+    "one_line",
     "progress_bar",
     "registered_placeholder",
     "replay_clash",
     "tidy_help",
 ]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without the quotes a KeyError adds."""
+    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
 
 
 def registered_placeholder(kind: str) -> str:

@@ -47,6 +47,19 @@ class DemoOutput:
     heatmap: Path | None
     text: str
 
+    def report(self) -> list[str]:
+        """What `adaptive demo` prints: the recommendation, then where everything is."""
+        rec = self.recommended_config or "none (nothing worth switching on)"
+        return [
+            "",
+            self.text,
+            "",
+            f"figure              {self.figure}",
+            f"stability table     {self.table}",
+            f"recommended config  {rec}",
+            f"everything is in    {self.folder}",
+        ]
+
 
 def run_demo(
     out: Path | None = None,

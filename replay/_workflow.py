@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from adaptive.errors import UsageError
 from adaptive.trace import Trace
 from adaptive.util import atomic_write
 from replay._engine import ReplayResult, replay
@@ -42,6 +43,21 @@ class CompareOutput:
     verdicts: list[Verdict] = field(default_factory=list)  # one per column of `table`
     refused: dict[str, str] = field(default_factory=dict)  # method -> why it was not replayed
     notes: dict[str, list[str]] = field(default_factory=dict)  # method -> fallbacks used
+    out: Path | None = None  # the folder written
+
+    def report(self) -> list[str]:
+        """What `adaptive compare` prints: verdicts, the open-loop caveat, files written."""
+        n = len(self.results)
+        pooled = f" (pooled over runs: mean of {n})" if n > 1 else ""
+        table = self.out / "stability.csv" if self.out is not None else "stability.csv"
+        return [
+            f"verdict per controller{pooled}; score 0-3.5, lower is steadier:",
+            self.summary(),
+            "replay is open loop: confirm with a trial before going live (recommendation.md)",
+            "",
+            f"full stability table ({len(self.table)} metrics): {table}",
+            *(f"wrote {f}" for f in [*self.figures, *self.files]),
+        ]
 
     def summary(self) -> str:
         """A few lines for the terminal: one per controller (verdict, what drove it, what
@@ -79,6 +95,7 @@ def compare(
     from replay._engine import ReplayError
     from replay._stability import recommend, stability_table, verdicts
 
+    check_format(fmt)
     params = params or {}
     results: dict[str, list[ReplayResult]] = {}
     per_run: dict[str, pd.DataFrame] = {}
@@ -132,7 +149,7 @@ def compare(
     if refused:
         text += "\n" + "\n".join(f"{m}: not replayed — {why}" for m, why in refused.items())
     files.append(write_text(out / "recommendation.md", text + "\n"))
-    return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes)
+    return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes, out)
 
 
 def whole_command(
@@ -157,6 +174,12 @@ def whole_command(
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def check_format(fmt: str) -> None:
+    """Refuse a figure format other than png, svg or pdf (`UsageError`, one line)."""
+    if fmt not in FIGURE_FORMATS:
+        raise UsageError(f"--format must be {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
 
 
 @dataclass
@@ -203,8 +226,7 @@ def replay_runs(
         write_frame,
     )
 
-    if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"fmt must be one of {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if not traces:
         raise ValueError("no runs to replay")
     params = dict(params or {})
@@ -307,9 +329,11 @@ def sweep_runs(
     from replay._inputs import check_inputs
     from replay._sweep import plot_heatmap, recommended_toml, sweep
 
-    if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"fmt must be one of {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     fixed = dict(fixed or {})
+    clash = sorted(set(fixed) & set(grid))
+    if clash:
+        raise UsageError(f"{', '.join(clash)} given both as --param and --grid")
     many = len(traces) > 1
     notes: list[str] = []
     for rid, trace in traces.items():

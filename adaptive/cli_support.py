@@ -36,11 +36,24 @@ def registered_placeholder(kind: str) -> str:
 
 
 def progress_bar(*columns: str, transient: bool = False) -> Any:
-    """The one progress-bar style of the CLI: text columns, a bar after the first, ETA."""
+    """The one progress-bar style of the CLI: text columns, a bar after the first, ETA.
+
+    Drawn on stderr and only on a terminal: piped or captured output gets no bar, and no
+    blank line where a stopped bar was (so an error message is the first line there)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     first, *rest = (TextColumn(c) for c in columns)
-    return Progress(first, BarColumn(), *rest, TimeRemainingColumn(), transient=transient)
+    return Progress(
+        first,
+        BarColumn(),
+        *rest,
+        TimeRemainingColumn(),
+        transient=transient,
+        console=console,
+        disable=not console.is_terminal,
+    )
 
 
 class TrainBar:

@@ -24,6 +24,7 @@ def one_line(res, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert res.exit_code == 2, (res.exit_code, res.output, repr(res.exception))
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert "Traceback" not in res.output
+    assert not res.output.startswith("\n"), repr(res.output)  # no blank line before it
     for n in needles:
         assert n in err, (n, err)
 

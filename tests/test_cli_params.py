@@ -397,7 +397,7 @@ def test_replay_runs_writes_per_run_outputs_and_a_pooled_summary(tmp_path: Path)
             tmp_path / "none",
         )
     assert not (tmp_path / "none").exists()
-    with pytest.raises(ValueError, match="fmt must be one of png, svg, pdf, got 'gif'"):
+    with pytest.raises(ValueError, match="--format must be png, svg, pdf, got 'gif'"):
         replay_runs(runs, "dwa", tmp_path / "none", fmt="gif")
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from adaptive._checks import atomic_write
-from adaptive.errors import InputError
+from adaptive.errors import InputError, ParameterError
 from adaptive.motion import (
     METRIC_KEYS,
     FeatureStats,
@@ -252,7 +252,12 @@ class Trainer:
         self.epoch = 0  # next epoch to run
         self.step = 0  # optimizer steps done
         self.loss_input = cfg["adaptive"]["loss_input"]
-        self.weighting, self.scheduler = self._build_controllers()
+        try:  # the config's controller settings meet the constructors: a refusal is bad input
+            self.weighting, self.scheduler = self._build_controllers()
+        except ValueError as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise ParameterError(f"[adaptive] settings: {exc}") from exc
         # extras (per-component grad norms, losses after the step): computed only when the
         # active method needs them or the config asks to record them (they cost time)
         needed = set(self.weighting.requires) if self.weighting is not None else set()

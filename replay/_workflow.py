@@ -167,8 +167,9 @@ def whole_command(
 
     if next_step.startswith("try it live") and method:
         advice = trial_advice(traces, method, params)
-        tail = f" ({advice[1]})" if len(advice) > 1 else ""
-        return f"check that the run ends better: {advice[0]}{tail}"
+        why = advice[1] if len(advice) > 1 else "replay cannot tell; docs/OUTCOMES.md"
+        # the command ends before " (": nothing glued to it when it ends a sentence
+        return f"check that the run ends better: {advice[0]} ({why})"
     where = shell_arg(source) if source else "TRACE"
     return re.sub(r"\(sweep (-m [^)]*)\)", rf"(adaptive sweep {where} \1)", next_step)
 

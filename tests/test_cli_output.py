@@ -93,3 +93,25 @@ def test_readme_notebook_command_writes_where_it_says() -> None:
     resolved = env_out.replace("$PWD", str(ROOT))
     assert Path(resolved).is_absolute(), line
     assert Path(resolved) == ROOT / out_dir.replace("$PWD/", "")
+
+
+def test_verdict_advice_is_whole_commands(tmp_path: Path) -> None:
+    from replay._workflow import whole_command
+
+    trace = synthetic(tmp_path / "my run" / "trace.parquet")
+    tr = read_trace(trace)
+    step = "calm it with a smaller lr (sweep -m uncertainty -g lr=0.001,0.003)"
+    text = whole_command(step, [tr], "uncertainty", {}, str(trace))
+    cmd = re.search(r"\((adaptive sweep .*)\)$", text).group(1)
+    argv = shlex.split(cmd)
+    assert argv[2] == str(trace) and argv[3:] == ["-m", "uncertainty", "-g", "lr=0.001,0.003"]
+    live = whole_command(
+        "try it live with logging on: adaptive train --adaptive-loss dwa",
+        [tr],
+        "dwa",
+        {},
+        str(trace),
+    )
+    cmd = re.search(r": (adaptive trial .*?) \(", live).group(1)
+    assert shlex.split(cmd)[:3] == ["adaptive", "trial", "--command"]
+    assert "adaptive train" not in live

@@ -683,12 +683,12 @@ def import_cmd(
             step_column=step_column,
             progress=bar,
         )
-        src = source if kind == "mlflow" else Path(source or "")
-        report = imp.import_to_runs(getattr(imp, IMPORTERS[kind]), src or "mlruns", opts, out)
+        src = (source or "mlruns") if kind == "mlflow" else Path(source or "")
+        report = imp.import_to_runs(getattr(imp, IMPORTERS[kind]), src, opts, out)
     typer.echo("\n".join(report.lines()))
 
 
-tidy_help()
+tidy_help(app)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "PhaseProgress",
     "StepProgress",
     "TrainBar",
+    "keep_examples",
     "one_line",
     "progress_bar",
     "registered_placeholder",
@@ -174,7 +175,18 @@ def _one_spelling(opts: list[str]) -> list[str]:
     return [o for o in opts if not ("_" in o and o.replace("_", "-") in shown)]
 
 
-def tidy_help() -> None:
+def keep_examples(doc: str | None) -> str | None:
+    """A command docstring whose example lines (`adaptive ...` after a blank line) help
+    prints as written: click rewraps paragraphs, which breaks a long example in two lines
+    that no longer paste; a `\\b` line before a paragraph keeps it whole."""
+    import re
+
+    if not doc:
+        return doc
+    return re.sub(r"\n\n( {4,})(adaptive )", lambda m: f"\n\n{m[1][:-4]}\b\n{m[1]}{m[2]}", doc)
+
+
+def tidy_help(app: Any = None) -> None:
     """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`, one
     spelling per option, and the registered names where a help text has a placeholder.
 
@@ -182,8 +194,12 @@ def tidy_help() -> None:
     rewrites those labels (only where no metavar was given) and leaves older typer alone.
     Underscore aliases (`--adaptive_loss`) stay accepted but are left out of help. Names
     come from `adaptive.names`, so rendering help imports no registry (and no torch).
-    Patches typer's classes once; calling it again does nothing.
+    With `app`, its commands' examples are kept unwrapped (`keep_examples`). Patches
+    typer's classes once; calling it again does nothing more.
     """
+    for info in getattr(app, "registered_commands", ()):
+        if info.callback is not None:
+            info.callback.__doc__ = keep_examples(info.callback.__doc__)
     try:
         from typer import core
     except ImportError:  # pragma: no cover

@@ -48,3 +48,24 @@ def test_no_help_imports_torch() -> None:
     assert "HEAVY []" in out, out[-500:]
     # and the method list is filled in from the static table
     assert "dwa, famo, gradnorm" in " ".join(out.split())
+
+
+def test_help_examples_are_printed_whole() -> None:
+    import shlex
+
+    import typer
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, cmd in group.commands.items():
+        doc = cmd.callback.__doc__ or ""
+        examples = [ln.strip() for ln in doc.splitlines() if ln.strip().startswith("adaptive ")]
+        out = CliRunner().invoke(app, [name, "--help"]).output
+        for ex in examples:
+            assert ex in out.splitlines()[0] or any(ln.strip() == ex for ln in out.splitlines())
+            shlex.split(ex)  # and it is valid shell
+            checked += 1
+    assert checked >= 10

@@ -27,8 +27,9 @@ __all__ = [
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, without the quotes a KeyError adds."""
-    return " ".join(str(exc).strip().strip("'\"").splitlines()) or type(exc).__name__
+    """An exception's message on one line (a KeyError's without the quotes str() adds)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.strip().splitlines()) or type(exc).__name__
 
 
 def registered_placeholder(kind: str) -> str:

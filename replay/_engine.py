@@ -15,6 +15,7 @@ from typing import Any
 
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
+from replay._advice import SCHEDULER_TOP  # the [adaptive] keys of the scheduler
 from replay._common import (  # re-exported: the engine's public names
     SCHEDULE_PARAMS,
     SCHEDULER,
@@ -98,10 +99,6 @@ def replay_scheduler(
     return replay_scheduler_fast(trace, progress=progress, **params)
 
 
-# Scheduler settings of the [adaptive] table (the law's are in [adaptive.scheduler_law]).
-_SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
-
-
 def run_settings(trace: Trace, method: str) -> dict[str, Any]:
     """The hyperparameters a run recorded for `method`, if it had `method` on (live or in
     dry-run; reference trainer's config in the trace's run_info), else empty.
@@ -117,7 +114,7 @@ def run_settings(trace: Trace, method: str) -> dict[str, Any]:
     if method == SCHEDULER:
         if a.get("scheduler") is not True:
             return {}
-        out = {k: a[k] for k in _SCHEDULER_TOP if k in a}
+        out = {k: a[k] for k in SCHEDULER_TOP if k in a}
         law = a.get("scheduler_law")
         if isinstance(law, Mapping):
             out.update({k: (None if v == "" else v) for k, v in law.items()})

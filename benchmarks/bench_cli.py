@@ -8,7 +8,11 @@ replay table and the figure. Peak RSS is the child's maximum resident set size.
 Targets (issue 7): 100,000 steps <= 3 s; 1,000,000 steps <= 10 s; replay and sweep of the
 1,000,000-step trace under 2 GB resident.
 
+With --help-only: `adaptive COMMAND --help` for every command (fresh process each, median
+of --repeats runs; target issue 20: <= 0.3 s each, help imports no torch).
+
 Usage: python benchmarks/bench_cli.py [--sizes 100000,1000000] [--methods dwa,uncertainty,scheduler]
+       python benchmarks/bench_cli.py --help-only [--repeats 7]
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive.trace import TraceWriter
-
 
 def make_trace(path: Path, steps: int, comps: int = 8, epochs: int = 50) -> None:
+    from adaptive.trace import TraceWriter
+
     rng = np.random.default_rng(0)
     names = [f"c{i}" for i in range(comps)]
     losses = (rng.lognormal(size=(steps, comps)) * np.linspace(1, 0.1, steps)[:, None]).astype(
@@ -64,12 +68,57 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+HELP_COMMANDS = (
+    (),
+    ("inspect",),
+    ("compact",),
+    ("replay",),
+    ("train",),
+    ("compare",),
+    ("sweep",),
+    ("trial",),
+    ("demo",),
+    ("import",),
+)
+
+
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + system) of one command in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = run(cmd)[0]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_help(exe: str, repeats: int) -> None:
+    """Median wall and CPU time of `adaptive COMMAND --help` per command, fresh process
+    each. CPU time is what the command costs; wall time adds waiting for a busy machine."""
+    import statistics
+
+    print(
+        f"adaptive COMMAND --help, median of {repeats} fresh processes; cores={os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    worst = 0.0
+    for cmd in HELP_COMMANDS:
+        walls, cpus = zip(*(_timed([exe, *cmd, "--help"]) for _ in range(repeats)), strict=True)
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        worst = max(worst, wall)
+        print(f"  adaptive {' '.join(cmd):<20} --help  wall {wall:6.3f} s  cpu {cpu:6.3f} s")
+    print(f"slowest median wall {worst:.3f} s; target <= 0.3 s each")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--methods", default="dwa,uncertainty,scheduler")
+    ap.add_argument("--help-only", action="store_true", help="Time every command's --help.")
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     exe = shutil.which("adaptive") or str(Path(sys.executable).with_name("adaptive"))
+    if args.help_only:
+        bench_help(exe, args.repeats)
+        return
     print(
         f"workload: synthetic traces, 8 components, 50 epochs; fresh process per command; "
         f"cores={os.cpu_count()}"

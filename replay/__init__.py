@@ -3,12 +3,16 @@
 `replay(trace, method, **params)` runs one controller; `replay_runs` does so over every run
 of a folder and writes its tables and figures (`adaptive replay`); `compare` / `sweep` run
 several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
+`sweep_runs` also writes a sweep's outputs (`adaptive sweep`, `adaptive demo`);
+`trial_advice` is the next step after them, a pasteable `adaptive trial` command;
 `stability_metrics` / `stability_table` / `recommend` judge what they did; `trial` trains
 with the controllers off and on over several seeds and says whether the run ends better
 (`compare_runs` does the same for finished runs).
 """
 
+from replay._advice import config_overrides, is_reference_trace, shell_arg, trial_advice
 from replay._compare import plot_compare
+from replay._demo import DemoOutput, run_demo
 from replay._engine import (
     ReplayError,
     ReplayResult,
@@ -17,9 +21,10 @@ from replay._engine import (
     replay,
     replay_scheduler,
     replay_weighting,
+    run_settings,
     scheduler_inputs,
 )
-from replay._params import adaptive_param_overrides, parse_params
+from replay._params import adaptive_param_overrides, merged_params, parse_params
 from replay._plots import method_title, plot_result, plot_scheduler, plot_weighting
 from replay._runs import load_runs
 from replay._stability import (
@@ -37,32 +42,48 @@ from replay._summary import (
     per_epoch_scale,
     reason_counts,
     scheduler_summary,
+    trace_summary,
     weighting_summary,
     write_frame,
 )
-from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
+from replay._sweep import SweepResult, grid_configs, parse_grid, recommended_toml, sweep
 from replay._trial import TrialError, TrialResult, compare_runs, paired_stats, read_trial
 from replay._trial import run_trial as trial
-from replay._workflow import CompareOutput, ReplayRunsOutput, compare, replay_runs
+from replay._workflow import (
+    CompareOutput,
+    ReplayRunsOutput,
+    SweepRunsOutput,
+    compare,
+    output_stem,
+    replay_runs,
+    sweep_runs,
+)
 
 __all__ = [
     "METRIC_DOCS",
     "READY_SCORE",
     "CompareOutput",
+    "DemoOutput",
     "ReplayError",
     "ReplayResult",
     "ReplayRunsOutput",
     "SweepResult",
+    "SweepRunsOutput",
     "TrialError",
     "TrialResult",
     "Verdict",
     "adaptive_param_overrides",
     "compare",
     "compare_runs",
+    "config_overrides",
+    "grid_configs",
+    "is_reference_trace",
     "load_runs",
+    "merged_params",
     "method_parameters",
     "method_title",
     "metrics_by_epoch",
+    "output_stem",
     "paired_stats",
     "parse_grid",
     "parse_params",
@@ -79,14 +100,20 @@ __all__ = [
     "replay_runs",
     "replay_scheduler",
     "replay_weighting",
+    "run_demo",
+    "run_settings",
     "scheduler_inputs",
     "scheduler_summary",
+    "shell_arg",
     "stability_metrics",
     "stability_rank_key",
     "stability_score",
     "stability_table",
     "sweep",
+    "sweep_runs",
+    "trace_summary",
     "trial",
+    "trial_advice",
     "verdicts",
     "weighting_summary",
     "write_frame",

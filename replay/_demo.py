@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replay._workflow import write_csv, write_text
+from replay._workflow import write_text
 
 DEMO_GRIDS: dict[str, dict[str, list[float]]] = {
     "dwa": {"temperature": [0.5, 1.0, 2.0, 4.0], "adjustment_range": [0.1, 0.2, 0.3]},
@@ -47,6 +47,19 @@ class DemoOutput:
     heatmap: Path | None
     text: str
 
+    def report(self) -> list[str]:
+        """What `adaptive demo` prints: the recommendation, then where everything is."""
+        rec = self.recommended_config or "none (nothing worth switching on)"
+        return [
+            "",
+            self.text,
+            "",
+            f"figure              {self.figure}",
+            f"stability table     {self.table}",
+            f"recommended config  {rec}",
+            f"everything is in    {self.folder}",
+        ]
+
 
 def run_demo(
     out: Path | None = None,
@@ -63,9 +76,10 @@ def run_demo(
     from adaptive.trace import read_trace
     from adaptive.train.config import load_config
     from adaptive.train.run import run_training
+    from replay._advice import shell_arg, trial_advice
     from replay._runs import load_runs
-    from replay._sweep import plot_heatmap, recommended_toml, sweep
-    from replay._workflow import compare
+    from replay._sweep import recommended_toml
+    from replay._workflow import compare, sweep_runs
 
     folder = Path(out) if out is not None else Path("demo-output") / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,14 +100,14 @@ def run_demo(
     traces = load_runs(trace_path)
     if not quiet:
         echo("demo: replaying dwa, uncertainty and scheduler over the trace")
-    cmp = compare(traces, DEMO_METHODS, folder)
+    cmp = compare(traces, DEMO_METHODS, folder, source=str(trace_path))
     sweeps = {}
     for method, grid in DEMO_GRIDS.items():
         if not quiet:
             echo(f"demo: sweeping {method} " + " x ".join(grid))
-        sw = sweeps[method] = sweep(traces, method, grid)
-        write_csv(sw.table, folder / f"sweep-{method}.csv", index=False)
-        plot_heatmap(sw, folder / f"sweep-{method}.png")
+        sweeps[method] = sweep_runs(
+            traces, method, grid, folder, stem=f"sweep-{method}", recommend_file=False
+        ).result
     pick = pick_sweep(sweeps)
     lines = [cmp.recommendation, ""]
     lines += [
@@ -117,11 +131,15 @@ def run_demo(
             " the best trade-off of stability and effect (lowest net score) among the"
             " configurations of both sweeps that pass the checks."
         )
+        advice = trial_advice(list(traces.values()), pick, sw.best)
         lines.append(
-            f"Check that the run ends better first: adaptive trial --candidate {rec_cfg} "
-            "--seeds 3 (replay cannot tell; docs/OUTCOMES.md)."
+            f"Next: check that the run ends better (replay cannot tell; docs/OUTCOMES.md): "
+            f"{advice[0]}"
         )
-        lines.append(f"Switch it on live with: adaptive train --config {rec_cfg}")
+        lines.extend(advice[1:])
+        lines.append(
+            f"Then, if it does, switch it on: adaptive train --config {shell_arg(str(rec_cfg))}"
+        )
     text = "\n".join(lines)
     heatmap = folder / f"sweep-{pick or 'dwa'}.png"
     rec = write_text(folder / "recommendation.md", text + "\n")

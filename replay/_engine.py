@@ -15,6 +15,7 @@ from typing import Any
 
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
+from replay._advice import SCHEDULER_TOP  # the [adaptive] keys of the scheduler
 from replay._common import (  # re-exported: the engine's public names
     SCHEDULE_PARAMS,
     SCHEDULER,
@@ -48,6 +49,7 @@ __all__ = [
     "replay",
     "replay_scheduler",
     "replay_weighting",
+    "run_settings",
     "scheduler_inputs",
 ]
 
@@ -97,10 +99,45 @@ def replay_scheduler(
     return replay_scheduler_fast(trace, progress=progress, **params)
 
 
+def run_settings(trace: Trace, method: str) -> dict[str, Any]:
+    """The hyperparameters a run recorded for `method`, if it had `method` on (live or in
+    dry-run; reference trainer's config in the trace's run_info), else empty.
+
+    Only names `method` takes are returned (plus `adjustment_range`), so a replay with these
+    settings reproduces the controller the run ran.
+    """
+    from collections.abc import Mapping
+
+    a = recorded_config(trace).get("adaptive")
+    if not isinstance(a, Mapping):
+        return {}
+    if method == SCHEDULER:
+        if a.get("scheduler") is not True:
+            return {}
+        out = {k: a[k] for k in SCHEDULER_TOP if k in a}
+        law = a.get("scheduler_law")
+        if isinstance(law, Mapping):
+            out.update({k: (None if v == "" else v) for k, v in law.items()})
+        rng = a.get("scheduler_adjustment_range")
+    else:
+        if a.get("loss") != method:
+            return {}
+        table = a.get(method)
+        out = dict(table) if isinstance(table, Mapping) else {}
+        rng = a.get("loss_adjustment_range")
+    valid = set(method_parameters(method))
+    out = {k: v for k, v in out.items() if k in valid}
+    if isinstance(rng, int | float) and not isinstance(rng, bool):
+        out["adjustment_range"] = float(rng)
+    return out
+
+
 def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
     """Replay one controller (`dwa`, `uncertainty`, any registered method, or `scheduler`).
 
-    A method whose inputs the trace lacks is refused with a `ReplayError`; where a documented
+    When the run had `method` on (live or in dry-run), its recorded settings are the
+    defaults (`run_settings`; `params` override them) and `result.notes` says so. A method
+    whose inputs the trace lacks is refused with a `ReplayError`; where a documented
     fallback applies instead, `result.notes` names it.
     """
     if method != SCHEDULER:
@@ -109,7 +146,18 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
         if method not in available_methods():
             valid = ", ".join([*available_methods(), SCHEDULER])
             raise ReplayError(f"unknown method {method!r}; valid methods: {valid}")
-    notes = check_inputs(trace, method, params)
+    recorded = {k: v for k, v in run_settings(trace, method).items() if k not in params}
+    run_note = []
+    changed = {k: v for k, v in recorded.items() if _defaults(method).get(k, object()) != v}
+    if changed:  # say so where the run's own settings change what a replay would use
+        shown = ", ".join(f"{k}={v:g}" if _num(v) else f"{k}={v}" for k, v in changed.items())
+        run_note = [
+            f"replayed with the settings the run had {method} on with: {shown} (-p overrides)"
+        ]
+    params = {**recorded, **params}
+    if method == SCHEDULER:
+        _check_scheduler_params(params)
+    notes = run_note + check_inputs(trace, method, params)
     if method == SCHEDULER:
         result = replay_scheduler(trace, **params)
     else:
@@ -117,3 +165,45 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
     # the input check's notes first, then the fallbacks the replay itself took
     result.notes = list(dict.fromkeys([*notes, *result.notes]))
     return result
+
+
+def _defaults(method: str) -> dict[str, Any]:
+    """The values a replay of `method` uses when neither the run nor the user sets them."""
+    import inspect
+
+    from adaptive.util import LOSS_ADJUSTMENT_RANGE, SCHEDULER_ADJUSTMENT_RANGE
+
+    if method == SCHEDULER:
+        from adaptive.scheduler import AdaptiveScheduler
+
+        sig = inspect.signature(AdaptiveScheduler)
+        rng = SCHEDULER_ADJUSTMENT_RANGE
+    else:
+        from adaptive.weighting import method_class
+
+        sig = inspect.signature(method_class(method).__init__)
+        rng = LOSS_ADJUSTMENT_RANGE
+    out = {p.name: p.default for p in sig.parameters.values() if p.default is not p.empty}
+    return {**out, "adjustment_range": rng}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_scheduler_params(params: dict[str, Any]) -> None:
+    """Construct the scheduler once with the user's values: a value it refuses is bad
+    input (`ParameterError`), told before the replay starts."""
+    import inspect
+
+    from adaptive.errors import InputError, ParameterError
+    from adaptive.scheduler import AdaptiveScheduler
+
+    names = inspect.signature(AdaptiveScheduler).parameters
+    kw = {k: v for k, v in params.items() if k in names}
+    try:
+        AdaptiveScheduler(**kw)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise ParameterError(f"scheduler: {exc}") from exc

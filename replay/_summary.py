@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,3 +65,43 @@ def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     from adaptive.util import atomic_write
 
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def trace_summary(trace: Any, parts: int = 0, path: Path | str | None = None) -> list[str]:
+    """What `adaptive inspect` prints: run, components, metrics, row counts (step rows and
+    evaluation rows told apart), span, columns, then the mean raw loss per epoch."""
+    steps, epochs = trace.steps, trace.epochs
+    splits = f": {', '.join(sorted(epochs['split'].unique()))}" if len(epochs) else ""
+    out = [
+        f"trace      {trace.path}",
+        f"version    {trace.version}",
+        f"run id     {', '.join(trace.run_ids) or '-'}",
+        f"components {', '.join(trace.components)}",
+        f"metrics    {', '.join(trace.metrics) or '-'}",
+        f"rows       {len(steps)} step rows (training batches), "
+        f"{len(epochs)} evaluation rows (epoch rows{splits})",
+    ]
+    if len(steps):
+        out.append(
+            f"steps      {int(steps['step'].min())}..{int(steps['step'].max())}, "
+            f"in epochs {int(steps['epoch'].min())}..{int(steps['epoch'].max())}"
+            + ("" if len(epochs) else " (no evaluation recorded)")
+        )
+    if "time" in trace.columns:
+        times = [df["time"] for df in (steps, epochs) if "time" in df and len(df)]
+        if times:
+            t_min = min(float(t.min()) for t in times)
+            t_max = max(float(t.max()) for t in times)
+            out.append(f"time span  {t_min:.1f} s .. {t_max:.1f} s ({t_max - t_min:.1f} s)")
+    if trace.skipped_parts:
+        out.append(f"skipped    {len(trace.skipped_parts)} unreadable part(s)")
+    if parts > 1:
+        out.append(f"parts      {parts} part files (`adaptive compact {path}` merges them)")
+    out.append("columns    " + ", ".join(trace.columns))
+    if len(steps):
+        loss_cols = [f"loss/{c}" for c in trace.components]
+        table = steps.groupby("epoch")[loss_cols].mean()
+        table.columns = trace.components
+        out += ["", "mean raw training loss per epoch:"]
+        out.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    return out

@@ -319,23 +319,11 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
 def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = "") -> str:
     """A config snippet that `adaptive train --config` accepts, enabling the method live."""
     from adaptive.train.config import dumps_toml
+    from replay._advice import adaptive_section
 
-    p = dict(params)
-    adaptive: dict[str, Any] = {}
-    if method == SCHEDULER:
-        from adaptive.train.config import scheduler_config
-
-        adaptive["scheduler"] = True
-        adaptive.update(scheduler_config(p))
-    else:
-        adaptive["loss"] = method
-        if "adjustment_range" in p:
-            adaptive["loss_adjustment_range"] = float(p.pop("adjustment_range"))
-        if p:
-            adaptive[method] = p
     head = f"# Recommended by `adaptive sweep`{' over ' + source if source else ''}.\n"
     head += "# Use: adaptive train --config THIS_FILE\n"
-    return head + dumps_toml({"adaptive": adaptive})
+    return head + dumps_toml({"adaptive": adaptive_section(method, params)})
 
 
 _STATUS_STYLE = {

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adaptive.errors import InputError, ParameterError
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
 from replay._common import ReplayError, ReplayResult, _col, _epoch_bounds, first_run_id
@@ -65,6 +66,7 @@ def read_extras(trace: Trace, method: str, requires: Sequence[str]) -> dict[str,
     """The recorded extras a method needs, ``(T, C)`` float32 each; `ReplayError` (one
     line) naming what is missing and how to record it."""
     from adaptive.weighting import EXTRAS
+    from replay._advice import shell_arg
 
     out = {}
     for name in requires:
@@ -74,8 +76,9 @@ def read_extras(trace: Trace, method: str, requires: Sequence[str]) -> dict[str,
             raise ReplayError(
                 f"{trace.path}: method {method!r} needs the columns {name}/<component> "
                 f"({EXTRAS[name].description}), and this trace lacks {', '.join(missing)}; "
-                f"record them by training with --adaptive-loss {method}, or with "
-                f"--set adaptive.record_extras=['{name}'] (or TraceRecorder extras)"
+                f"record them by training with adaptive train --adaptive-loss {method}, or "
+                f"with adaptive train --set {shell_arg(f'adaptive.record_extras=[{name!r}]')} "
+                "(or TraceRecorder extras)"
             )
         out[name] = trace.steps[cols].to_numpy(dtype=np.float32)
     return out
@@ -200,9 +203,18 @@ def _controller(
             f"unknown method {method!r}; valid methods: {', '.join(available_methods())}"
         )
     base = dict(zip(comps, base0.tolist(), strict=True))
-    if configs is None:
-        return AdaptiveLossWeighting(comps, base, method=method, dry_run=True, log_every=0, **kw)
-    return AdaptiveLossWeighting.batched(comps, base, method=method, configs=configs, dry_run=True)
+    try:  # the boundary where user hyperparameters meet the constructor: a refusal is bad input
+        if configs is None:
+            return AdaptiveLossWeighting(
+                comps, base, method=method, dry_run=True, log_every=0, **kw
+            )
+        return AdaptiveLossWeighting.batched(
+            comps, base, method=method, configs=configs, dry_run=True
+        )
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise ParameterError(f"{method}: {exc}") from exc
 
 
 def _drive(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from adaptive.errors import UsageError
 from adaptive.trace import Trace
 from adaptive.util import atomic_write
 from replay._engine import ReplayResult, replay
@@ -42,6 +43,21 @@ class CompareOutput:
     verdicts: list[Verdict] = field(default_factory=list)  # one per column of `table`
     refused: dict[str, str] = field(default_factory=dict)  # method -> why it was not replayed
     notes: dict[str, list[str]] = field(default_factory=dict)  # method -> fallbacks used
+    out: Path | None = None  # the folder written
+
+    def report(self) -> list[str]:
+        """What `adaptive compare` prints: verdicts, the open-loop caveat, files written."""
+        n = len(self.results)
+        pooled = f" (pooled over runs: mean of {n})" if n > 1 else ""
+        table = self.out / "stability.csv" if self.out is not None else "stability.csv"
+        return [
+            f"verdict per controller{pooled}; score 0-3.5, lower is steadier:",
+            self.summary(),
+            "replay is open loop: confirm with a trial before going live (recommendation.md)",
+            "",
+            f"full stability table ({len(self.table)} metrics): {table}",
+            *(f"wrote {f}" for f in [*self.figures, *self.files]),
+        ]
 
     def summary(self) -> str:
         """A few lines for the terminal: one per controller (verdict, what drove it, what
@@ -65,17 +81,21 @@ def compare(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     fmt: str = "png",
     progress: Callable[[int], None] | None = None,
+    source: str | None = None,
 ) -> CompareOutput:
     """Replay every method over every run; one figure per run, one stability table.
 
     With several runs the table pools them: each metric is the mean over runs; the
     per-run tables are written beside it. With several methods, one whose inputs a trace
-    lacks is left out and named in `refused` (alone, its `ReplayError` is raised).
+    lacks is left out and named in `refused` (alone, its `ReplayError` is raised). The
+    next step a verdict advises is a whole command (`source`: the trace path it names);
+    for a controller that looks ready, the trial that checks whether the run ends better.
     """
     from replay._compare import plot_compare
     from replay._engine import ReplayError
     from replay._stability import recommend, stability_table, verdicts
 
+    check_format(fmt)
     params = params or {}
     results: dict[str, list[ReplayResult]] = {}
     per_run: dict[str, pd.DataFrame] = {}
@@ -120,13 +140,47 @@ def compare(
     columns = {c: pooled[c].dropna().to_dict() for c in pooled.columns}
     text = recommend(columns)
     vs = verdicts(columns)
+    for v in vs:
+        m = v.label if v.label in methods else next((x for x in methods if x in v.label), "")
+        given = dict(params.get(m, {}))
+        nxt = whole_command(v.next_step, list(traces.values()), m, given, source)
+        text = text.replace(f"Next: {v.next_step}.", f"Next: {nxt}.")
+        v.next_step = nxt
     if refused:
         text += "\n" + "\n".join(f"{m}: not replayed — {why}" for m, why in refused.items())
     files.append(write_text(out / "recommendation.md", text + "\n"))
-    return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes)
+    return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes, out)
+
+
+def whole_command(
+    next_step: str,
+    traces: Sequence[Trace],
+    method: str,
+    params: Mapping[str, Any],
+    source: str | None,
+) -> str:
+    """A verdict's next step with every command in it whole and pasteable: "try it live"
+    becomes the trial (`trial_advice`), a bare `sweep -m ...` gets `adaptive sweep TRACE`."""
+    import re
+
+    from replay._advice import shell_arg, trial_advice
+
+    if next_step.startswith("try it live") and method:
+        advice = trial_advice(traces, method, params)
+        why = advice[1] if len(advice) > 1 else "replay cannot tell; docs/OUTCOMES.md"
+        # the command ends before " (": nothing glued to it when it ends a sentence
+        return f"check that the run ends better: {advice[0]} ({why})"
+    where = shell_arg(source) if source else "TRACE"
+    return re.sub(r"\(sweep (-m [^)]*)\)", rf"(adaptive sweep {where} \1)", next_step)
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def check_format(fmt: str) -> None:
+    """Refuse a figure format other than png, svg or pdf (`UsageError`, one line)."""
+    if fmt not in FIGURE_FORMATS:
+        raise UsageError(f"--format must be {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
 
 
 @dataclass
@@ -153,9 +207,12 @@ def replay_runs(
     params: Mapping[str, Any] | None = None,
     fmt: str = "png",
     progress: Callable[[int], None] | None = None,
+    given: Mapping[str, Any] | None = None,
 ) -> ReplayRunsOutput:
-    """Replay one controller over every run; write `replay-<method>.parquet` and
-    `replay-<method>.<fmt>` per run (into `out`, or `out/<run id>` with several runs).
+    """Replay one controller over every run; write `<stem>.parquet` and `<stem>.<fmt>` per
+    run (into `out`, or `out/<run id>` with several runs). The stem names the method and
+    the parameters given (`given`, default `params`; `output_stem`), so a replay with other
+    values writes beside an earlier one instead of over it.
 
     Every run is replayed before anything is written, so a run the method refuses
     (`ReplayError`) or a bad parameter (`ValueError`) leaves `out` untouched. `progress`
@@ -170,8 +227,7 @@ def replay_runs(
         write_frame,
     )
 
-    if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"fmt must be one of {', '.join(FIGURE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if not traces:
         raise ValueError("no runs to replay")
     params = dict(params or {})
@@ -180,10 +236,11 @@ def replay_runs(
     summaries: dict[str, pd.DataFrame] = {}
     files: list[Path] = []
     lines: list[str] = []
+    stem = output_stem(method, given if given is not None else params)
     for rid, result in results.items():
         dest = out / _safe(rid) if many else out
-        table = write_frame(result.frame, dest / f"replay-{method}.parquet")
-        figure = plot_result(result, dest / f"replay-{method}.{fmt}", trace=traces[rid])
+        table = write_frame(result.frame, dest / f"{stem}.parquet")
+        figure = plot_result(result, dest / f"{stem}.{fmt}", trace=traces[rid])
         files += [table, figure]
         if many:
             lines.append(f"== run {rid}")
@@ -210,6 +267,16 @@ def replay_runs(
     return ReplayRunsOutput(results, summaries, pooled, files, lines)
 
 
+def output_stem(method: str, params: Mapping[str, Any] | None) -> str:
+    """`replay-dwa`, or `replay-dwa-adjustment_range=0.1-temperature=1` with parameters
+    (sorted by name): one file name per configuration, safe for file systems and shells."""
+    parts = [f"replay-{method}"]
+    for k, v in sorted((params or {}).items()):
+        shown = f"{v:g}" if isinstance(v, float) else str(v)
+        parts.append(f"{_safe(k)}={_safe(shown)}")
+    return "-".join(parts)
+
+
 def _fmt4(v: float) -> str:
     return f"{v:.4f}"
 
@@ -220,3 +287,100 @@ def _fmt4g(v: float) -> str:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+SHOWN_ROWS = 10  # sweep configurations printed; sweep.csv holds all of them
+
+
+@dataclass
+class SweepRunsOutput:
+    """What `sweep_runs` produced and what the CLI prints about it."""
+
+    result: Any  # the SweepResult
+    files: list[Path] = field(default_factory=list)
+    recommended: Path | None = None  # recommended.toml, None when nothing is worth it
+    notes: list[str] = field(default_factory=list)  # input fallbacks, of every run
+    lines: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The report: input notes, the ranked table, the verdict, the next step, files."""
+        return "\n".join(self.lines)
+
+
+def sweep_runs(
+    traces: Mapping[str, Trace],
+    method: str,
+    grid: Mapping[str, Sequence[Any]],
+    out: Path,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    fmt: str = "png",
+    progress: Callable[[int], None] | None = None,
+    source: str = "",
+    stem: str = "sweep",
+    recommend_file: bool = True,
+) -> SweepRunsOutput:
+    """Sweep `method` over `grid` on every run and write the outputs into `out`.
+
+    Writes `<stem>.csv` (ranked; per run `<stem>-<run>.csv` too with several runs), the
+    figure `<stem>.<fmt>` and, with `recommend_file`, `recommended.toml` (an older one is
+    removed when nothing is recommended, so stale advice cannot outlive this sweep). A run
+    whose inputs the method lacks is refused (`ReplayError`) before anything is replayed.
+    """
+    from replay._inputs import check_inputs
+    from replay._sweep import plot_heatmap, recommended_toml, sweep
+
+    check_format(fmt)
+    fixed = dict(fixed or {})
+    clash = sorted(set(fixed) & set(grid))
+    if clash:
+        raise UsageError(f"{', '.join(clash)} given both as --param and --grid")
+    many = len(traces) > 1
+    notes: list[str] = []
+    for rid, trace in traces.items():
+        for note in check_inputs(trace, method, fixed):
+            notes.append(f"{rid}: {note}" if many else note)
+    res = sweep(traces, method, grid, fixed=fixed, progress=progress)
+    files = [write_csv(res.table, out / f"{stem}.csv", index=False)]
+    if many:
+        for rid, t in res.per_run.items():
+            files.append(write_csv(t, out / f"{stem}-{_safe(rid)}.csv", index=False))
+    heat = plot_heatmap(res, out / f"{stem}.{fmt}")
+    if heat is not None:
+        files.append(heat)
+    rec: Path | None = None
+    if recommend_file:
+        stale = out / "recommended.toml"
+        if res.best is not None:
+            rec = write_text(stale, recommended_toml(method, res.best, source=source))
+            files.append(rec)
+        elif stale.exists():
+            stale.unlink()
+    lines = [f"input: {n}" for n in notes]
+    pooled = " (pooled over runs: mean score and effect)" if many else ""
+    n = len(res.table)
+    shown = res.table.drop(columns=["problems"], errors="ignore").head(SHOWN_ROWS)
+    rows = (
+        f"the first {SHOWN_ROWS} shown, all {n} in {files[0]}"
+        if n > SHOWN_ROWS
+        else "recommended first"
+    )
+    lines.append(
+        f"{n} configurations{pooled}; effect = mean |delta|, score: lower = more stable "
+        f"(0-3.5); ranked, {rows}:"
+    )
+    lines.append(shown.to_string(index=False, float_format=_fmt4g))
+    lines.append("")
+    lines.append(res.verdict)
+    if res.best is not None:
+        from replay._advice import shell_arg, trial_advice
+
+        advice = trial_advice(list(traces.values()), method, res.best)
+        lines.append(f"next: check that the run ends better: {advice[0]}")
+        lines.extend(f"    {a}" for a in advice[1:])
+        if rec is not None and len(advice) == 1:
+            lines.append(
+                f"then, if it does, switch it on: adaptive train --config {shell_arg(str(rec))}"
+            )
+    lines.extend(f"wrote {f}" for f in files)
+    return SweepRunsOutput(res, files, rec, notes, lines)

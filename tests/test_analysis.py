@@ -259,7 +259,9 @@ def test_sweep_ranks_writes_heatmap_and_toml_that_trains(tmp_path: Path) -> None
         - (eligible["score"] - eligible["mean_abs_delta"] / (eligible["mean_abs_delta"] + 0.05))
     ).abs().max() < 1e-5
     assert (out / "sweep.png").stat().st_size > 10_000
-    assert "Recommended dwa" in res.output and "Switch it on live with" in res.output
+    assert "Recommended dwa" in res.output
+    # a synthetic (foreign) trace: the next step is a trial of the user's own trainer
+    assert "next: check that the run ends better: adaptive trial --command" in res.output
     rec = tomllib.loads((out / "recommended.toml").read_text())
     assert rec["adaptive"]["loss"] == "dwa"
     assert rec["adaptive"]["dwa"]["temperature"] == table.iloc[0]["temperature"]
@@ -338,9 +340,11 @@ def test_demo_quick(tmp_path: Path) -> None:
     if rec.exists():
         method = tomllib.loads(rec.read_text())["adaptive"]["loss"]
         assert f"Recommended: {method} (" in text
-        assert "Switch it on live with: adaptive train --config" in res.output
+        assert "Next: check that the run ends better" in res.output
+        assert f"adaptive trial -c \"adaptive.loss='{method}'" in res.output
+        assert "Then, if it does, switch it on: adaptive train --config" in res.output
     else:
-        assert "Nothing to switch on" in text and "Switch it on live" not in res.output
+        assert "Nothing to switch on" in text and "Then, if it does" not in res.output
     table = pd.read_csv(d / "stability.csv", index_col=0)
     assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]
 
@@ -399,7 +403,7 @@ def test_sweep_with_only_inert_configurations_recommends_nothing(tmp_path: Path)
     out = tmp_path / "run" / "sweep-dwa"
     assert not (out / "recommended.toml").exists()
     assert "No dwa configuration is worth switching on" in res.output
-    assert "Switch it on live" not in res.output
+    assert "check that the run ends better" not in res.output
     assert set(pd.read_csv(out / "sweep.csv")["status"]) == {"inert"}
 
 

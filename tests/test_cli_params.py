@@ -68,7 +68,8 @@ def test_replay_takes_method_parameters_only_through_param(
     args = ["replay", str(trace_path), "-m", "dwa", "-q", "-o", str(out)]
     res = runner.invoke(app, [*args, "-p", "temperature=0.25", "--adjustment-range", "0.2"])
     assert res.exit_code == 0, res.output
-    written = pd.read_parquet(out / "replay-dwa.parquet")
+    stem = "replay-dwa-adjustment_range=0.2-temperature=0.25"  # named by the values given
+    written = pd.read_parquet(out / f"{stem}.parquet")
     tr = read_trace(trace_path)
     want = replay(tr, "dwa", temperature=0.25, adjustment_range=0.2).frame
     default = replay(tr, "dwa").frame
@@ -78,7 +79,7 @@ def test_replay_takes_method_parameters_only_through_param(
     # adjustment_range may come through --param too, but not twice
     res = runner.invoke(app, [*args, "-p", "adjustment_range=0.2", "-p", "temperature=0.25"])
     assert res.exit_code == 0, res.output
-    assert (pd.read_parquet(out / "replay-dwa.parquet")[cols] == written[cols]).all().all()
+    assert (pd.read_parquet(out / f"{stem}.parquet")[cols] == written[cols]).all().all()
     res = runner.invoke(app, [*args, "-p", "adjustment_range=0.2", "--adjustment-range", "0.1"])
     one_line_error(res, "adjustment_range given both as --adjustment-range and --param")
     # the scheduler's parameters are its constructor's
@@ -335,7 +336,7 @@ def test_a_registered_toy_method_is_accepted_by_param(
         app, ["replay", str(trace_path), "-m", toy, "-p", "momentum=0.5", "-q", "-o", str(tmp_path)]
     )
     assert res.exit_code == 0, res.output
-    written = pd.read_parquet(tmp_path / f"replay-{toy}.parquet")
+    written = pd.read_parquet(tmp_path / f"replay-{toy}-momentum=0.5.parquet")
     want = replay(read_trace(trace_path), toy, momentum=0.5).frame
     cols = [c for c in want.columns if c.startswith("proposed/weight/")]
     assert (written[cols].to_numpy() == want[cols].to_numpy()).all()
@@ -362,7 +363,8 @@ def test_replay_runs_writes_per_run_outputs_and_a_pooled_summary(tmp_path: Path)
     runs = load_runs(tmp_path / "runs")
     res = replay_runs(runs, "dwa", tmp_path / "out", params={"temperature": 0.5}, fmt="svg")
     assert sorted(res.results) == ["r0", "r1"]
-    assert [p.name for p in res.files] == ["replay-dwa.parquet", "replay-dwa.svg"] * 2
+    names = ["replay-dwa-temperature=0.5.parquet", "replay-dwa-temperature=0.5.svg"]
+    assert [p.name for p in res.files] == names * 2
     assert all(p.is_file() and p.parent.name in ("r0", "r1") for p in res.files)
     assert res.results["r0"].params["temperature"] == 0.5
     mean = (res.summaries["r0"] + res.summaries["r1"]) / 2
@@ -395,7 +397,7 @@ def test_replay_runs_writes_per_run_outputs_and_a_pooled_summary(tmp_path: Path)
             tmp_path / "none",
         )
     assert not (tmp_path / "none").exists()
-    with pytest.raises(ValueError, match="fmt must be one of png, svg, pdf, got 'gif'"):
+    with pytest.raises(ValueError, match="--format must be png, svg, pdf, got 'gif'"):
         replay_runs(runs, "dwa", tmp_path / "none", fmt="gif")
 
 

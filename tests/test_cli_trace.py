@@ -31,7 +31,7 @@ def test_inspect_writer_trace(tmp_path: Path) -> None:
     res = runner.invoke(app, ["inspect", str(path)])
     assert res.exit_code == 0, res.output
     assert "run id     r1" in res.output
-    assert "20 step, 4 epoch (valfree)" in res.output
+    assert "20 step rows (training batches), 4 evaluation rows (epoch rows: valfree)" in res.output
     assert "mean raw training loss per epoch" in res.output
     assert "fk_pos" in res.output and "metric/MPJPE" in res.output
 
@@ -53,7 +53,11 @@ def test_inspect_minimal_pyarrow_trace(tmp_path: Path) -> None:
     )
     res = runner.invoke(app, ["inspect", str(path)])
     assert res.exit_code == 0, res.output
-    assert "components x" in res.output and "3 step, 0 epoch" in res.output
+    assert (
+        "components x" in res.output
+        and "3 step rows (training batches), 0 evaluation rows" in res.output
+    )
+    assert "in epochs 0..1 (no evaluation recorded)" in res.output
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -83,7 +83,10 @@ def test_tensorboard_cli_import_inspect_replay(tb_logdir: Path, tmp_path: Path) 
     assert val.index.tolist() == list(range(12)) and val["step"].tolist()[:2] == [1000, 2000]
     assert (val["time"].diff().dropna() > 0).all()  # the events' wall times
     res = runner.invoke(app, ["inspect", str(out)])
-    assert res.exit_code == 0 and "12000 step, 12 epoch (val)" in res.output
+    assert (
+        res.exit_code == 0
+        and "12000 step rows (training batches), 12 evaluation rows (epoch rows: val)" in res.output
+    )
     res = runner.invoke(app, ["replay", str(out), "--method", "dwa", "-q"])
     assert res.exit_code == 0, res.output
     assert (out.parent / "replays" / "replay-dwa.png").stat().st_size > 0

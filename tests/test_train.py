@@ -380,7 +380,10 @@ def test_cli_train_and_replay_end_to_end(tmp_path: Path) -> None:
     for target in (run_dir, trace):
         res = runner.invoke(app, ["inspect", str(target)])
         assert res.exit_code == 0, res.output
-        assert f"rows       {len(tr.steps)} step, {len(tr.epochs)} epoch" in res.output
+        assert (
+            f"rows       {len(tr.steps)} step rows (training batches), "
+            f"{len(tr.epochs)} evaluation rows" in res.output
+        )
 
 
 def test_trains_on_a_folder_of_bvh_files(tmp_path: Path) -> None:

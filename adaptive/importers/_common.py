@@ -8,15 +8,18 @@ into a temporary directory that is renamed into place only when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +27,93 @@ from adaptive.errors import InputError
 from adaptive.trace import TraceWriter
 from adaptive.trace import _format as F
 
-__all__ = ["ImportReport", "Series", "TraceImportError", "build_trace", "parse_mapping"]
+__all__ = [
+    "ImportOptions",
+    "ImportReport",
+    "Series",
+    "TraceImportError",
+    "build_trace",
+    "import_options",
+    "import_to_runs",
+    "parse_mapping",
+]
 
 
 class TraceImportError(InputError):
     """A log that cannot be imported as asked; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How a log becomes a trace; one object shared by every importer.
+
+    `components` maps component name -> scalar tag; `patterns` are tag globs whose `*` part
+    names the component (`train/loss_*`); `metrics` maps metric name -> tag, recorded on
+    epoch rows of `split`. `run` picks a run where the source holds several. Epochs come
+    from the `epoch_tag` scalar, or as `step // steps_per_epoch`. `run_id` names the trace's
+    run (default: the source's run name). `step_column` is for CSV only. `progress` is
+    called as `progress(phase, done, total)` (phase `read`: source bytes, `write`: rows).
+    """
+
+    components: Mapping[str, str] = field(default_factory=dict)
+    patterns: Sequence[str] = ()
+    metrics: Mapping[str, str] = field(default_factory=dict)
+    split: str = "val"
+    run: str | None = None
+    steps_per_epoch: int | None = None
+    epoch_tag: str = "epoch"
+    run_id: str | None = None
+    step_column: str | None = None
+    progress: Callable[[str, int, int], None] | None = None
+
+
+def import_options(options: ImportOptions | None, overrides: Mapping[str, Any]) -> ImportOptions:
+    """`options` (default: all defaults) with keyword `overrides` on top: the importers'
+    former keyword arguments keep working (`import_csv(p, out, components={...})`)."""
+    base = options if options is not None else ImportOptions()
+    given = {k: v for k, v in overrides.items()}
+    for key in ("components", "metrics"):
+        if key in given and given[key] is None:
+            given[key] = {}
+    if "patterns" in given and given["patterns"] is None:
+        given["patterns"] = ()
+    return dataclasses.replace(base, **given) if given else base
+
+
+def import_to_runs(
+    importer: Callable[..., ImportReport],
+    source: Any,
+    options: ImportOptions,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    runs_dir: str | os.PathLike[str] = "runs",
+) -> ImportReport:
+    """Run `importer(source, out, options)`; without `out`, into `runs/<run id>/trace.parquet`.
+
+    The run id is known only once the source is read, so the trace is staged in a hidden
+    folder of `runs_dir` and moved into place when complete; an existing trace there is
+    never replaced (`TraceImportError`). A file system refusal (permissions, a full disk)
+    is reported the same way, in one line.
+    """
+    try:
+        if out is not None:
+            return importer(source, Path(out), options)
+        runs = Path(runs_dir)
+        runs.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=runs, prefix=".import-") as tmp:
+            report = importer(source, Path(tmp) / "trace.parquet", options)
+            dest = runs / report.run_id / "trace.parquet"
+            if dest.exists():
+                raise TraceImportError(f"{dest}: already exists; choose another --out or remove it")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            report.trace.replace(dest)
+            report.trace = dest
+            return report
+    except FileExistsError as exc:
+        raise TraceImportError(f"{exc.filename or exc}: already exists") from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise TraceImportError(f"{where}{exc.strerror or exc}") from None
 
 
 @dataclass
@@ -206,16 +291,16 @@ def build_trace(
     *,
     source: str,
     run_id: str,
-    components: Mapping[str, str] | None = None,
-    patterns: Sequence[str] = (),
-    metrics: Mapping[str, str] | None = None,
-    split: str = "val",
-    steps_per_epoch: int | None = None,
-    epoch_tag: str = "epoch",
+    options: ImportOptions | None = None,
     run_info: Mapping[str, object] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    **kw: Any,
 ) -> ImportReport:
-    """Write the trace `out` from scalar series by tag (see the module docstring)."""
+    """Write the trace `out` from scalar series by tag (see the module docstring) with
+    `options` (keyword arguments override its fields)."""
+    opts = import_options(options, kw)
+    components, patterns, metrics = opts.components, opts.patterns, opts.metrics
+    split, steps_per_epoch, epoch_tag = opts.split, opts.steps_per_epoch, opts.epoch_tag
+    progress = opts.progress
     dest = Path(out)
     if dest.exists():
         raise TraceImportError(f"{dest}: already exists; choose another --out or remove it")

@@ -4,13 +4,21 @@ or long (step, key, value rows, as MLflow's metric history), read with pandas.""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from adaptive.importers._common import ImportReport, Series, TraceImportError, build_trace
+from adaptive.importers._common import (
+    ImportOptions,
+    ImportReport,
+    Series,
+    TraceImportError,
+    build_trace,
+    import_options,
+)
 
 __all__ = ["import_csv", "read_csv_series"]
 
@@ -46,6 +54,11 @@ def read_csv_series(
         raise TraceImportError(f"{p}: not a readable CSV ({msg})") from None
     cols = [str(c) for c in df.columns]
     df.columns = cols
+    if len(df) == 0:
+        raise TraceImportError(
+            f"{p}: a header ({', '.join(cols[:8])}{', ...' if len(cols) > 8 else ''}) "
+            "but no rows: nothing was logged"
+        )
     step_col = step_column or _pick(cols, STEP_COLUMNS)
     if step_col is None or step_col not in cols:
         looked = step_column or ", ".join(STEP_COLUMNS)
@@ -107,37 +120,26 @@ def read_csv_series(
 def import_csv(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    *,
-    run: str | None = None,
-    step_column: str | None = None,
-    components: Mapping[str, str] | None = None,
-    patterns: Sequence[str] = (),
-    metrics: Mapping[str, str] | None = None,
-    split: str = "val",
-    steps_per_epoch: int | None = None,
-    epoch_tag: str = "epoch",
-    run_id: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    options: ImportOptions | None = None,
+    **kw: Any,
 ) -> ImportReport:
     """Import a CSV log (wide or long, see `read_csv_series`) as a v1 trace at `out`.
 
+    `options` says how (`ImportOptions`; `step_column` names the step column); keyword
+    arguments override its fields, so the former keyword call keeps working.
+
     Example:
         >>> import_csv("wandb_export.csv", "runs/w/trace.parquet",
-        ...            components={"a": "train/loss_a", "b": "train/loss_b"})
+        ...            ImportOptions(components={"a": "train/loss_a", "b": "train/loss_b"}))
     """
+    opts = import_options(options, kw)
     p = Path(path)
-    series, found = read_csv_series(p, step_column=step_column, run=run)
+    series, found = read_csv_series(p, step_column=opts.step_column, run=opts.run)
     return build_trace(
         series,
         out,
         source=str(p),
-        run_id=run_id or found or p.stem,
-        components=components,
-        patterns=patterns,
-        metrics=metrics,
-        split=split,
-        steps_per_epoch=steps_per_epoch,
-        epoch_tag=epoch_tag,
+        run_id=opts.run_id or found or p.stem,
+        options=opts,
         run_info={"csv": str(p)},
-        progress=progress,
     )

@@ -13,13 +13,20 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from adaptive.importers._common import ImportReport, Series, TraceImportError, build_trace
+from adaptive.importers._common import (
+    ImportOptions,
+    ImportReport,
+    Series,
+    TraceImportError,
+    build_trace,
+    import_options,
+)
 
 __all__ = ["MlflowRun", "import_mlflow", "mlflow_runs"]
 
@@ -193,28 +200,22 @@ def _file_series(run_dir: Path) -> dict[str, Series]:
 def import_mlflow(
     store: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    *,
-    run: str | None = None,
-    components: Mapping[str, str] | None = None,
-    patterns: Sequence[str] = (),
-    metrics: Mapping[str, str] | None = None,
-    split: str = "val",
-    steps_per_epoch: int | None = None,
-    epoch_tag: str = "epoch",
-    run_id: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    options: ImportOptions | None = None,
+    **kw: Any,
 ) -> ImportReport:
     """Import one MLflow run as a v1 trace at `out`.
 
-    Args:
-        store: `sqlite:///mlflow.db`, a path to the SQLite file, or an `mlruns` folder.
-        run: run id or run name (needed when the store holds several runs).
-        (the rest as `import_tensorboard`; metric keys are the tags).
+    `store` is `sqlite:///mlflow.db`, a path to the SQLite file, or an `mlruns` folder;
+    `options.run` is the run id or name (needed when the store holds several runs);
+    the rest of `ImportOptions` as for every importer (metric keys are the tags).
+    Keyword arguments override the options' fields.
 
     Example:
-        >>> import_mlflow("mlflow.db", "runs/m/trace.parquet", run="bright-owl-42",
-        ...               patterns=["loss_*"], metrics={"acc": "val_acc"})
+        >>> import_mlflow("mlflow.db", "runs/m/trace.parquet",
+        ...               ImportOptions(run="bright-owl-42", patterns=["loss_*"]))
     """
+    opts = import_options(options, kw)
+    run = opts.run
     kind, path = _store(store)
     where = str(store)
     if kind == "sqlite":
@@ -234,13 +235,7 @@ def import_mlflow(
         series,
         out,
         source=f"{where} (run {chosen.name})",
-        run_id=run_id or chosen.name,
-        components=components,
-        patterns=patterns,
-        metrics=metrics,
-        split=split,
-        steps_per_epoch=steps_per_epoch,
-        epoch_tag=epoch_tag,
+        run_id=opts.run_id or chosen.name,
+        options=opts,
         run_info={"mlflow_store": where, "mlflow_run_id": chosen.run_id},
-        progress=progress,
     )

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from adaptive.importers._common import ImportReport, Series, TraceImportError, build_trace
+from adaptive.importers._common import (
+    ImportOptions,
+    ImportReport,
+    Series,
+    TraceImportError,
+    build_trace,
+    import_options,
+)
 
 __all__ = ["import_tensorboard", "read_tensorboard", "tensorboard_runs"]
 
@@ -114,36 +122,23 @@ def read_tensorboard(
 def import_tensorboard(
     logdir: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    *,
-    run: str | None = None,
-    components: Mapping[str, str] | None = None,
-    patterns: Sequence[str] = (),
-    metrics: Mapping[str, str] | None = None,
-    split: str = "val",
-    steps_per_epoch: int | None = None,
-    epoch_tag: str = "epoch",
-    run_id: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    options: ImportOptions | None = None,
+    **kw: Any,
 ) -> ImportReport:
     """Import one run of a TensorBoard log directory as a v1 trace at `out`.
 
-    Args:
-        logdir: a log directory (or one event file).
-        out: the trace to write (must not exist).
-        run: the run's folder relative to `logdir` when it holds several runs.
-        components: component name -> scalar tag; `patterns`: tag globs whose `*` part
-            names the component (`train/loss_*`).
-        metrics: metric name -> tag, recorded on epoch rows of `split`.
-        steps_per_epoch: derive epochs as `step // steps_per_epoch` instead of from the
-            `epoch_tag` scalar (which Lightning logs).
-        run_id: the trace's run id (default: the run folder's name).
-        progress: called as `progress(phase, done, total)`: phase `read` counts event
-            bytes, phase `write` trace rows.
+    `logdir` is a log directory (or one event file); `out` the trace to write (must not
+    exist). `options` (`ImportOptions`) maps tags to components and metrics; its `run` is
+    the run's folder relative to `logdir` when it holds several, `run_id` defaults to that
+    folder's name, and epochs come from the `epoch_tag` scalar (which Lightning logs) unless
+    `steps_per_epoch` is given. Keyword arguments override the options' fields.
 
     Example:
         >>> import_tensorboard("lightning_logs/version_0", "runs/v0/trace.parquet",
-        ...                    patterns=["train/loss_*"])
+        ...                    ImportOptions(patterns=["train/loss_*"]))
     """
+    opts = import_options(options, kw)
+    run, progress = opts.run, opts.progress
     root = Path(logdir)
     if Path(out).exists():  # before the (long) read
         raise TraceImportError(f"{out}: already exists; choose another --out or remove it")
@@ -157,18 +152,12 @@ def import_tensorboard(
     elif run not in runs:
         raise TraceImportError(f"{root}: no run {run!r}; runs: {', '.join(runs)}")
     series = read_tensorboard(runs[run], progress=progress)
-    name = run_id or (Path(run).name if run != "." else root.resolve().name) or "tensorboard"
+    name = opts.run_id or (Path(run).name if run != "." else root.resolve().name) or "tensorboard"
     return build_trace(
         series,
         out,
         source=f"{root}" + (f" (run {run})" if run != "." else ""),
         run_id=name,
-        components=components,
-        patterns=patterns,
-        metrics=metrics,
-        split=split,
-        steps_per_epoch=steps_per_epoch,
-        epoch_tag=epoch_tag,
+        options=opts,
         run_info={"logdir": str(root), "run": run},
-        progress=progress,
     )

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from adaptive._checks import atomic_write
+from adaptive.errors import InputError, ParameterError
 from adaptive.motion import METRIC_KEYS, FeatureStats, MotionJointLoss, MotionModel
 from adaptive.trace import TraceWriter, truncate_trace
 from adaptive.train import distributed
@@ -185,12 +186,17 @@ class Trainer:
         self.epoch = 0  # next epoch to run
         self.step = 0  # optimizer steps done
         self.loss_input = cfg["adaptive"]["loss_input"]
-        self.weighting, self.scheduler = build_controllers(
-            cfg,
-            self.components,
-            self.loss_fn,
-            logger=self.runlog.logger if self.is_main else None,
-        )
+        try:  # the config's controller settings meet the constructors: a refusal is bad input
+            self.weighting, self.scheduler = build_controllers(
+                cfg,
+                self.components,
+                self.loss_fn,
+                logger=self.runlog.logger if self.is_main else None,
+            )
+        except ValueError as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise ParameterError(f"[adaptive] settings: {exc}") from exc
         self.extras = needed_extras(cfg, self.weighting)
         # the weights' moving average, evaluated beside them (rank 0 alone evaluates)
         decay = tcfg["ema_decay"]

@@ -1,0 +1,265 @@
+"""Terminal helpers of the `adaptive` command line: progress bars and tidy help texts.
+
+Torch-free and typer-free at import (the library never imports the CLI's toolkit), so
+`adaptive COMMAND --help` stays fast: help texts name registered methods through
+placeholders (`registered_placeholder("weighting")`) that `tidy_help` fills from the
+static tables of `adaptive.names` when help is rendered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adaptive._namespace import replay_clash
+from adaptive.names import REGISTERED, registered
+
+__all__ = [
+    "PhaseProgress",
+    "StepProgress",
+    "TrainBar",
+    "keep_examples",
+    "one_line",
+    "progress_bar",
+    "registered_placeholder",
+    "replay_clash",
+    "tidy_help",
+]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without the quotes str() adds)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.strip().splitlines()) or type(exc).__name__
+
+
+def registered_placeholder(kind: str) -> str:
+    """The text a help string carries for the registered names of `kind`."""
+    return "{registered:" + kind + "}"
+
+
+def progress_bar(*columns: str, transient: bool = False) -> Any:
+    """The one progress-bar style of the CLI: text columns, a bar after the first, ETA.
+
+    Drawn on stderr and only on a terminal: piped or captured output gets no bar, and no
+    blank line where a stopped bar was (so an error message is the first line there)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    first, *rest = (TextColumn(c) for c in columns)
+    return Progress(
+        first,
+        BarColumn(),
+        *rest,
+        TimeRemainingColumn(),
+        transient=transient,
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+class TrainBar:
+    """Training progress: epoch, step, loss, ETA (`run_training`'s progress factory)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.progress = progress_bar(
+            "[bold]train[/] epoch {task.fields[epoch]}",
+            "step {task.completed}/{task.total}",
+            "loss {task.fields[loss]}",
+            "{task.fields[phase]}",
+        )
+        self.task: Any = None
+        self.loss = "-"
+
+    def start(self, trainer: Any) -> None:
+        self.progress.start()
+        total = trainer.epochs * trainer.steps_per_epoch
+        self.task = self.progress.add_task(
+            "train",
+            total=total,
+            completed=trainer.step,
+            epoch=f"{trainer.epoch}/{trainer.epochs}",
+            loss="-",
+            phase="",
+        )
+
+    def __call__(self, info: Any) -> None:
+        if self.task is None:
+            return
+        if info.loss is not None:
+            self.loss = f"{info.loss:.4g}"
+        self.progress.update(
+            self.task,
+            completed=info.step,
+            epoch=f"{info.epoch + 1}/{info.epochs}",
+            loss=self.loss,
+            phase="(evaluating)" if info.phase == "eval" else "",
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+class StepProgress:
+    """A transient bar over replayed steps, replays or imported rows (silent when quiet).
+
+    A context manager: the bar is gone before anything else (an error) is printed.
+    """
+
+    def __init__(self, total: int, label: str, quiet: bool, unit: str = "steps") -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        if quiet:
+            return
+        self.bar = progress_bar(
+            "{task.description}", "{task.completed}/{task.total} " + unit, transient=True
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PhaseProgress:
+    """One bar per import phase (`read` event bytes, `write` trace rows); a context manager."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.phase = quiet, ""
+        self.bar: StepProgress | None = None
+
+    def __call__(self, phase: str, n: int, total: int) -> None:
+        if self.quiet:
+            return
+        if phase != self.phase or self.bar is None:
+            self.close()
+            unit = "bytes" if phase == "read" else "rows"
+            self.bar, self.phase = StepProgress(total, phase, False, unit=unit), phase
+        self.bar(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> PhaseProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fill_registered(text: str) -> str:
+    """Replace every `{registered:KIND}` by the registered names of KIND."""
+    for kind in REGISTERED:
+        mark = registered_placeholder(kind)
+        if mark in text:
+            text = text.replace(mark, ", ".join(registered(kind)))
+    return text
+
+
+def _one_spelling(opts: list[str]) -> list[str]:
+    """Drop `--a_b` where `--a-b` is there too: the underscore alias parses, help hides it."""
+    shown = set(opts)
+    return [o for o in opts if not ("_" in o and o.replace("_", "-") in shown)]
+
+
+def keep_examples(doc: str | None) -> str | None:
+    """A command docstring whose example lines (`adaptive ...` after a blank line) help
+    prints as written: click rewraps paragraphs, which breaks a long example in two lines
+    that no longer paste; a `\\b` line before a paragraph keeps it whole."""
+    import re
+
+    if not doc:
+        return doc
+    return re.sub(r"\n\n( {4,})(adaptive )", lambda m: f"\n\n{m[1][:-4]}\b\n{m[1]}{m[2]}", doc)
+
+
+def tidy_help(app: Any = None) -> None:
+    """Help shows `PATH`, `N`, `X`, `TEXT` rather than typer's `{path}` / `<list[str]>`, one
+    spelling per option, and the registered names where a help text has a placeholder.
+
+    Recent typer renders types as `<list[str]>` and required arguments as `{path}`; this
+    rewrites those labels (only where no metavar was given) and leaves older typer alone.
+    Underscore aliases (`--adaptive_loss`) stay accepted but are left out of help. Names
+    come from `adaptive.names`, so rendering help imports no registry (and no torch).
+    With `app`, its commands' examples are kept unwrapped (`keep_examples`). Patches
+    typer's classes once; calling it again does nothing more.
+    """
+    for info in getattr(app, "registered_commands", ()):
+        if info.callback is not None:
+            info.callback.__doc__ = keep_examples(info.callback.__doc__)
+    try:
+        from typer import core
+    except ImportError:  # pragma: no cover
+        return
+    if getattr(core, "_adaptive_tidy_help", False):
+        return
+    core._adaptive_tidy_help = True  # type: ignore[attr-defined]
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "get_help_record"):
+            continue
+        record = cls.get_help_record
+
+        def help_record(self, ctx, _record=record):  # type: ignore[no-untyped-def]
+            opts, secondary = self.opts, self.secondary_opts
+            self.opts, self.secondary_opts = _one_spelling(opts), _one_spelling(secondary)
+            try:
+                rv = _record(self, ctx)
+            finally:
+                self.opts, self.secondary_opts = opts, secondary
+            if rv is not None:
+                rv = (rv[0], _fill_registered(rv[1]))
+            return rv
+
+        cls.get_help_record = help_record
+    names = {"str": "TEXT", "path": "PATH", "int": "N", "float": "X", "bool": ""}
+
+    def label(text: str | None) -> str | None:
+        if not text or not (text.startswith("<") and text.endswith(">")):
+            return text
+        inner = text[1:-1]
+        if inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[5:-1]
+        return names.get(inner, inner.upper()) or None
+
+    for cls in (getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)):
+        if cls is None or not hasattr(cls, "display_type_rich"):
+            continue
+        original = cls.display_type_rich
+
+        def display_type(self, ctx, _original=original, _cls=cls):  # type: ignore[no-untyped-def]
+            if self.metavar is not None:
+                return self.metavar
+            if _cls.__name__ == "TyperArgument":
+                return None  # the argument's name says it
+            return label(_original(self, ctx))
+
+        cls.display_type_rich = display_type
+    arg = getattr(core, "TyperArgument", None)
+    if arg is not None and hasattr(arg, "_usage_display_name"):
+
+        def usage(self) -> str:  # type: ignore[no-untyped-def]
+            name = self.display_name_raw.upper()
+            return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+        arg._usage_display_name = usage
+    if arg is not None and hasattr(arg, "_rich_display_name"):
+        listed = arg._rich_display_name
+
+        def listed_upper(self) -> str:  # type: ignore[no-untyped-def]
+            return listed(self).upper()
+
+        arg._rich_display_name = listed_upper

@@ -114,16 +114,19 @@ def restore(
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     history = json.loads(state["metric_history"])
-    if weighting is not None:
-        if not state["weighting"]:
+    for name, what, controller in (
+        ("weighting", "adaptive loss", weighting),
+        ("scheduler", "scheduler", scheduler),
+    ):
+        if controller is None:
+            continue
+        if not state[name]:
             raise TrainingError(
-                "checkpoint has no adaptive loss state; resume with the same adaptive settings"
+                f"checkpoint has no {what} state; resume with the same adaptive settings"
             )
-        weighting.load_state_dict(json.loads(state["weighting"]))
-    if scheduler is not None:
-        if not state["scheduler"]:
-            raise TrainingError(
-                "checkpoint has no scheduler state; resume with the same adaptive settings"
-            )
-        scheduler.load_state_dict(json.loads(state["scheduler"]))
+        try:  # a controller checks its whole state before it loads any of it
+            controller.load_state_dict(json.loads(state[name]))
+        except (KeyError, TypeError, ValueError) as exc:
+            first = str(exc).strip().strip("'\"").splitlines() or [type(exc).__name__]
+            raise TrainingError(f"{path}: the {what} state does not fit ({first[0]})") from None
     return history

@@ -457,14 +457,3 @@ def test_scheduler_signal_panels_follow_the_columns_present() -> None:
     assert list(panels) == ["gradient norm", "trend", "loss z"]
     assert [c for c, _ in panels["trend"]] == ["signal/free_trend"]
     assert signal_panels(["step", "delta"]) == {}
-
-
-def test_scheduler_figure_survives_renamed_signals(tmp_path: Path) -> None:
-    from replay import plot_scheduler, replay
-
-    trace = read_trace(synthetic(tmp_path / "t.parquet", steps=150))
-    r = replay(trace, "scheduler", update_interval=10)
-    r.frame = r.frame.drop(columns=["signal/loss_trend", "signal/grad_z"])
-    r.frame["signal/loss_z"] = np.linspace(-1, 1, len(r.frame))  # a signal it does not know
-    out = plot_scheduler(r, tmp_path / "s.png", trace=trace)
-    assert out.stat().st_size > 20_000

@@ -73,6 +73,11 @@ def test_two_rank_ddp_run_agrees_and_replays(tmp_path: Path) -> None:
     assert len(r0["steps"]) == EPOCHS * STEPS
     for key in ("steps", "param_sha256", "weighting", "scheduler", "metric_history"):
         assert r0[key] == r1[key], key
+    # the process group did not outlive shutdown(): no gloo thread is left for interpreter
+    # finalization, where it aborted runs now and then (adaptive/train/distributed.py)
+    for r in (0, 1):
+        left = json.loads((dump / f"rank{r}-exit.json").read_text())["gloo_threads_after_shutdown"]
+        assert left in ([], None), (r, left)
 
     # rank 0 alone wrote the run folder; the trace records the all-reduced losses
     run_dir = tmp_path / "ddp"

@@ -22,7 +22,11 @@ from adaptive.trace import read_trace
 from cli import app
 
 runner = CliRunner()
-tb = pytest.importorskip("torch.utils.tensorboard", reason="needs the 'tensorboard' extra")
+
+
+def _tensorboard():
+    """torch's TensorBoard writer; skips the calling test (only it) without the extra."""
+    return pytest.importorskip("torch.utils.tensorboard", reason="needs the 'tensorboard' extra")
 
 
 def _loss(c: str, s: int) -> float:
@@ -31,7 +35,7 @@ def _loss(c: str, s: int) -> float:
 
 def _write_tb(logdir: Path, steps: int, *, every_epoch: int = 50, spe: int = 1000) -> None:
     """Like Lightning: losses every step, `epoch` every `every_epoch` steps, val per epoch."""
-    w = tb.SummaryWriter(str(logdir))
+    w = _tensorboard().SummaryWriter(str(logdir))
     for s in range(steps):
         w.add_scalar("train/loss_a", _loss("a", s), s)
         if s % 7:  # loss_b is missing at every 7th step
@@ -96,6 +100,7 @@ def test_tensorboard_cli_import_inspect_replay(tb_logdir: Path, tmp_path: Path) 
 
 
 def test_tensorboard_restart_and_runs(tmp_path: Path) -> None:
+    tb = _tensorboard()
     logdir = tmp_path / "logs"
     w = tb.SummaryWriter(str(logdir / "r1"), filename_suffix=".1")
     for s in range(10):

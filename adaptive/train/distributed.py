@@ -17,6 +17,7 @@ global batch gives each rank its own ``train.batch_size`` windows (positions ``r
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,14 @@ def init_from_env(device_type: str = "cpu") -> DistInfo | None:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # torch.distributed.nn.functional binds `group=group.WORLD` as default arguments
+        # when first imported, which DistributedDataParallel does lazily. Imported after
+        # the group is up, those defaults keep it alive past destroy_process_group(): its
+        # native threads then die only in interpreter finalization, which aborted runs now
+        # and then ("terminate called without an active exception"). Imported first, they
+        # bind None.
+        import torch.distributed.nn as _bind_defaults_first  # noqa: F401
+
         dist.init_process_group(backend=backend)
     if dist.get_world_size() <= 1:
         return None
@@ -75,8 +84,15 @@ def init_from_env(device_type: str = "cpu") -> DistInfo | None:
 
 
 def shutdown() -> None:
-    """Tear the process group down (if one is up)."""
+    """Tear the process group down (if one is up), joining its native threads.
+
+    Drop every ``DistributedDataParallel`` wrapper first: its reducer holds the group, and
+    a group that outlives this call is torn down during interpreter finalization instead,
+    where gloo's threads can abort the process. Unreachable wrappers in reference cycles
+    are collected here.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -1,0 +1,230 @@
+"""The figures of `adaptive replay`, `compare` and `sweep`, tested by their content: panels,
+titles, axis labels, legend entries and the plotted data, against the tables the same
+command writes. Figures are caught as the commands save them (`Figure.savefig`), so the
+tests do not depend on which module draws them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+from typer.testing import CliRunner
+
+from adaptive.trace import read_trace
+from cli import app
+from tests.test_analysis import COMPS, synthetic
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """File name written -> the Figure saved there."""
+    out: dict[str, Figure] = {}
+    original = Figure.savefig
+
+    def savefig(self: Figure, fname, *args, **kwargs):
+        out[Path(str(fname)).name] = self  # a temporary name that contains the final one
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return out
+
+
+def _figure(saved: dict[str, Figure], stem: str) -> Figure:
+    hits = [f for name, f in saved.items() if stem in name]
+    assert len(hits) == 1, (stem, list(saved))
+    return hits[0]
+
+
+def _panels(fig: Figure) -> list[Axes]:
+    """The figure's panels: its axes without colour bars and twin axes."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_title() != ""]
+
+
+def _legend(ax: Axes) -> list[str]:
+    leg = ax.get_legend()
+    assert leg is not None, ax.get_title()
+    return [t.get_text() for t in leg.get_texts()]
+
+
+def _line(ax: Axes, label: str) -> tuple[np.ndarray, np.ndarray]:
+    lines = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    assert len(lines) == 1, (label, [ln.get_label() for ln in ax.get_lines()])
+    return np.asarray(lines[0].get_xdata(), float), np.asarray(lines[0].get_ydata(), float)
+
+
+def _hlines(ax: Axes) -> set[float]:
+    """y of the horizontal lines across the panel (thresholds, clamp bounds)."""
+    out = set()
+    for ln in ax.get_lines():
+        y = np.asarray(ln.get_ydata(), float)
+        x = np.asarray(ln.get_xdata(), float)
+        if len(y) == 2 and y[0] == y[1] and list(x) == [0.0, 1.0]:
+            out.add(round(float(y[0]), 9))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic(tmp_path_factory.mktemp("fig") / "run" / "trace.parquet", steps=300)
+
+
+def test_replay_weighting_figure(saved: dict, trace_path: Path, tmp_path: Path) -> None:
+    args = ["replay", str(trace_path), "-m", "dwa", "-p", "temperature=1", "-o", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--adjustment-range", "0.25", "-q"])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_parquet(next(tmp_path.glob("replay-dwa*.parquet")))
+    weights, deltas = _panels(_figure(saved, "replay-dwa"))
+    assert "proposed loss weights" in weights.get_title() and "dwa" in weights.get_title()
+    assert weights.get_ylabel() == "loss weight"
+    assert deltas.get_xlabel() == "optimizer step"
+    assert "temperature=1" in deltas.get_title() and "adjustment_range=0.25" in deltas.get_title()
+    assert _legend(weights) == [*COMPS, "epoch boundary", "base weight", "clamp band (base ±25%)"]
+    steps = frame["step"].to_numpy(float)
+    for c in COMPS:
+        x, y = _line(weights, c)
+        np.testing.assert_array_equal(x, steps)
+        np.testing.assert_allclose(y, frame[f"proposed/weight/{c}"])
+        x, y = _line(deltas, c)
+        np.testing.assert_allclose(y, frame[f"delta/{c}"])
+    assert np.abs(frame[[f"delta/{c}" for c in COMPS]].to_numpy()).max() > 0.01  # it moved
+    assert {0.25, -0.25} <= _hlines(deltas)  # the clamp bounds
+
+
+def test_replay_scheduler_figure(saved: dict, trace_path: Path, tmp_path: Path) -> None:
+    args = ["replay", str(trace_path), "-m", "scheduler", "-p", "update_interval=10"]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_parquet(next(tmp_path.glob("replay-scheduler*.parquet")))
+    panels = _panels(_figure(saved, "replay-scheduler"))
+    params = ["tf_ratio", "freerun_horizon", "freerun_weight"]
+    assert "adaptive scheduler: base vs proposed schedule" in panels[0].get_title()
+    for ax, p in zip(panels, params, strict=False):
+        assert ax.get_ylabel().startswith(p)
+        assert _legend(ax) == ["base", "proposed"]
+        np.testing.assert_allclose(_line(ax, "base")[1], frame[f"base/{p}"])
+        np.testing.assert_allclose(_line(ax, "proposed")[1], frame[f"proposed/schedule/{p}"])
+    delta = panels[len(params)]
+    assert delta.get_ylabel() == "delta δ"
+    np.testing.assert_allclose(_line(delta, "delta (+ = harder)")[1], frame["delta"])
+    assert "±range 0.2" in _legend(delta) or any(s.startswith("±range") for s in _legend(delta))
+    signals = [ax for ax in panels if ax.get_title().startswith("signal: ")]
+    assert signals, [ax.get_title() for ax in panels]
+    for ax in signals:  # every signal panel plots columns of the replay's frame
+        for ln in ax.get_lines():
+            label = ln.get_label()
+            if label.startswith("_") or len(ln.get_xdata()) == 2:
+                continue
+            assert len(ln.get_ydata()) == len(frame), label
+    valfree = panels[-1]
+    assert valfree.get_xlabel() == "optimizer step"
+    vf = read_trace(trace_path).split_metrics("valfree")
+    x, y = _line(valfree, "valfree YawAbsDeg (per epoch)")
+    np.testing.assert_array_equal(x, vf["step"].to_numpy(float))
+    np.testing.assert_allclose(y, vf["metric/YawAbsDeg"])
+
+
+def test_compare_figure(saved: dict, trace_path: Path, tmp_path: Path) -> None:
+    methods = ["-m", "dwa", "-m", "uncertainty", "-m", "scheduler"]
+    res = runner.invoke(app, ["compare", str(trace_path), *methods, "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    trace = read_trace(trace_path)
+    panels = _panels(_figure(saved, "compare"))
+    titles = [ax.get_title() for ax in panels]
+    # losses, two weighting methods, the scheduler, the grad norm, valfree: one step axis
+    assert len(panels) == 6, titles
+    losses, dwa, unc, sched, grad, valfree = panels
+    assert f"over run {trace.run_id}" in titles[0] and losses.get_yscale() == "log"
+    assert losses.get_legend().get_title().get_text() == "component"
+    for c in COMPS:
+        x, y = _line(losses, c)
+        np.testing.assert_array_equal(x, trace.steps["step"].to_numpy(float))
+        np.testing.assert_allclose(y, trace.steps[f"loss/{c}"], rtol=1e-6)
+    for ax, method in ((dwa, "dwa"), (unc, "uncertainty")):
+        assert "proposed weights" in ax.get_title() and method in ax.get_title()
+        assert ax.get_legend().get_title().get_text() == method
+        assert _legend(ax)[: len(COMPS)] == COMPS
+    assert sched.get_ylabel() == "proposed / base" and 1.0 in _hlines(sched)
+    np.testing.assert_allclose(_line(grad, "grad norm")[1], trace.steps["grad_norm"], rtol=1e-6)
+    assert grad.get_yscale() == "log"
+    vf = trace.split_metrics("valfree")
+    x, y = _line(valfree, "valfree YawAbsDeg (deg) — left axis")
+    np.testing.assert_allclose(y, vf["metric/YawAbsDeg"])
+    assert valfree.get_xlabel() == "optimizer step"
+    # the stability table written beside it covers the same three controllers
+    table = pd.read_csv(tmp_path / "stability.csv", index_col=0)
+    assert list(table.columns) == ["dwa", "uncertainty", "scheduler"]
+
+
+def test_sweep_figure(saved: dict, trace_path: Path, tmp_path: Path) -> None:
+    grid = ["-g", "temperature=0.5,2", "-g", "adjustment_range=0.1,0.2,0.3"]
+    res = runner.invoke(app, ["sweep", str(trace_path), "-m", "dwa", *grid, "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    fig = _figure(saved, "sweep")
+    scatter, heat = _panels(fig)
+    assert scatter.get_title() == f"dwa sweep: effect vs stability ({len(table)} configurations)"
+    assert scatter.get_xlabel().startswith("effect: mean |delta|")
+    assert scatter.get_ylabel().startswith("stability score")
+    # one point per configuration, at (effect, score), in its status' series
+    points = {}
+    for coll in scatter.collections:
+        if isinstance(coll, PathCollection):
+            status = coll.get_label().split(" (")[0]
+            for x, y in coll.get_offsets():
+                points.setdefault(status, []).append((round(x, 6), round(y, 6)))
+    want = {}
+    for _, row in table.iterrows():
+        want.setdefault(row["status"], []).append(
+            (round(row["mean_abs_delta"], 6), round(row["score"], 6))
+        )
+    assert {k: sorted(v) for k, v in points.items()} == {k: sorted(v) for k, v in want.items()}
+    legend = _legend(scatter)
+    assert any(t.startswith("inert below mean |delta|") for t in legend)
+    for status, rows in want.items():
+        assert f"{status} ({len(rows)})" in legend
+    # the heat map: score per (temperature, adjustment_range), the recommended one boxed
+    assert heat.get_ylabel() == "temperature" and heat.get_xlabel() == "adjustment_range"
+    assert [t.get_text() for t in heat.get_yticklabels()] == ["0.5", "2"]
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["0.1", "0.2", "0.3"]
+    (image,) = [im for im in heat.get_images() if isinstance(im, AxesImage)]
+    grid = np.asarray(image.get_array(), float)
+    for _, row in table.iterrows():
+        i = [0.5, 2.0].index(row["temperature"])
+        j = [0.1, 0.2, 0.3].index(row["adjustment_range"])
+        assert grid[i, j] == pytest.approx(row["score"], rel=1e-6)
+    boxes = [p for p in heat.patches if isinstance(p, Rectangle)]
+    recommended = table[table["status"] == "recommended"]
+    assert len(boxes) == len(recommended)
+    if len(recommended):
+        row = recommended.iloc[0]
+        assert boxes[0].get_xy() == (
+            [0.1, 0.2, 0.3].index(row["adjustment_range"]) - 0.5,
+            [0.5, 2.0].index(row["temperature"]) - 0.5,
+        )
+        assert "(red box: recommended)" in heat.get_title()
+    else:
+        assert "(none recommended)" in heat.get_title()
+
+
+def test_scheduler_figure_follows_renamed_signals(saved: dict, tmp_path: Path) -> None:
+    from replay import plot_scheduler, replay
+
+    trace = read_trace(synthetic(tmp_path / "t.parquet", steps=150))
+    r = replay(trace, "scheduler", update_interval=10)
+    r.frame = r.frame.drop(columns=["signal/loss_trend", "signal/grad_z"])
+    r.frame["signal/loss_z"] = np.linspace(-1, 1, len(r.frame))  # a signal it does not know
+    plot_scheduler(r, tmp_path / "renamed-signals.png", trace=trace)
+    panels = _panels(_figure(saved, "renamed-signals"))
+    titles = [ax.get_title() for ax in panels]
+    assert "signal: loss z" in titles and "signal: gradient norm" not in titles
+    (ax,) = [a for a in panels if a.get_title() == "signal: loss z"]
+    np.testing.assert_allclose(_line(ax, "loss_z")[1], r.frame["signal/loss_z"])

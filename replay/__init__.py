@@ -3,9 +3,8 @@
 `replay(trace, method, **params)` runs one controller; `replay_runs` does so over every run
 of a folder and writes its tables and figures (`adaptive replay`); `compare` / `sweep` run
 several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
-`stability_metrics` / `stability_table` / `recommend` judge what they did; `trial` trains
-with the controllers off and on over several seeds and says whether the run ends better
-(`compare_runs` does the same for finished runs).
+`stability_metrics` / `stability_table` / `recommend` judge what they did. Whether a run
+ends better is the outcome trial's question: it trains, so it lives in `adaptive.trial`.
 """
 
 from replay._compare import plot_compare
@@ -41,8 +40,6 @@ from replay._summary import (
     write_frame,
 )
 from replay._sweep import SweepResult, parse_grid, recommended_toml, sweep
-from replay._trial import TrialError, TrialResult, compare_runs, paired_stats, read_trial
-from replay._trial import run_trial as trial
 from replay._workflow import CompareOutput, ReplayRunsOutput, compare, replay_runs
 
 __all__ = [
@@ -53,16 +50,12 @@ __all__ = [
     "ReplayResult",
     "ReplayRunsOutput",
     "SweepResult",
-    "TrialError",
-    "TrialResult",
     "Verdict",
     "compare",
-    "compare_runs",
     "load_runs",
     "method_parameters",
     "method_title",
     "metrics_by_epoch",
-    "paired_stats",
     "parse_grid",
     "parse_params",
     "per_epoch_scale",
@@ -70,7 +63,6 @@ __all__ = [
     "plot_result",
     "plot_scheduler",
     "plot_weighting",
-    "read_trial",
     "reason_counts",
     "recommend",
     "recommended_toml",
@@ -85,7 +77,6 @@ __all__ = [
     "stability_score",
     "stability_table",
     "sweep",
-    "trial",
     "verdicts",
     "weighting_summary",
     "write_frame",

@@ -835,8 +835,7 @@ def trial(
 
         adaptive trial --quick --seeds 4 --placebo -c "adaptive.loss='dwa'"
 
-        adaptive trial --command 'python train.py --seed {seed} --out {run_dir} {overrides}' \
-            -c '--method dwa' --metric val/acc --higher-is-better --seeds 8
+        adaptive trial --command './train.sh {seed} {run_dir} {overrides}' -c '--lr 0.01'
 
         adaptive trial --runs runs/base runs/live
     """

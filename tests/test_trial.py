@@ -485,3 +485,23 @@ def test_pilot_then_fixed_batch(tmp_path: Path) -> None:
     assert f"{need} seeds needed" in seq and f"{n} seeds run" in seq
     assert ("Target MDE 3.0%: reached" in seq) == (res.rows("primary")["mde_rel"].iloc[0] <= 0.03)
     assert "design: internal pilot" in (tmp_path / "s" / "trial.md").read_text()
+
+
+def test_replay_and_the_trial_package_do_not_import_each_other() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+
+    def imports(folder: Path) -> set[str]:
+        out: set[str] = set()
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    out.add(node.module)
+                elif isinstance(node, ast.Import):
+                    out |= {a.name for a in node.names}
+        return out
+
+    assert not {m for m in imports(root / "replay") if m.startswith("adaptive.trial")}
+    assert not {m for m in imports(root / "adaptive") if m.split(".")[0] == "replay"}
+    assert not (root / "replay" / "_trial.py").exists()

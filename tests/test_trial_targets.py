@@ -39,7 +39,7 @@ def test_plain_loop_as_a_command_target(tmp_path: Path, monkeypatch: pytest.Monk
     # a metric the trainer does not record: one line, after the first run shows what it has
     r = runner.invoke(
         app,
-        [*args[:5], "--metric", "val/nope", "--seeds", "1", "-o", str(tmp_path / "u")],
+        [*args[:5], "--metric", "val/nope", "--seeds", "1", "-q", "-o", str(tmp_path / "u")],
     )
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert "val/nope" in r.output and "val/mse" in r.output and "val/acc" in r.output

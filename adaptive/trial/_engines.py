@@ -91,6 +91,8 @@ class LocalEngine:
     stops the queued ones; finished runs are kept for the next call."""
 
     jobs: int = 1
+    #: runs train in their own folder, so an interrupted one can resume from its checkpoint
+    resumes = True
 
     def describe(self) -> str:
         return f"local process pool ({self.jobs} at a time)" if self.jobs > 1 else "this process"
@@ -155,6 +157,8 @@ class RayEngine:
     gpus_per_run: float = 0.0
     num_cpus: int | None = None
     runtime_env: dict[str, Any] | None = None
+    #: runs train in a scratch folder on their node: an unfinished run starts over
+    resumes = False
 
     def describe(self) -> str:
         where = f"Ray cluster {self.address}" if self.address else "local Ray cluster"

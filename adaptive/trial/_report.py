@@ -192,7 +192,7 @@ def verdict_text(row: Mapping[str, Any]) -> str:
     v = str(row["verdict"])
     if v == NO_DIFF:
         if math.isfinite(row["mde_rel"]):
-            v += f" (no difference larger than {row['mde_rel']:.1%} at n = {int(row['n'])})"
+            v += f" (no difference larger than {pct(row['mde_rel'])} at n = {int(row['n'])})"
         else:
             v += f" (n = {int(row['n'])}: no interval, nothing can be told)"
     elif v in ("better", "worse") and row["diverged_candidate"] != row["diverged_baseline"]:
@@ -355,12 +355,13 @@ class TrialResult:
                 if math.isfinite(r["ci_low"])
                 else "no interval"
             )
-            mde_txt = f"MDE {r['mde_rel']:.1%}" if math.isfinite(r["mde_rel"]) else "MDE n/a"
+            mde_txt = f"MDE {pct(r['mde_rel'])}" if math.isfinite(r["mde_rel"]) else "MDE n/a"
             k = str(r["reduce"])
             red = "final" if k == "final" else f"mean of last {k[4:]}"
             lines.append(
                 f"{r['candidate']}: {r['metric']} ({red}) {r['mean_baseline']:.4g} -> "
-                f"{r['mean_candidate']:.4g}{u} ({r['rel_diff']:+.1%}, {ci}, n = {int(r['n'])}, "
+                f"{r['mean_candidate']:.4g}{u} ({pct(r['rel_diff'], sign=True)}, {ci}, "
+                f"n = {int(r['n'])}, "
                 f"{mde_txt}): {verdict_text(r)}"
             )
         if lines:
@@ -388,7 +389,7 @@ class TrialResult:
             lines.append(
                 f"| {r['candidate']} | {r['role']} | {r['metric']} | {r['reduce']} | {int(r['n'])} "
                 f"| {r['mean_baseline']:.4g} | {r['mean_candidate']:.4g} | {ci} "
-                f"| {r['rel_diff']:+.1%} | {_pct(r['mde_rel'])} | {_p(r['p_t'])} "
+                f"| {pct(r['rel_diff'], sign=True)} | {pct(r['mde_rel'])} | {_p(r['p_t'])} "
                 f"| {_p(r['p_holm'])} | {_p(r['p_signflip'])} "
                 f"| {r['diverged_candidate']}/{r['diverged_baseline']}/{r['diverged_both']} "
                 f"| {verdict} | {r['per_seed']} |"
@@ -432,8 +433,12 @@ def _design_text(d: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(x: float) -> str:
-    return f"{x:.1%}" if math.isfinite(x) else "–"
+def pct(x: float, *, sign: bool = False) -> str:
+    """A fraction as a percentage: one decimal, or two significant digits below 0.1 %."""
+    if not math.isfinite(x):
+        return "–"
+    s = "+" if sign and x >= 0 else ""
+    return f"{s}{100 * x:.2g}%" if 0 < abs(x) < 0.001 else f"{s}{100 * x:.1f}%"
 
 
 def _p(x: float) -> str:

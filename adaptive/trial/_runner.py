@@ -300,7 +300,11 @@ def _run_batch(
                     _check_trace_metric(run_dir, primary)
                     checked.append(True)
                 continue
-            resume = target.can_resume and (run_dir / "checkpoint.pt").is_file()
+            resume = (
+                target.can_resume
+                and getattr(engine, "resumes", False)
+                and (run_dir / "checkpoint.pt").is_file()
+            )
             if run_dir.exists() and not resume:
                 shutil.rmtree(run_dir)  # started, nothing to resume from: start over
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,8 +322,6 @@ def _run_batch(
         _write_json(job.run_dir / DONE, {"arm": job.arm.name, "seed": job.seed})
 
     if todo:
-        if getattr(engine, "resumes", True) is False or not target.can_resume:
-            todo = [Job(j.target, j.arm, j.seed, j.run_dir, False) for j in todo]
         engine.run(todo, done, say)
 
 

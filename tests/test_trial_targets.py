@@ -83,31 +83,36 @@ def always_crash(overrides: str, seed: int, run_dir: Path) -> None:
 
 
 def test_ray_gives_the_pool_numbers_retries_once_and_reports_lost_runs(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
-    env = {"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}}
+    ray = pytest.importorskip("ray")
     kw = {"seeds": 2, "sets": SMALL, "reduce": "last2", "secondary": []}
     pool = run_trial(tmp_path / "pool", [UNC], engine=LocalEngine(2), **kw)
-    ray_engine = RayEngine(num_cpus=2, runtime_env=env)
-    on_ray = run_trial(tmp_path / "ray", [UNC], engine=ray_engine, **kw)
-    pd.testing.assert_frame_equal(on_ray.frame, pool.frame)  # bit for bit
-    assert "local Ray cluster" in (tmp_path / "ray" / "trial.md").read_text()
+    # one local cluster with 2 CPUs for the whole test (the engine uses an open connection)
+    env = {"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=env)
+    try:
+        engine = RayEngine()
+        on_ray = run_trial(tmp_path / "ray", [UNC], engine=engine, **kw)
+        pd.testing.assert_frame_equal(on_ray.frame, pool.frame)  # bit for bit
+        assert "Ray cluster" in (tmp_path / "ray" / "trial.md").read_text()
 
-    # a run whose worker dies is retried once by Ray and then counts like any other
-    marks = tmp_path / "marks"
-    target = FunctionTarget(crash_once, baseline_args=str(marks / "base"))
-    res = run_trial(
-        tmp_path / "crash", [f"c: {marks / 'cand'}"], target=target, seeds=2,
-        metric="val/m", reduce="final", engine=ray_engine,
-    )  # fmt: skip
-    assert list(res.rows("primary")["n"]) == [2]
-    assert len(list(marks.rglob("seed*"))) == 4  # every run died once
-
-    # lost twice: reported by name, finished runs kept for the next call
-    target = FunctionTarget(always_crash, baseline_args="base")
-    with pytest.raises(TrialError, match=r"lost twice.*c seed 0.*c seed 1|lost twice.*c seed 1"):
-        run_trial(
-            tmp_path / "lost", ["c: cand"], target=target, seeds=2, metric="val/m",
-            reduce="final", engine=ray_engine,
+        # a run whose worker dies is retried once by Ray and then counts like any other
+        marks = tmp_path / "marks"
+        target = FunctionTarget(crash_once, baseline_args=str(marks / "base"))
+        res = run_trial(
+            tmp_path / "crash", [f"c: {marks / 'cand'}"], target=target, seeds=1,
+            metric="val/m", reduce="final", engine=engine,
         )  # fmt: skip
-    assert (tmp_path / "lost" / "baseline" / "seed0" / "trial-done.json").exists()
-    assert not (tmp_path / "lost" / "c" / "seed0" / "trial-done.json").exists()
+        assert list(res.rows("primary")["n"]) == [1]
+        assert len(list(marks.rglob("seed*"))) == 2  # both runs died once
+
+        # lost twice: reported by name, finished runs kept for the next call
+        target = FunctionTarget(always_crash, baseline_args="base")
+        with pytest.raises(TrialError, match=r"1 run\(s\) lost twice.*c seed 0"):
+            run_trial(
+                tmp_path / "lost", ["c: cand"], target=target, seeds=1, metric="val/m",
+                reduce="final", engine=engine,
+            )  # fmt: skip
+        assert (tmp_path / "lost" / "baseline" / "seed0" / "trial-done.json").exists()
+        assert not (tmp_path / "lost" / "c" / "seed0" / "trial-done.json").exists()
+    finally:
+        ray.shutdown()

@@ -97,6 +97,9 @@ class LocalEngine:
     def describe(self) -> str:
         return f"local process pool ({self.jobs} at a time)" if self.jobs > 1 else "this process"
 
+    def check(self) -> None:
+        """Nothing to check: this machine is here."""
+
     def run(self, jobs: Sequence[Job], done: Done, progress: Callable[[str], None]) -> None:
         if self.jobs == 1 or len(jobs) <= 1:
             for i, job in enumerate(jobs, 1):
@@ -146,7 +149,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 class RayEngine:
     """Each run is a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs, on the
     cluster at `address`, else on a local cluster of `num_cpus` CPUs (default: all cores)
-    started for this trial and stopped after it (`runtime_env` is Ray's, e.g. a
+    started for this trial and stopped after it; a connection the caller opened with
+    `ray.init` is used as it is and left open (`runtime_env` is Ray's, e.g. a
     `working_dir` for a cluster without this package installed). A task lost with its
     worker or node is retried once by Ray (`max_retries=1`); a run lost twice is reported
     and the trial stops with the list (finished runs are kept; the same command retries
@@ -164,15 +168,27 @@ class RayEngine:
         where = f"Ray cluster {self.address}" if self.address else "local Ray cluster"
         return f"{where}, {self.cpus_per_run:g} CPU / {self.gpus_per_run:g} GPU per run"
 
-    def _init(self) -> Any:
+    def check(self) -> None:
+        """Refuse, before anything is trained or written: no ray, bad resources, an
+        address that cannot be reached."""
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
             raise TrialError(
                 "--engine ray needs the ray extra (pip install 'adaptive-replay[ray]')"
             ) from None
         if self.cpus_per_run <= 0 or self.gpus_per_run < 0:
             raise TrialError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+        if self.address:
+            _check_reachable(self.address)
+
+    def _init(self) -> tuple[Any, bool]:
+        """(ray, whether this call connected it and so disconnects after the trial)."""
+        self.check()
+        import ray
+
+        if ray.is_initialized():  # the caller's own connection: use it, leave it open
+            return ray, False
         kw: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
@@ -181,7 +197,6 @@ class RayEngine:
         if self.runtime_env:
             kw["runtime_env"] = self.runtime_env
         if self.address:
-            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -191,12 +206,12 @@ class RayEngine:
             # workers import this package from the driver's environment
             os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, **kw)
-        return ray
+        return ray, True
 
     def run(self, jobs: Sequence[Job], done: Done, progress: Callable[[str], None]) -> None:
         if not jobs:
             return
-        ray = self._init()
+        ray, owned = self._init()
         from ray.exceptions import RayTaskError
 
         try:
@@ -244,4 +259,5 @@ class RayEngine:
                     + ". Finished runs are kept: run the same command again to retry them"
                 )
         finally:
-            ray.shutdown()
+            if owned:
+                ray.shutdown()

@@ -202,6 +202,8 @@ def run_trial(
             say(f"note: {jobs} runs × run.threads={threads} > {cores} cores: oversubscribed")
 
     engine = engine or LocalEngine(jobs)
+    if hasattr(engine, "check"):
+        engine.check()
     folder = Path(out)
     design: dict[str, Any] = {
         "target": target.describe(),

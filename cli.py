@@ -462,26 +462,79 @@ def sweep(
 
 @app.command()
 def trial(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="With --runs: finished run folders (or traces) to compare."),
+    ] = None,
     candidate: Annotated[
         list[str] | None,
         typer.Option(
             "--candidate",
             "-c",
-            help="A setting to try against the controllers off: a config file "
-            "(recommended.toml) or overrides separated by ';', optionally named "
-            "'NAME: ...'. Repeatable.",
+            help="A setting to try against the baseline: for the reference trainer a config "
+            "file (recommended.toml) or overrides separated by ';'; for --command the string "
+            "put in {overrides}. Optionally named 'NAME: ...'. Repeatable.",
         ),
     ] = None,
     runs: Annotated[
-        list[Path] | None,
+        bool,
         typer.Option(
             "--runs",
-            help="Compare finished runs instead of training (run folders; repeatable). "
-            "Grouped by the controllers they had on, paired by seed.",
+            help="Compare finished runs (the PATHS) instead of training: grouped into arms by "
+            "their recorded configuration, paired by seed.",
+        ),
+    ] = False,
+    command: Annotated[
+        str | None,
+        typer.Option(
+            help="Your trainer: a shell command with {seed}, {run_dir} and {overrides} that "
+            "records {run_dir}/trace.parquet (TraceRecorder or the Lightning callback).",
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per arm (paired across arms).")] = 3,
+    baseline_args: Annotated[
+        str, typer.Option(help="With --command: the baseline's {overrides} (default empty).")
+    ] = "",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Primary metric, split/name (metric/<name> of that split's evaluations); "
+            "default: adaptive.trial.DEFAULT_METRIC (the report names it)."
+        ),
+    ] = None,
+    reduce: Annotated[
+        str | None,
+        typer.Option(
+            help="How a run's evaluations reduce: final, or lastK (mean of the last K); "
+            "default: adaptive.trial.DEFAULT_REDUCE."
+        ),
+    ] = None,
+    higher_is_better: Annotated[
+        bool, typer.Option(help="The primary metric is accuracy-like.")
+    ] = False,
+    secondary: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Secondary metric split/name (append :higher if higher is better); "
+            "Holm-corrected. Repeatable. Default: the reference trainer's other metrics.",
+        ),
+    ] = None,
+    placebo: Annotated[
+        bool, typer.Option(help="Add a placebo arm (reference trainer: train.lr × (1 + 1e-5)).")
+    ] = False,
+    placebo_override: Annotated[
+        str | None, typer.Option(help="The placebo's overrides (needed with --command).")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per arm (paired across arms); with --target-mde the pilot.")
+    ] = 3,
     first_seed: Annotated[int, typer.Option(help="The first seed.")] = 0,
+    target_mde: Annotated[
+        str | None,
+        typer.Option(help="Size the trial from a pilot for this MDE, e.g. 5% (needs --max-seeds)."),
+    ] = None,
+    max_seeds: Annotated[
+        int | None, typer.Option(help="With --target-mde: the most seeds to run.")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Base training config (TOML) of every arm.")
     ] = None,
@@ -491,11 +544,24 @@ def trial(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
     quick: Annotated[
-        bool, typer.Option(help="A smaller task and 8 epochs: a first look (docs/OUTCOMES.md).")
+        bool, typer.Option(help="A smaller task and 8 epochs: a first look (docs/TRIAL.md).")
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="Where runs execute: pool (this machine) or ray.")
+    ] = "pool",
     jobs: Annotated[
-        int, typer.Option(help="Runs in parallel processes (threads split between them).")
+        int,
+        typer.Option(
+            help="Runs at a time (pool: processes, each with run.threads threads; local ray: "
+            "CPUs = jobs × cpus-per-run)."
+        ),
     ] = 1,
+    cpus_per_run: Annotated[float, typer.Option(help="--engine ray: CPUs per run.")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(help="--engine ray: GPUs per run.")] = 0.0,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: an existing cluster (HOST:PORT, ray://HOST:PORT, auto)."),
+    ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="With --runs: the arm to compare against (default off).")
     ] = None,
@@ -504,55 +570,109 @@ def trial(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
-    """Does switching a controller on make the run end better? Train and compare, paired by seed.
+    """Does a setting make the run end better? Train the baseline and each candidate on the
+    same seeds, pair them by seed, and say what the trial can and cannot see.
 
-    Trains the reference task with every controller off (the baseline) and with each
-    candidate, on the same seeds, then reports per candidate the final and best validation
-    metrics, the paired difference with a 95 % confidence interval (paired t) and a verdict:
-    better, worse or no clear difference. Finished runs are reused and interrupted ones
-    resumed when the same command runs again. Writes trial.md, trial.csv, runs.csv and
-    trial.png (learning curves) into the output folder.
+    Reports per candidate the primary metric (declared before training), n, the paired
+    difference with its 95 % interval (paired t, checked by an exact sign-flip test), the
+    minimum detectable effect (MDE, 80 % power) and a verdict: better, worse, or no clear
+    difference with the MDE beside it. Trains the reference task, or your trainer with
+    --command; on this machine, or on Ray with --engine ray. Finished runs are reused when
+    the same command runs again. Writes trial.md, trial.csv, runs.csv and trial.png
+    (paired differences per seed). See docs/TRIAL.md.
 
-    Example:
+    Examples:
 
-        adaptive trial --candidate "adaptive.loss='dwa'" --seeds 3 --out trials/dwa
+        adaptive trial --quick --seeds 4 --placebo -c "adaptive.loss='dwa'"
+
+        adaptive trial --command './train.sh {seed} {run_dir} {overrides}' -c '--lr 0.01'
+
+        adaptive trial --runs runs/base runs/live
     """
-    from adaptive.trace import TraceError
-    from adaptive.train.trainer import TrainingError
-    from replay._trial import TrialError, compare_runs, run_trial
+    from adaptive.errors import InputError
+    from adaptive.trial import (
+        DEFAULT_METRIC,
+        DEFAULT_REDUCE,
+        CommandTarget,
+        LocalEngine,
+        RayEngine,
+        TrialError,
+        compare_runs,
+        run_trial,
+    )
+    from adaptive.trial._report import parse_fraction
 
     dest = out if out is not None else Path("trial-output")
     echo = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
+    metric = metric or DEFAULT_METRIC
+    reduce = reduce or DEFAULT_REDUCE
     try:
-        if runs:
-            if candidate:
+        if runs or paths:
+            if not runs:
+                fail("PATHS are finished runs to compare: add --runs")
+            if candidate or command:
                 fail("give either --candidate (train) or --runs (compare finished runs)")
-            res = compare_runs(runs, baseline=baseline, out=dest)
+            if not paths:
+                fail("--runs needs the run folders to compare, e.g. --runs runs/base runs/live")
+            res = compare_runs(
+                paths,
+                baseline=baseline,
+                out=dest,
+                metric=metric,
+                reduce=reduce,
+                higher_is_better=higher_is_better,
+                secondary=secondary,
+            )
         else:
-            if not candidate:
+            if not candidate and not placebo:
                 fail("give at least one --candidate, e.g. --candidate \"adaptive.loss='dwa'\"")
+            if engine not in ("pool", "ray"):
+                fail(f"--engine must be pool or ray, got {engine!r}")
+            if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):
+                fail("--address, --cpus-per-run and --gpus-per-run go with --engine ray")
+            target = None
+            if command is not None:
+                if config or set_ or quick or epochs is not None:
+                    fail("--config, --set, --quick and --epochs are for the reference trainer")
+                target = CommandTarget(command, baseline_args)
+            runner: LocalEngine | RayEngine = LocalEngine(jobs)
+            if engine == "ray":
+                local_cpus = max(1, round(jobs * cpus_per_run)) if jobs > 1 else None
+                runner = RayEngine(address, cpus_per_run, gpus_per_run, local_cpus)
             res = run_trial(
                 dest,
-                candidate,
+                candidate or [],
+                target=target,
                 seeds=seeds,
                 first_seed=first_seed,
                 config=config,
                 sets=set_ or [],
                 epochs=epochs,
                 quick=quick,
+                metric=metric,
+                reduce=reduce,
+                higher_is_better=higher_is_better,
+                secondary=secondary,
+                placebo=placebo,
+                placebo_override=placebo_override,
+                target_mde=parse_fraction(target_mde) if target_mde is not None else None,
+                max_seeds=max_seeds,
+                engine=runner,
                 jobs=jobs,
                 progress=echo,
             )
-    except (TrialError, TraceError, TrainingError, ValueError, OSError) as exc:
-        fail(str(exc).strip("'\""))
+    except (TrialError, InputError, OSError) as exc:
+        fail(str(exc).strip("'\"").splitlines()[0])
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; run the same command again to resume", 130)
     typer.echo(res.summary() or "nothing to compare")
     for note in res.notes:
         typer.echo(f"note: {note}")
+    if res.design.get("sequential"):
+        typer.echo(f"design: {res.design['sequential']}")
     typer.echo(
-        "Paired by seed; 95 % CI of the mean difference by paired t; lower is better. "
-        "'no clear difference' means the interval includes 0."
+        "Paired by seed; 95 % CI of the mean difference by paired t, checked by an exact "
+        "sign-flip test; MDE at 80 % power. Full table: trial.md."
     )
     for name in ("trial.md", "trial.csv", "runs.csv", "trial.png"):
         typer.echo(f"wrote {dest / name}")

@@ -5,9 +5,8 @@ of a folder and writes its tables and figures (`adaptive replay`); `compare` / `
 several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
 `sweep_runs` also writes a sweep's outputs (`adaptive sweep`, `adaptive demo`);
 `trial_advice` is the next step after them, a pasteable `adaptive trial` command;
-`stability_metrics` / `stability_table` / `recommend` judge what they did; `trial` trains
-with the controllers off and on over several seeds and says whether the run ends better
-(`compare_runs` does the same for finished runs).
+`stability_metrics` / `stability_table` / `recommend` judge what they did. Whether a run
+ends better is the outcome trial's question: it trains, so it lives in `adaptive.trial`.
 """
 
 from replay._advice import config_overrides, is_reference_trace, shell_arg, trial_advice
@@ -47,8 +46,6 @@ from replay._summary import (
     write_frame,
 )
 from replay._sweep import SweepResult, grid_configs, parse_grid, recommended_toml, sweep
-from replay._trial import TrialError, TrialResult, compare_runs, paired_stats, read_trial
-from replay._trial import run_trial as trial
 from replay._workflow import (
     CompareOutput,
     ReplayRunsOutput,
@@ -69,12 +66,9 @@ __all__ = [
     "ReplayRunsOutput",
     "SweepResult",
     "SweepRunsOutput",
-    "TrialError",
-    "TrialResult",
     "Verdict",
     "adaptive_param_overrides",
     "compare",
-    "compare_runs",
     "config_overrides",
     "grid_configs",
     "is_reference_trace",
@@ -84,7 +78,6 @@ __all__ = [
     "method_title",
     "metrics_by_epoch",
     "output_stem",
-    "paired_stats",
     "parse_grid",
     "parse_params",
     "per_epoch_scale",
@@ -92,7 +85,6 @@ __all__ = [
     "plot_result",
     "plot_scheduler",
     "plot_weighting",
-    "read_trial",
     "reason_counts",
     "recommend",
     "recommended_toml",
@@ -112,7 +104,6 @@ __all__ = [
     "sweep",
     "sweep_runs",
     "trace_summary",
-    "trial",
     "trial_advice",
     "verdicts",
     "weighting_summary",

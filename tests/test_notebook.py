@@ -75,10 +75,10 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     # a finished one-seed trial for the notebook's last section to read
-    from replay import trial
+    from adaptive.trial import run_trial
     from tests.test_trial import SMALL
 
-    trial(tmp_path / "trial", ["adaptive.loss='dwa'"], seeds=1, sets=SMALL)
+    run_trial(tmp_path / "trial", ["adaptive.loss='dwa'"], seeds=1, sets=SMALL)
     monkeypatch.setenv("ADAPTIVE_TRIAL", str(tmp_path / "trial"))
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -114,7 +114,7 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     # Figures are shown inline, and were written with the trace into OUT, not the cwd.
     assert sum("image/png" in o.get("data", {}) for o in rich) >= 3
     out = tmp_path / "out"
-    assert any("dwa: valfree MPJPE" in _text(o) for o in outputs)  # the trial section
+    assert any("dwa: valfree/MPJPE" in _text(o) for o in outputs)  # the trial section
     assert (out / "notebook-demo" / "trace.parquet").exists()
     assert not (out / "notebook-demo" / "checkpoint.pt").exists()
     names = {p.name for p in out.iterdir()}

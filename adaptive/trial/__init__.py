@@ -1,0 +1,80 @@
+"""Outcome trials: does a setting make the run end better? Train the baseline and each
+candidate on the same seeds, pair them by seed, and say what the trial can and cannot see.
+
+`run_trial` trains any target (the reference trainer, your command, your function) on an
+engine (this process, a process pool, Ray) and writes the report; `read_trial` reads a
+trial folder back; `compare_runs` compares finished runs of the reference trainer; the
+statistics (`paired_t`, `sign_flip_p`, `mde`, `seeds_needed`, `holm`) work on any numbers.
+See docs/TRIAL.md. This package trains models; the offline `replay` package never imports it.
+"""
+
+from adaptive.trial._engines import Job, LocalEngine, RayEngine
+from adaptive.trial._figure import plot_trial, trial_figure
+from adaptive.trial._report import (
+    DEFAULT_METRIC,
+    DEFAULT_REDUCE,
+    Metric,
+    TrialResult,
+    analyse,
+    parse_metric,
+    parse_reduce,
+    reduce_series,
+)
+from adaptive.trial._runner import compare_runs, read_trial, run_trial
+from adaptive.trial._stats import (
+    holm,
+    mde,
+    paired_t,
+    power,
+    seeds_needed,
+    sign_flip_p,
+    t_cdf,
+    t_ppf,
+)
+from adaptive.trial._targets import (
+    CONTROLLERS_OFF,
+    PLACEBO_FACTOR,
+    QUICK_TRIAL,
+    Arm,
+    CommandTarget,
+    FunctionTarget,
+    ReferenceTarget,
+    Target,
+    TrialError,
+)
+
+__all__ = [
+    "CONTROLLERS_OFF",
+    "DEFAULT_METRIC",
+    "DEFAULT_REDUCE",
+    "PLACEBO_FACTOR",
+    "QUICK_TRIAL",
+    "Arm",
+    "CommandTarget",
+    "FunctionTarget",
+    "Job",
+    "LocalEngine",
+    "Metric",
+    "RayEngine",
+    "ReferenceTarget",
+    "Target",
+    "TrialError",
+    "TrialResult",
+    "analyse",
+    "compare_runs",
+    "holm",
+    "mde",
+    "paired_t",
+    "parse_metric",
+    "parse_reduce",
+    "plot_trial",
+    "power",
+    "read_trial",
+    "reduce_series",
+    "run_trial",
+    "seeds_needed",
+    "sign_flip_p",
+    "t_cdf",
+    "t_ppf",
+    "trial_figure",
+]

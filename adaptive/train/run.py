@@ -63,21 +63,32 @@ def run_training(
         distributed.barrier()  # every rank has looked before rank 0 creates the trace
         if taken:
             raise TrainingError(f"{run_dir}: already holds a run; use --resume or another --name")
-        bar = None if quiet or progress is None else progress(cfg)
-        try:
-            trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
-            if bar is not None:
-                bar.start(trainer)
-            summary = trainer.train()
-        finally:
-            if bar is not None:
-                bar.stop()
+        summary = _train(cfg, run_dir, resume, None if quiet or progress is None else progress)
     finally:
         if owns_group:
             distributed.shutdown()
     if info is None or info.is_main:
         echo(format_summary(summary, short=quiet))
     return summary
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    progress: Callable[[Config], TrainProgress] | None,
+) -> RunSummary:
+    """One run; the trainer (and its DDP wrapper) is gone when this returns, so a process
+    group torn down afterwards holds no live reference (tests/test_distributed.py)."""
+    bar = progress(cfg) if progress is not None else None
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume, progress=bar)
+        if bar is not None:
+            bar.start(trainer)
+        return trainer.train()
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def _plural(n: int, word: str) -> str:

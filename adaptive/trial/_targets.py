@@ -248,7 +248,10 @@ class ReferenceTarget:
     def check_metric(self, split: str, name: str) -> None:
         from adaptive.motion.task import METRIC_KEYS
 
-        known = [f"{s}/{m}" for s in ("val", "valfree") for m in (*METRIC_KEYS, "loss")]
+        splits = ["val", "valfree"]
+        if self.config_of(self.baseline())["train"]["ema_decay"] > 0:  # the weights' average
+            splits += ["val_ema", "valfree_ema"]
+        known = [f"{s}/{m}" for s in splits for m in (*METRIC_KEYS, "loss")]
         if f"{split}/{name}" not in known:
             raise TrialError(
                 f"--metric {split}/{name}: the reference trainer records {', '.join(known)}"

@@ -86,7 +86,8 @@ def test_sweep_says_why_rows_are_missing_and_keeps_every_runs_notes(tmp_path: Pa
 
 
 def test_readme_notebook_command_writes_where_it_says() -> None:
-    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if "nbconvert" in ln and not ln.startswith("<!--"))
+    lines = (ROOT / "README.md").read_text().splitlines()
+    line = next(ln for ln in lines if "nbconvert" in ln and not ln.startswith("<!--"))
     env_out = re.search(r"ADAPTIVE_NOTEBOOK_OUT=(\S+)", line).group(1)
     out_dir = re.search(r"--output-dir (\S+)", line).group(1)
     # the kernel runs in notebooks/: a relative ADAPTIVE_NOTEBOOK_OUT would land there

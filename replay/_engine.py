@@ -114,10 +114,15 @@ def run_settings(trace: Trace, method: str) -> dict[str, Any]:
     if method == SCHEDULER:
         if a.get("scheduler") is not True:
             return {}
+        from adaptive.train.config import ConfigError, scheduler_law_params
+
         out = {k: a[k] for k in SCHEDULER_TOP if k in a}
         law = a.get("scheduler_law")
-        if isinstance(law, Mapping):
-            out.update({k: (None if v == "" else v) for k, v in law.items()})
+        if isinstance(law, Mapping):  # the law the run ran, with that law's own parameters
+            try:
+                out.update(scheduler_law_params(law))
+            except ConfigError:  # a law this installation does not know: its defaults apply
+                pass
         rng = a.get("scheduler_adjustment_range")
     else:
         if a.get("loss") != method:

@@ -19,7 +19,7 @@ from adaptive import TraceRecorder
 from adaptive.scheduler import AdaptiveScheduler, CompetenceLaw, GTFLaw, available_laws
 from adaptive.trace import read_trace
 from cli import app
-from replay import ReplayError, replay
+from replay import ReplayError, output_stem, replay
 from replay._plots import law_thresholds
 from tests.test_train import TINY
 
@@ -141,7 +141,8 @@ def test_a_plain_loop_recorded_with_trace_recorder_replays_every_law(
     args = ["replay", str(trace), "-m", "scheduler", "-p", f"law={law}", "-q", "-o", str(out)]
     res = runner.invoke(app, [*args, "-p", "update_interval=5"])
     assert res.exit_code == 0, res.output
-    written = pd.read_parquet(out / "replay-scheduler.parquet")
+    stem = output_stem("scheduler", {"law": law, "update_interval": 5})
+    written = pd.read_parquet(out / f"{stem}.parquet")
     assert len(written) == 60 and written["delta"].abs().max() <= 0.3
     assert list(out.glob("*.png"))  # the figure, with each signal's threshold line
 

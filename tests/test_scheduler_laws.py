@@ -41,7 +41,7 @@ from adaptive.train.config import (
     scheduler_law_params,
 )
 from cli import app
-from replay import ReplayError, parse_params, recommended_toml, replay
+from replay import ReplayError, output_stem, parse_params, recommended_toml, replay
 from replay._scheduler_replay import replay_scheduler_fast
 from tests.reference_replay import replay_scheduler as replay_per_step
 from tests.test_analysis import synthetic
@@ -421,7 +421,8 @@ def test_replay_cli_with_a_registered_toy_law(trace_path: Path, tmp_path: Path) 
     args = ["replay", str(trace_path), "-m", "scheduler", "-q", "-o", str(tmp_path)]
     res = runner.invoke(app, [*args, "-p", "law=toy", "-p", "pace_step=0.1", "-p", "target=0.2"])
     assert res.exit_code == 0, res.output
-    written = pd.read_parquet(tmp_path / "replay-scheduler.parquet")
+    stem = output_stem("scheduler", {"law": "toy", "pace_step": 0.1, "target": 0.2})
+    written = pd.read_parquet(tmp_path / f"{stem}.parquet")
     want = replay(read_trace(trace_path), "scheduler", law=TOY, pace_step=0.1, target=0.2)
     assert (written["delta"].to_numpy() == want.frame["delta"].to_numpy()).all()
     assert written["delta"].max() == pytest.approx(0.2)  # paced up to the target

@@ -101,6 +101,11 @@ _Param = Annotated[
 ]
 
 
+def _out(default: str) -> Any:
+    """Option `--out`/`-o`, an output folder, with its `default` named in the help."""
+    return typer.Option("--out", "-o", help=f"Output folder (default: {default}).")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error to stderr and exit with `code` (2: bad input; most bad input
     is raised as an `InputError` and turned into this line by `CommandGroup`)."""
@@ -216,10 +221,7 @@ def replay_cmd(
         float | None,
         typer.Option(help="Bound r on |delta| (0 reproduces the base values; default 0.3)."),
     ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: RUN/replays)."),
-    ] = None,
+    out: Annotated[Path | None, _out("RUN/replays")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -387,9 +389,7 @@ def compare(
         ),
     ] = None,
     param: _Param = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: <run>/compare).")
-    ] = None,
+    out: Annotated[Path | None, _out("<run>/compare")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -429,10 +429,7 @@ def sweep(
         ),
     ],
     param: _Param = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: <run>/sweep-<method>)."),
-    ] = None,
+    out: Annotated[Path | None, _out("<run>/sweep-<method>")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -565,9 +562,7 @@ def trial(
     baseline: Annotated[
         str | None, typer.Option(help="With --runs: the arm to compare against (default off).")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: trial-output).")
-    ] = None,
+    out: Annotated[Path | None, _out("trial-output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Does a setting make the run end better? Train the baseline and each candidate on the
@@ -589,101 +584,49 @@ def trial(
 
         adaptive trial --runs runs/base runs/live
     """
-    from adaptive.errors import InputError
-    from adaptive.trial import (
-        DEFAULT_METRIC,
-        DEFAULT_REDUCE,
-        CommandTarget,
-        LocalEngine,
-        RayEngine,
-        TrialError,
-        compare_runs,
-        run_trial,
-    )
-    from adaptive.trial._report import parse_fraction
+    from adaptive.trial import run_trial_command
 
-    dest = out if out is not None else Path("trial-output")
     echo = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
-    metric = metric or DEFAULT_METRIC
-    reduce = reduce or DEFAULT_REDUCE
     try:
-        if runs or paths:
-            if not runs:
-                fail("PATHS are finished runs to compare: add --runs")
-            if candidate or command:
-                fail("give either --candidate (train) or --runs (compare finished runs)")
-            if not paths:
-                fail("--runs needs the run folders to compare, e.g. --runs runs/base runs/live")
-            res = compare_runs(
-                paths,
-                baseline=baseline,
-                out=dest,
-                metric=metric,
-                reduce=reduce,
-                higher_is_better=higher_is_better,
-                secondary=secondary,
-            )
-        else:
-            if not candidate and not placebo:
-                fail("give at least one --candidate, e.g. --candidate \"adaptive.loss='dwa'\"")
-            if engine not in ("pool", "ray"):
-                fail(f"--engine must be pool or ray, got {engine!r}")
-            if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):
-                fail("--address, --cpus-per-run and --gpus-per-run go with --engine ray")
-            target = None
-            if command is not None:
-                if config or set_ or quick or epochs is not None:
-                    fail("--config, --set, --quick and --epochs are for the reference trainer")
-                target = CommandTarget(command, baseline_args)
-            runner: LocalEngine | RayEngine = LocalEngine(jobs)
-            if engine == "ray":
-                local_cpus = max(1, round(jobs * cpus_per_run)) if jobs > 1 else None
-                runner = RayEngine(address, cpus_per_run, gpus_per_run, local_cpus)
-            res = run_trial(
-                dest,
-                candidate or [],
-                target=target,
-                seeds=seeds,
-                first_seed=first_seed,
-                config=config,
-                sets=set_ or [],
-                epochs=epochs,
-                quick=quick,
-                metric=metric,
-                reduce=reduce,
-                higher_is_better=higher_is_better,
-                secondary=secondary,
-                placebo=placebo,
-                placebo_override=placebo_override,
-                target_mde=parse_fraction(target_mde) if target_mde is not None else None,
-                max_seeds=max_seeds,
-                engine=runner,
-                jobs=jobs,
-                progress=echo,
-            )
-    except (TrialError, InputError, OSError) as exc:
+        res = run_trial_command(
+            out if out is not None else Path("trial-output"),
+            paths=paths or (),
+            runs=runs,
+            candidates=candidate or (),
+            command=command,
+            baseline_args=baseline_args,
+            metric=metric,
+            reduce=reduce,
+            higher_is_better=higher_is_better,
+            secondary=secondary,
+            placebo=placebo,
+            placebo_override=placebo_override,
+            seeds=seeds,
+            first_seed=first_seed,
+            target_mde=target_mde,
+            max_seeds=max_seeds,
+            config=config,
+            sets=set_ or (),
+            epochs=epochs,
+            quick=quick,
+            engine=engine,
+            jobs=jobs,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            address=address,
+            baseline=baseline,
+            progress=echo,
+        )
+    except (InputError, OSError) as exc:
         fail(str(exc).strip("'\"").splitlines()[0])
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; run the same command again to resume", 130)
-    typer.echo(res.summary() or "nothing to compare")
-    for note in res.notes:
-        typer.echo(f"note: {note}")
-    if res.design.get("sequential"):
-        typer.echo(f"design: {res.design['sequential']}")
-    typer.echo(
-        "Paired by seed; 95 % CI of the mean difference by paired t, checked by an exact "
-        "sign-flip test; MDE at 80 % power. Full table: trial.md."
-    )
-    for name in ("trial.md", "trial.csv", "runs.csv", "trial.png"):
-        typer.echo(f"wrote {dest / name}")
+    typer.echo("\n".join(res.lines()))
 
 
 @app.command()
 def demo(
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: demo-output/<time>)."),
-    ] = None,
+    out: Annotated[Path | None, _out("demo-output/<time>")] = None,
     quick: Annotated[
         bool, typer.Option(help="A reduced size: seconds instead of a minute.")
     ] = False,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -23,17 +22,16 @@ from adaptive.cli_support import (
     StepProgress,
     TrainBar,
     one_line,
+    read_warning_lines,
     registered_placeholder,
     replay_clash,
     tidy_help,
+    train_config,
 )
 from adaptive.errors import InputError, UsageError
-from adaptive.names import registered
 
 if TYPE_CHECKING:
     from adaptive.trace import Trace
-
-T = TypeVar("T")
 
 BUG_REPORT = (
     "this is a bug in adaptive {version}, not a problem with your input: please report it "
@@ -106,6 +104,11 @@ def _out(default: str) -> Any:
     return typer.Option("--out", "-o", help=f"Output folder (default: {default}).")
 
 
+def _set(help: str) -> Any:
+    """Option `--set`/`-s`: a training config override, section.key=value (repeatable)."""
+    return typer.Option("--set", "-s", help=help)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error to stderr and exit with `code` (2: bad input; most bad input
     is raised as an `InputError` and turned into this line by `CommandGroup`)."""
@@ -138,25 +141,16 @@ def main_callback(
     _check_namespace()
 
 
-def _read(reader: Callable[[Path], T], path: Path) -> T:
-    """Call `reader(path)`, printing the trace's skipped-part warnings as one line each."""
-    import warnings
-
-    from adaptive.trace import TraceWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TraceWarning)
-        result = reader(path)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    return result
+def _err(message: str) -> None:
+    """Print one line to stderr (warnings, progress lines)."""
+    typer.echo(message, err=True)
 
 
 def _load_runs(path: Path) -> dict[str, Trace]:
     """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
     from replay import load_runs
 
-    return _read(load_runs, path)
+    return read_warning_lines(load_runs, path, _err)
 
 
 def _default_out(path: Path, name: str) -> Path:
@@ -177,7 +171,7 @@ def inspect(
     from adaptive.trace import part_files, read_trace
     from replay import trace_summary
 
-    trace = _read(read_trace, path)
+    trace = read_warning_lines(read_trace, path, _err)
     dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
     parts = max((len(part_files(d)) for d in dirs), default=0)
     typer.echo("\n".join(trace_summary(trace, parts, path)))
@@ -253,8 +247,7 @@ def replay_cmd(
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
     set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable)."),
+        list[str] | None, _set("Override a config key: section.key=value (repeatable).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (run.epochs).")] = None,
     out: Annotated[
@@ -327,7 +320,6 @@ def train(
 
         adaptive train --adaptive-loss dwa --adaptive-param temperature=1 --adaptive-dry-run
     """
-    from adaptive.train.config import load_config
     from adaptive.train.run import run_training
 
     flags = {
@@ -347,28 +339,12 @@ def train(
         },
     }
     flags["run"].update(seed=seed, device=device)
-    extra = {k: {n: v for n, v in d.items() if v is not None} for k, d in flags.items()}
-    known = registered("weighting")  # the live registry once something loaded it
-    if adaptive_loss not in (None, "none", *known):
-        fail(f"--adaptive-loss must be none or one of {', '.join(known)}, got {adaptive_loss!r}")
-    if resume is not None:
-        if config is not None:
-            fail("--resume continues a run with its saved config; do not pass --config")
-        config = resume / "config.toml"
-        if not config.is_file():
-            fail(f"{resume}: not a run folder (no config.toml)")
-        extra["run"]["out"] = str(resume.parent)
-        extra["run"]["name"] = resume.name
-
-    def resolved() -> dict[str, Any]:
-        return load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
-
-    cfg = resolved()
+    cfg = train_config(config, set_ or [], flags, resume)
     if adaptive_param:  # the active controllers are known once the config is resolved
         from replay import adaptive_param_overrides
 
-        extra["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
-        cfg = resolved()
+        flags["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
+        cfg = train_config(config, set_ or [], flags, resume)
     summary = run_training(
         cfg, resume=resume is not None, quiet=quiet, progress=TrainBar, echo=typer.echo
     )
@@ -459,11 +435,12 @@ def sweep(
 
 @app.command()
 def trial(
+    ctx: typer.Context,
     paths: Annotated[
         list[Path] | None,
         typer.Argument(help="With --runs: finished run folders (or traces) to compare."),
     ] = None,
-    candidate: Annotated[
+    candidates: Annotated[
         list[str] | None,
         typer.Option(
             "--candidate",
@@ -535,10 +512,7 @@ def trial(
     config: Annotated[
         Path | None, typer.Option("--config", help="Base training config (TOML) of every arm.")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a training config key of every arm."),
-    ] = None,
+    sets: Annotated[list[str] | None, _set("Override a training config key of every arm.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
     quick: Annotated[
         bool, typer.Option(help="A smaller task and 8 epochs: a first look (docs/TRIAL.md).")
@@ -586,37 +560,10 @@ def trial(
     """
     from adaptive.trial import run_trial_command
 
-    echo = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
-    try:
-        res = run_trial_command(
-            out if out is not None else Path("trial-output"),
-            paths=paths or (),
-            runs=runs,
-            candidates=candidate or (),
-            command=command,
-            baseline_args=baseline_args,
-            metric=metric,
-            reduce=reduce,
-            higher_is_better=higher_is_better,
-            secondary=secondary,
-            placebo=placebo,
-            placebo_override=placebo_override,
-            seeds=seeds,
-            first_seed=first_seed,
-            target_mde=target_mde,
-            max_seeds=max_seeds,
-            config=config,
-            sets=set_ or (),
-            epochs=epochs,
-            quick=quick,
-            engine=engine,
-            jobs=jobs,
-            cpus_per_run=cpus_per_run,
-            gpus_per_run=gpus_per_run,
-            address=address,
-            baseline=baseline,
-            progress=echo,
-        )
+    echo = (lambda _m: None) if quiet else _err
+    options = {k: v for k, v in ctx.params.items() if k not in ("out", "quiet")}
+    try:  # the options are run_trial_command's keywords
+        res = run_trial_command(out or Path("trial-output"), progress=echo, **options)
     except (InputError, OSError) as exc:
         fail(str(exc).strip("'\"").splitlines()[0])
     except KeyboardInterrupt:
@@ -630,10 +577,7 @@ def demo(
     quick: Annotated[
         bool, typer.Option(help="A reduced size: seconds instead of a minute.")
     ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a training config key (repeatable)."),
-    ] = None,
+    set_: Annotated[list[str] | None, _set("Override a training config key (repeatable).")] = None,
     quiet: _Quiet = False,
 ) -> None:
     """The main job end to end on built-in data: record, replay, compare, sweep, recommend.

@@ -24,9 +24,9 @@ __all__ = ["run_trial_command"]
 def run_trial_command(
     out: str | os.PathLike[str],
     *,
-    paths: Sequence[str | os.PathLike[str]] = (),
+    paths: Sequence[str | os.PathLike[str]] | None = None,
     runs: bool = False,
-    candidates: Sequence[str] = (),
+    candidates: Sequence[str] | None = None,
     command: str | None = None,
     baseline_args: str = "",
     metric: str | None = None,
@@ -40,7 +40,7 @@ def run_trial_command(
     target_mde: str | None = None,
     max_seeds: int | None = None,
     config: str | os.PathLike[str] | None = None,
-    sets: Sequence[str] = (),
+    sets: Sequence[str] | None = None,
     epochs: int | None = None,
     quick: bool = False,
     engine: str = "pool",
@@ -52,11 +52,13 @@ def run_trial_command(
     progress: Callable[[str], None] | None = None,
 ) -> TrialResult:
     """Run `adaptive trial` with its options as keywords (`candidates` is --candidate,
-    `sets` --set, `target_mde` the text given, e.g. `"5%"`): compare the finished runs
-    `paths` with `runs`, else train the baseline and the candidates into `out`.
+    `sets` --set, `target_mde` the text given, e.g. `"5%"`; an option not given is None):
+    compare the finished runs `paths` with `runs`, else train the baseline and the
+    candidates into `out`.
 
     Example: `run_trial_command("trial-output", candidates=["adaptive.loss='dwa'"])`.
     """
+    candidates, sets = candidates or (), sets or ()
     metric = metric or DEFAULT_METRIC
     reduce = reduce or DEFAULT_REDUCE
     if runs or paths:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -23,17 +22,16 @@ from adaptive.cli_support import (
     StepProgress,
     TrainBar,
     one_line,
+    read_warning_lines,
     registered_placeholder,
     replay_clash,
     tidy_help,
+    train_config,
 )
 from adaptive.errors import InputError, UsageError
-from adaptive.names import registered
 
 if TYPE_CHECKING:
     from adaptive.trace import Trace
-
-T = TypeVar("T")
 
 BUG_REPORT = (
     "this is a bug in adaptive {version}, not a problem with your input: please report it "
@@ -101,6 +99,16 @@ _Param = Annotated[
 ]
 
 
+def _out(default: str) -> Any:
+    """Option `--out`/`-o`, an output folder, with its `default` named in the help."""
+    return typer.Option("--out", "-o", help=f"Output folder (default: {default}).")
+
+
+def _set(help: str) -> Any:
+    """Option `--set`/`-s`: a training config override, section.key=value (repeatable)."""
+    return typer.Option("--set", "-s", help=help)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error to stderr and exit with `code` (2: bad input; most bad input
     is raised as an `InputError` and turned into this line by `CommandGroup`)."""
@@ -133,25 +141,16 @@ def main_callback(
     _check_namespace()
 
 
-def _read(reader: Callable[[Path], T], path: Path) -> T:
-    """Call `reader(path)`, printing the trace's skipped-part warnings as one line each."""
-    import warnings
-
-    from adaptive.trace import TraceWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TraceWarning)
-        result = reader(path)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    return result
+def _err(message: str) -> None:
+    """Print one line to stderr (warnings, progress lines)."""
+    typer.echo(message, err=True)
 
 
 def _load_runs(path: Path) -> dict[str, Trace]:
     """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
     from replay import load_runs
 
-    return _read(load_runs, path)
+    return read_warning_lines(load_runs, path, _err)
 
 
 def _default_out(path: Path, name: str) -> Path:
@@ -172,7 +171,7 @@ def inspect(
     from adaptive.trace import part_files, read_trace
     from replay import trace_summary
 
-    trace = _read(read_trace, path)
+    trace = read_warning_lines(read_trace, path, _err)
     dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
     parts = max((len(part_files(d)) for d in dirs), default=0)
     typer.echo("\n".join(trace_summary(trace, parts, path)))
@@ -216,10 +215,7 @@ def replay_cmd(
         float | None,
         typer.Option(help="Bound r on |delta| (0 reproduces the base values; default 0.3)."),
     ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: RUN/replays)."),
-    ] = None,
+    out: Annotated[Path | None, _out("RUN/replays")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -251,8 +247,7 @@ def replay_cmd(
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
     set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable)."),
+        list[str] | None, _set("Override a config key: section.key=value (repeatable).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (run.epochs).")] = None,
     out: Annotated[
@@ -325,7 +320,6 @@ def train(
 
         adaptive train --adaptive-loss dwa --adaptive-param temperature=1 --adaptive-dry-run
     """
-    from adaptive.train.config import load_config
     from adaptive.train.run import run_training
 
     flags = {
@@ -345,28 +339,12 @@ def train(
         },
     }
     flags["run"].update(seed=seed, device=device)
-    extra = {k: {n: v for n, v in d.items() if v is not None} for k, d in flags.items()}
-    known = registered("weighting")  # the live registry once something loaded it
-    if adaptive_loss not in (None, "none", *known):
-        fail(f"--adaptive-loss must be none or one of {', '.join(known)}, got {adaptive_loss!r}")
-    if resume is not None:
-        if config is not None:
-            fail("--resume continues a run with its saved config; do not pass --config")
-        config = resume / "config.toml"
-        if not config.is_file():
-            fail(f"{resume}: not a run folder (no config.toml)")
-        extra["run"]["out"] = str(resume.parent)
-        extra["run"]["name"] = resume.name
-
-    def resolved() -> dict[str, Any]:
-        return load_config(config, set_ or [], extra={k: v for k, v in extra.items() if v})
-
-    cfg = resolved()
+    cfg = train_config(config, set_ or [], flags, resume)
     if adaptive_param:  # the active controllers are known once the config is resolved
         from replay import adaptive_param_overrides
 
-        extra["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
-        cfg = resolved()
+        flags["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
+        cfg = train_config(config, set_ or [], flags, resume)
     summary = run_training(
         cfg, resume=resume is not None, quiet=quiet, progress=TrainBar, echo=typer.echo
     )
@@ -387,9 +365,7 @@ def compare(
         ),
     ] = None,
     param: _Param = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: <run>/compare).")
-    ] = None,
+    out: Annotated[Path | None, _out("<run>/compare")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -429,10 +405,7 @@ def sweep(
         ),
     ],
     param: _Param = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: <run>/sweep-<method>)."),
-    ] = None,
+    out: Annotated[Path | None, _out("<run>/sweep-<method>")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
 ) -> None:
@@ -462,11 +435,12 @@ def sweep(
 
 @app.command()
 def trial(
+    ctx: typer.Context,
     paths: Annotated[
         list[Path] | None,
         typer.Argument(help="With --runs: finished run folders (or traces) to compare."),
     ] = None,
-    candidate: Annotated[
+    candidates: Annotated[
         list[str] | None,
         typer.Option(
             "--candidate",
@@ -538,10 +512,7 @@ def trial(
     config: Annotated[
         Path | None, typer.Option("--config", help="Base training config (TOML) of every arm.")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a training config key of every arm."),
-    ] = None,
+    sets: Annotated[list[str] | None, _set("Override a training config key of every arm.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
     quick: Annotated[
         bool, typer.Option(help="A smaller task and 8 epochs: a first look (docs/TRIAL.md).")
@@ -565,9 +536,7 @@ def trial(
     baseline: Annotated[
         str | None, typer.Option(help="With --runs: the arm to compare against (default off).")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: trial-output).")
-    ] = None,
+    out: Annotated[Path | None, _out("trial-output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Does a setting make the run end better? Train the baseline and each candidate on the
@@ -589,108 +558,26 @@ def trial(
 
         adaptive trial --runs runs/base runs/live
     """
-    from adaptive.errors import InputError
-    from adaptive.trial import (
-        DEFAULT_METRIC,
-        DEFAULT_REDUCE,
-        CommandTarget,
-        LocalEngine,
-        RayEngine,
-        TrialError,
-        compare_runs,
-        run_trial,
-    )
-    from adaptive.trial._report import parse_fraction
+    from adaptive.trial import run_trial_command
 
-    dest = out if out is not None else Path("trial-output")
-    echo = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
-    metric = metric or DEFAULT_METRIC
-    reduce = reduce or DEFAULT_REDUCE
-    try:
-        if runs or paths:
-            if not runs:
-                fail("PATHS are finished runs to compare: add --runs")
-            if candidate or command:
-                fail("give either --candidate (train) or --runs (compare finished runs)")
-            if not paths:
-                fail("--runs needs the run folders to compare, e.g. --runs runs/base runs/live")
-            res = compare_runs(
-                paths,
-                baseline=baseline,
-                out=dest,
-                metric=metric,
-                reduce=reduce,
-                higher_is_better=higher_is_better,
-                secondary=secondary,
-            )
-        else:
-            if not candidate and not placebo:
-                fail("give at least one --candidate, e.g. --candidate \"adaptive.loss='dwa'\"")
-            if engine not in ("pool", "ray"):
-                fail(f"--engine must be pool or ray, got {engine!r}")
-            if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):
-                fail("--address, --cpus-per-run and --gpus-per-run go with --engine ray")
-            target = None
-            if command is not None:
-                if config or set_ or quick or epochs is not None:
-                    fail("--config, --set, --quick and --epochs are for the reference trainer")
-                target = CommandTarget(command, baseline_args)
-            runner: LocalEngine | RayEngine = LocalEngine(jobs)
-            if engine == "ray":
-                local_cpus = max(1, round(jobs * cpus_per_run)) if jobs > 1 else None
-                runner = RayEngine(address, cpus_per_run, gpus_per_run, local_cpus)
-            res = run_trial(
-                dest,
-                candidate or [],
-                target=target,
-                seeds=seeds,
-                first_seed=first_seed,
-                config=config,
-                sets=set_ or [],
-                epochs=epochs,
-                quick=quick,
-                metric=metric,
-                reduce=reduce,
-                higher_is_better=higher_is_better,
-                secondary=secondary,
-                placebo=placebo,
-                placebo_override=placebo_override,
-                target_mde=parse_fraction(target_mde) if target_mde is not None else None,
-                max_seeds=max_seeds,
-                engine=runner,
-                jobs=jobs,
-                progress=echo,
-            )
-    except (TrialError, InputError, OSError) as exc:
+    echo = (lambda _m: None) if quiet else _err
+    options = {k: v for k, v in ctx.params.items() if k not in ("out", "quiet")}
+    try:  # the options are run_trial_command's keywords
+        res = run_trial_command(out or Path("trial-output"), progress=echo, **options)
+    except (InputError, OSError) as exc:
         fail(str(exc).strip("'\"").splitlines()[0])
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; run the same command again to resume", 130)
-    typer.echo(res.summary() or "nothing to compare")
-    for note in res.notes:
-        typer.echo(f"note: {note}")
-    if res.design.get("sequential"):
-        typer.echo(f"design: {res.design['sequential']}")
-    typer.echo(
-        "Paired by seed; 95 % CI of the mean difference by paired t, checked by an exact "
-        "sign-flip test; MDE at 80 % power. Full table: trial.md."
-    )
-    for name in ("trial.md", "trial.csv", "runs.csv", "trial.png"):
-        typer.echo(f"wrote {dest / name}")
+    typer.echo("\n".join(res.lines()))
 
 
 @app.command()
 def demo(
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: demo-output/<time>)."),
-    ] = None,
+    out: Annotated[Path | None, _out("demo-output/<time>")] = None,
     quick: Annotated[
         bool, typer.Option(help="A reduced size: seconds instead of a minute.")
     ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a training config key (repeatable)."),
-    ] = None,
+    set_: Annotated[list[str] | None, _set("Override a training config key (repeatable).")] = None,
     quiet: _Quiet = False,
 ) -> None:
     """The main job end to end on built-in data: record, replay, compare, sweep, recommend.

@@ -1,4 +1,4 @@
-"""Terminal helpers of the `adaptive` command line: progress bars and tidy help texts.
+"""Helpers of the `adaptive` command line: progress bars, tidy help texts, train's config.
 
 Torch-free and typer-free at import (the library never imports the CLI's toolkit), so
 `adaptive COMMAND --help` stays fast: help texts name registered methods through
@@ -8,9 +8,12 @@ static tables of `adaptive.names` when help is rendered.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from adaptive._namespace import replay_clash
+from adaptive.errors import UsageError
 from adaptive.names import REGISTERED, registered
 
 __all__ = [
@@ -20,16 +23,62 @@ __all__ = [
     "keep_examples",
     "one_line",
     "progress_bar",
+    "read_warning_lines",
     "registered_placeholder",
     "replay_clash",
     "tidy_help",
+    "train_config",
 ]
+
+T = TypeVar("T")
 
 
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (a KeyError's without the quotes str() adds)."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return " ".join(text.strip().splitlines()) or type(exc).__name__
+
+
+def read_warning_lines(reader: Callable[[Path], T], path: Path, echo: Callable[[str], None]) -> T:
+    """Call `reader(path)`, passing the trace's skipped-part warnings to `echo` as one
+    `warning: ...` line each (instead of Python's two-line warning format)."""
+    import warnings
+
+    from adaptive.trace import TraceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceWarning)
+        result = reader(path)
+    for w in caught:
+        echo(f"warning: {w.message}")
+    return result
+
+
+def train_config(
+    config: Path | None,
+    sets: Sequence[str],
+    flags: Mapping[str, Mapping[str, Any | None]],
+    resume: Path | None = None,
+) -> dict[str, Any]:
+    """`adaptive train`'s resolved config: `config` (or, with `resume`, that run folder's
+    saved config.toml and its out/name) <- the options given (`flags`: section -> key ->
+    value, None where not given) <- the `--set` overrides `sets`. A bad combination is a
+    `UsageError`."""
+    from adaptive.train.config import load_config
+
+    loss = flags.get("adaptive", {}).get("loss")
+    known = registered("weighting")  # the live registry once something loaded it
+    if loss not in (None, "none", *known):
+        raise UsageError(f"--adaptive-loss must be none or one of {', '.join(known)}, got {loss!r}")
+    extra = {k: {n: v for n, v in d.items() if v is not None} for k, d in flags.items()}
+    if resume is not None:
+        if config is not None:
+            raise UsageError("--resume continues a run with its saved config; do not pass --config")
+        config = resume / "config.toml"
+        if not config.is_file():
+            raise UsageError(f"{resume}: not a run folder (no config.toml)")
+        extra.setdefault("run", {}).update(out=str(resume.parent), name=resume.name)
+    return load_config(config, sets, extra={k: v for k, v in extra.items() if v})
 
 
 def registered_placeholder(kind: str) -> str:

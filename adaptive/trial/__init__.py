@@ -2,12 +2,15 @@
 candidate on the same seeds, pair them by seed, and say what the trial can and cannot see.
 
 `run_trial` trains any target (the reference trainer, your command, your function) on an
-engine (this process, a process pool, Ray) and writes the report; `read_trial` reads a
-trial folder back; `compare_runs` compares finished runs of the reference trainer; the
-statistics (`paired_t`, `sign_flip_p`, `mde`, `seeds_needed`, `holm`) work on any numbers.
+engine (this process, a process pool, Ray) and writes the report; `run_trial_command` is
+the `adaptive trial` command behind its options; `read_trial` reads a trial folder back;
+`compare_runs` compares finished runs of the reference trainer; the statistics (`paired_t`,
+`sign_flip_p`, `mde`, `seeds_needed`, `holm`) work on any numbers.
 See docs/TRIAL.md. This package trains models; the offline `replay` package never imports it.
 """
 
+from adaptive.trial._command import run_trial_command
+from adaptive.trial._compare import compare_runs
 from adaptive.trial._engines import Job, LocalEngine, RayEngine
 from adaptive.trial._figure import plot_trial, trial_figure
 from adaptive.trial._report import (
@@ -20,7 +23,7 @@ from adaptive.trial._report import (
     parse_reduce,
     reduce_series,
 )
-from adaptive.trial._runner import compare_runs, read_trial, run_trial
+from adaptive.trial._runner import read_trial, run_trial
 from adaptive.trial._stats import (
     holm,
     mde,
@@ -72,6 +75,7 @@ __all__ = [
     "read_trial",
     "reduce_series",
     "run_trial",
+    "run_trial_command",
     "seeds_needed",
     "sign_flip_p",
     "t_cdf",

@@ -55,6 +55,7 @@ UNITS = {"MPJPE": "mm", "YawAbsDeg": "deg", "RootDrift": "m", "LocalMPJPE": "mm"
 #: Below this many pairs the headline warns that n is small.
 SMALL_N = 6
 NO_DIFF = "no clear difference"
+REPORT_FILES = ("trial.md", "trial.csv", "runs.csv", "trial.png")  # what a trial writes
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,21 @@ class TrialResult:
         if lines:
             lines.append(self.headline())
         return "\n".join(lines)
+
+    def lines(self) -> list[str]:
+        """What `adaptive trial` prints: the summary, the notes, the sequential design, how
+        the comparison was made and the report files written into `folder`."""
+        out = [self.summary() or "nothing to compare"]
+        out += [f"note: {note}" for note in self.notes]
+        if self.design.get("sequential"):
+            out.append(f"design: {self.design['sequential']}")
+        out.append(
+            "Paired by seed; 95 % CI of the mean difference by paired t, checked by an exact "
+            "sign-flip test; MDE at 80 % power. Full table: trial.md."
+        )
+        if self.folder is not None:
+            out += [f"wrote {self.folder / name}" for name in REPORT_FILES]
+        return out
 
     def markdown(self) -> str:
         """The full table: primary, secondary (Holm) and optimistic rows."""

@@ -84,7 +84,8 @@ def test_two_rank_ddp_run_agrees_and_replays(tmp_path: Path) -> None:
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "config.toml").is_file()
     assert "epoch 1 valfree" in (run_dir / "logs" / "train.txt").read_text()
     tr = read_trace(run_dir / "trace.parquet")
-    assert len(tr.steps) == EPOCHS * STEPS and len(tr.epochs) == 2 * EPOCHS
+    # four splits per epoch: val, valfree and their _ema twins (the weights' average)
+    assert len(tr.steps) == EPOCHS * STEPS and len(tr.epochs) == 4 * EPOCHS
     live_total = np.array([s["loss_total"] for s in r0["steps"]])
     np.testing.assert_allclose(tr.steps["loss_total"].to_numpy(np.float64), live_total, rtol=1e-6)
 

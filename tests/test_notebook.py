@@ -114,7 +114,7 @@ def test_notebook_executes_in_venv_kernel(tmp_path, monkeypatch):
     # Figures are shown inline, and were written with the trace into OUT, not the cwd.
     assert sum("image/png" in o.get("data", {}) for o in rich) >= 3
     out = tmp_path / "out"
-    assert any("dwa: valfree/MPJPE" in _text(o) for o in outputs)  # the trial section
+    assert any("dwa: valfree_ema/MPJPE" in _text(o) for o in outputs)  # the trial section
     assert (out / "notebook-demo" / "trace.parquet").exists()
     assert not (out / "notebook-demo" / "checkpoint.pt").exists()
     names = {p.name for p in out.iterdir()}

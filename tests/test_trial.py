@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptive.trial import (
+    DEFAULT_METRIC,
     CommandTarget,
     Metric,
     ReferenceTarget,
@@ -266,7 +267,7 @@ def test_tiny_trial_on_two_processes_reuse_resume_and_refusals(tmp_path: Path) -
     assert set(res.runs["arm"]) == {"baseline", "uncertainty", "placebo"} and len(res.runs) == 6
     prim = res.rows("primary").set_index("candidate")
     assert list(prim.index) == ["uncertainty", "placebo"]
-    assert (prim["metric"] == "valfree/MPJPE").all() and (prim["n"] == 2).all()
+    assert (prim["metric"] == DEFAULT_METRIC).all() and (prim["n"] == 2).all()
     assert prim.loc["placebo", "verdict"] == "no clear difference"
     # the placebo trains with lr × (1 + 1e-5): a different run, not a copy of the baseline
     base_cfg = json.loads((out / "trial-design.json").read_text())["arms"]
@@ -388,7 +389,7 @@ def test_runs_pair_by_configuration(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "dwa: valfree/MPJPE (final)" in r.output and "n = 1" in r.output
+    assert f"dwa: {DEFAULT_METRIC} (final)" in r.output and "n = 1" in r.output
     # a second, different comparison into the same folder is refused
     r = runner.invoke(
         app, ["trial", "--runs", str(dirs["base0"]), str(dirs["t4s0"]), "-o", str(tmp_path / "c")]

@@ -201,9 +201,9 @@ def _read_raw(
     """Parse a BVH file: (skeleton, local rotations (T, J, 3, 3), root positions (T, 3), fps)."""
     p = Path(path)
     if scale <= 0 or not math.isfinite(scale):
-        raise ValueError(f"scale must be positive and finite, got {scale}")
+        raise BVHError(f"scale must be positive and finite, got {scale}")
     if frame_step < 1:
-        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        raise BVHError(f"frame_step must be >= 1, got {frame_step}")
     try:
         text = p.read_text(encoding="utf-8", errors="strict")
     except (OSError, UnicodeDecodeError) as exc:
@@ -275,10 +275,10 @@ def load_bvh_folder(
     """
     root = Path(directory)
     if not root.is_dir():
-        raise ValueError(f"not a directory: {str(root)!r}")
+        raise BVHError(f"not a directory: {str(root)!r}")
     files = sorted(root.rglob(pattern) if recursive else root.glob(pattern))
     if not files:
-        raise ValueError(f"no files matching {pattern!r} in {str(root)!r}")
+        raise BVHError(f"no files matching {pattern!r} in {str(root)!r}")
     skeleton: Skeleton | None = None
     clips: list[MotionClip] = []
     for f in files:

@@ -26,9 +26,16 @@ class TrainProgress(Protocol):
 
 
 def run_dir_for(cfg: Config) -> Path:
-    """`run.out / run.name`, the name defaulting to a timestamp."""
-    name = cfg["run"]["name"] or time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg["run"]["out"]) / name
+    """`run.out / run.name`, the name defaulting to a timestamp (with `-2`, `-3`, ... when a
+    run started within the same second already holds it)."""
+    out = Path(cfg["run"]["out"])
+    if cfg["run"]["name"]:
+        return out / cfg["run"]["name"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir, n = out / stamp, 2
+    while run_dir.exists():
+        run_dir, n = out / f"{stamp}-{n}", n + 1
+    return run_dir
 
 
 def run_training(

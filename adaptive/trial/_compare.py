@@ -151,7 +151,8 @@ def compare_runs(
     design = {
         "target": "finished runs (--runs)",
         "engine": "none (runs given)",
-        "arms": {n: "" for n in dirs},
+        # the runs themselves: another set of runs is another trial, even under equal names
+        "arms": {n: {str(s): str(d) for s, d in sorted(v.items())} for n, v in dirs.items()},
         "metric": primary.key,
         "higher_is_better": primary.higher_is_better,
         "reduce_k": reduce_k,

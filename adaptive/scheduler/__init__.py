@@ -19,7 +19,8 @@ from adaptive.scheduler._law import (
     register_law,
 )
 from adaptive.scheduler._record import BlockRecord
-from adaptive.scheduler._scheduler import DEFAULT_LAW, AdaptiveScheduler, scheduler_parameters
+from adaptive.scheduler._scheduler import DEFAULT_LAW, AdaptiveScheduler
+from adaptive.scheduler._signature import scheduler_parameters
 from adaptive.scheduler._stats import SPREAD_FLOOR
 from adaptive.scheduler._values import (
     DEFAULT_ADJUSTMENT_RANGE,

@@ -38,7 +38,7 @@ from adaptive.scheduler._values import (
     validate_rules,
 )
 
-__all__ = ["DEFAULT_LAW", "AdaptiveScheduler", "scheduler_parameters"]
+__all__ = ["DEFAULT_LAW", "AdaptiveScheduler"]
 
 _DEFAULT_LOGGER_NAME = "adaptive.scheduler"
 #: The law a scheduler runs unless told otherwise (and the law of state dicts without one).
@@ -117,10 +117,11 @@ class AdaptiveScheduler:
     ) -> None:
         law_cls = law_class(law)
         unknown = sorted(set(law_params) - set(law_cls.param_names()))
-        if unknown:
+        if unknown:  # valid: the controller's own keywords, then the law's
+            own = list(inspect.signature(AdaptiveScheduler.__init__).parameters)[1:-1]
             raise ParameterError(
                 f"unknown parameter(s) {unknown!r} for scheduler law {law!r}; valid: "
-                f"{[*_CONTROLLER_PARAMS, *law_cls.param_names()]!r}"
+                f"{[*own, *law_cls.param_names()]!r}"
             )
         self._rate = check_number("adjustment_rate", adjustment_rate, low=0.0, low_open=True)
         self._interval = check_int("update_interval", update_interval, low=1)
@@ -597,36 +598,3 @@ class AdaptiveScheduler:
         self._last_reason, self._last_change_step, self._decision = new["last"]
         self._counts = new["counts"]
         self._history = deque(new["history"], maxlen=self._history_size)
-
-
-#: The controller's own parameters (the rest are the law's).
-_CONTROLLER_PARAMS = tuple(inspect.signature(AdaptiveScheduler.__init__).parameters)[1:-1]
-
-
-def _signature(law: str = DEFAULT_LAW) -> inspect.Signature:
-    """The constructor's signature with ``law``'s parameters spelled out (what
-    ``inspect.signature(AdaptiveScheduler)`` shows: the default law's)."""
-    own = list(inspect.signature(AdaptiveScheduler.__init__).parameters.values())[1:]
-    kw = inspect.Parameter.KEYWORD_ONLY
-    law_params = [
-        inspect.Parameter(name, kw, default=default)
-        for name, default in law_class(law).defaults().items()
-    ]
-    at = own.index(next(p for p in own if p.name == "limits"))
-    return inspect.Signature(own[:at] + law_params + own[at:-1] + [own[-1]])
-
-
-def scheduler_parameters() -> dict[str, Any]:
-    """Every keyword ``AdaptiveScheduler`` takes with its default: the controller's, then
-    every registered law's (the default law's first; a name two laws share keeps the first
-    default). What parsers of ``--param law=NAME`` and the law's parameters check against."""
-    from adaptive.scheduler._law import available_laws
-
-    out = {p.name: p.default for p in list(_signature().parameters.values())[:-1]}
-    for law in available_laws():
-        for name, default in law_class(law).defaults().items():
-            out.setdefault(name, default)
-    return out
-
-
-AdaptiveScheduler.__signature__ = _signature()  # type: ignore[attr-defined]

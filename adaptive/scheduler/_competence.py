@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adaptive._checks import check_number, decode_float, encode_float
-from adaptive.scheduler._guard import _read_metric
+from adaptive.scheduler._guard import read_epoch_metrics
 from adaptive.scheduler._guarded import GUARD_REASONS, GuardOffset
 from adaptive.scheduler._law import Control, Decision, SchedulerLaw, Window, register_law
 from adaptive.scheduler._stats import rel_change
@@ -147,10 +147,7 @@ class CompetenceLaw(SchedulerLaw):
         val_metrics: Mapping[str, float] | None,
         control: Control,
     ) -> Decision:
-        free = _read_metric(metrics, self.free_metric, "metrics")
-        val = None
-        if val_metrics is not None:
-            val = _read_metric(val_metrics, self.val_metric or self.free_metric, "val_metrics")
+        free, val = read_epoch_metrics(metrics, val_metrics, self.free_metric, self.val_metric)
         prev_free, prev_val = self._prev
         free_trend, val_trend = rel_change(prev_free, free), rel_change(prev_val, val)
         self._prev = (free, val)

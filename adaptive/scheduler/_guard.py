@@ -202,7 +202,8 @@ class GuardLaw(SchedulerLaw):
                 if z_max is None or zm > z_max:
                     z_max, z_regime = zm, r
             if ref_lc is not None and loss_c is not None:
-                t = math.expm1(loss_c - ref_lc)
+                # capped below exp's overflow (a 1e300-fold rise): still far above any threshold
+                t = math.expm1(min(loss_c - ref_lc, 700.0))
                 trend = t if trend is None else max(trend, t)
         sig = self.signals
         sig["window_size"] = float(len(losses))
@@ -263,10 +264,7 @@ class GuardLaw(SchedulerLaw):
         val_metrics: Mapping[str, float] | None,
         control: Control,
     ) -> Decision:
-        free = _read_metric(metrics, self.free_metric, "metrics")
-        val = None
-        if val_metrics is not None:
-            val = _read_metric(val_metrics, self.val_metric or self.free_metric, "val_metrics")
+        free, val = read_epoch_metrics(metrics, val_metrics, self.free_metric, self.val_metric)
         free_trend = rel_change(self._prev_free, free)
         val_trend = rel_change(self._prev_val, val)
         self._prev_free, self._prev_val = free, val
@@ -409,6 +407,20 @@ class GuardLaw(SchedulerLaw):
             setattr(self, k, v)
         self._refs = refs
         self._prev_free, self._prev_val = prev_free, prev_val
+
+
+def read_epoch_metrics(
+    metrics: Mapping[str, float],
+    val_metrics: Mapping[str, float] | None,
+    free_metric: str,
+    val_metric: str | None,
+) -> tuple[float, float | None]:
+    """The free-run metric and its teacher-forced counterpart (`val_metric`, by default the
+    same key; None without `val_metrics`) of one `step_epoch` call, checked."""
+    free = _read_metric(metrics, free_metric, "metrics")
+    if val_metrics is None:
+        return free, None
+    return free, _read_metric(val_metrics, val_metric or free_metric, "val_metrics")
 
 
 def _read_metric(metrics: Mapping[str, float], key: str, what: str) -> float:

@@ -24,8 +24,6 @@ __all__ = [
     "trial_advice",
 ]
 
-# Scheduler parameters that live in [adaptive] (the rest go to [adaptive.scheduler_law]).
-SCHEDULER_TOP = ("adjustment_rate", "update_interval", "use_epoch_metrics")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:=,+@%-]+$")
 
 

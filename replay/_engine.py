@@ -15,7 +15,6 @@ from typing import Any
 
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
-from replay._advice import SCHEDULER_TOP  # the [adaptive] keys of the scheduler
 from replay._common import (  # re-exported: the engine's public names
     SCHEDULE_PARAMS,
     SCHEDULER,
@@ -114,7 +113,7 @@ def run_settings(trace: Trace, method: str) -> dict[str, Any]:
     if method == SCHEDULER:
         if a.get("scheduler") is not True:
             return {}
-        from adaptive.train.config import ConfigError, scheduler_law_params
+        from adaptive.train.config import SCHEDULER_TOP, ConfigError, scheduler_law_params
 
         out = {k: a[k] for k in SCHEDULER_TOP if k in a}
         law = a.get("scheduler_law")

@@ -361,9 +361,16 @@ def compare(
             "--method",
             "-m",
             help=f"scheduler or a loss weighting method: {METHODS} (repeatable; default "
-            "dwa, uncertainty and scheduler).",
+            "dwa, uncertainty and scheduler); scheduler:LAW replays the scheduler under that "
+            "law.",
         ),
     ] = None,
+    laws: Annotated[
+        bool,
+        typer.Option(
+            "--laws", help="Add the scheduler once per registered law (scheduler:LAW each)."
+        ),
+    ] = False,
     param: _Param = None,
     out: Annotated[Path | None, _out("<run>/compare")] = None,
     fmt: _Format = "png",
@@ -379,8 +386,16 @@ def compare(
     Example:
 
         adaptive compare runs/base/trace.parquet -m dwa -m uncertainty -m scheduler
+
+        adaptive compare runs/base/trace.parquet --laws
     """
-    methods = list(dict.fromkeys(method or ["dwa", "uncertainty", "scheduler"]))
+    methods = list(dict.fromkeys(method or ([] if laws else ["dwa", "uncertainty", "scheduler"])))
+    if laws:
+        from adaptive.scheduler import available_laws
+
+        methods += [
+            f"scheduler:{law}" for law in available_laws() if f"scheduler:{law}" not in methods
+        ]
     from replay import compare as run_compare
     from replay import parse_params
 

@@ -29,6 +29,7 @@ __all__ = [
     "recorded_config",
     "recorded_setting",
     "scheduler_inputs",
+    "split_law",
 ]
 
 SCHEDULER = "scheduler"
@@ -54,6 +55,29 @@ class ReplayResult:
     def kind(self) -> str:
         """`weighting` or `schedule`."""
         return "schedule" if self.method == SCHEDULER else "weighting"
+
+
+def split_law(token: str) -> tuple[str, str | None]:
+    """`"scheduler:gtf"` -> `("scheduler", "gtf")`; any other method name -> `(name, None)`.
+
+    The `scheduler:LAW` form lets one command list the scheduler under several laws side by
+    side (`adaptive compare -m scheduler:guard -m scheduler:gtf`); an unknown law, or a law
+    given to a loss weighting method, is a `ReplayError` naming the valid ones."""
+    method, sep, law = token.partition(":")
+    if not sep:
+        return token, None
+    if method != SCHEDULER:
+        raise ReplayError(
+            f"method {token!r}: only the scheduler takes a law (scheduler:LAW), not {method!r}"
+        )
+    from adaptive.scheduler import available_laws
+
+    if law not in available_laws():
+        raise ReplayError(
+            f"method {token!r}: unknown scheduler law {law!r}; valid laws: "
+            + ", ".join(available_laws())
+        )
+    return method, law
 
 
 def first_run_id(trace: Trace) -> str:

@@ -101,8 +101,11 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         ax.axhline(1.0, color="0.4", lw=0.8, ls="--", label="base (= 1)")
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_ylabel("proposed / base")
+        law = r.params.get("law")
         ax.set_title(
-            "adaptive scheduler: proposed schedule relative to the stage schedule", fontsize=9
+            f"adaptive scheduler{f' (law {law})' if law else ''}: proposed schedule relative "
+            "to the stage schedule",
+            fontsize=9,
         )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if has_grad:

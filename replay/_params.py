@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from replay._common import split_law
 from replay._engine import SCHEDULER, ReplayError, method_parameters
 
 __all__ = [
@@ -95,10 +96,15 @@ def parse_params(
     be `method.name=value`. Names must be parameters of the method (`adjustment_range` too,
     unless `adjustment_range=False`); values are read as TOML and must have the type of the
     parameter's default. `flag` names the option in errors (`ReplayError`, one line).
+    A method may be `scheduler:LAW` (`split_law`): the scheduler under that law, which then
+    takes that law's parameters and not `law` itself.
     """
     valid_by_method: dict[str, list[str]] = {}
     for m in methods:
-        valid = list(method_parameters(m))  # ReplayError naming the valid methods if unknown
+        base, law = split_law(m)
+        valid = list(method_parameters(base))  # ReplayError naming the valid methods if unknown
+        if law is not None:
+            valid = [v for v in valid if v != "law"]
         valid_by_method[m] = [ADJUSTMENT_RANGE, *valid] if adjustment_range else valid
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for text in texts:
@@ -128,7 +134,8 @@ def parse_params(
             )
         if name in out[method]:
             raise ReplayError(f"{flag} {text!r}: {method}.{name} given twice")
-        defaults = {ADJUSTMENT_RANGE: range_default(method), **method_defaults(method)}
+        base = split_law(method)[0]
+        defaults = {ADJUSTMENT_RANGE: range_default(base), **method_defaults(base)}
         value = parse_value(raw)
         out[method][name] = check_param_value(
             f"{flag} {name}", defaults.get(name), value, shown=repr(raw.strip())

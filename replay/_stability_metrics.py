@@ -257,7 +257,8 @@ def _fmt_param(v: Any) -> str:
 
 
 def result_labels(results: Sequence[ReplayResult]) -> list[str]:
-    """Column labels: the method name, plus the differing params when a method repeats.
+    """Column labels: the method name, plus the differing params when a method repeats
+    (only those every result sets, when they tell the results apart: `scheduler(law=gtf)`).
 
     If the params of a repeated method are equal, the run id is added; if that does not
     separate them either, `#1`, `#2`, ... (in input order).
@@ -271,6 +272,13 @@ def result_labels(results: Sequence[ReplayResult]) -> list[str]:
             continue
         keys = sorted({k for i in idx for k in results[i].params})
         differing = [k for k in keys if len({repr(results[i].params.get(k)) for i in idx}) > 1]
+        # keys some results leave at None (another scheduler law's parameters) say nothing
+        # when a key every result sets (`law`) already tells them apart
+        shared = [k for k in differing if all(results[i].params.get(k) is not None for i in idx)]
+        if shared and len({tuple(repr(results[i].params[k]) for k in shared) for i in idx}) == len(
+            idx
+        ):
+            differing = shared
         for i in idx:
             if differing:
                 p = results[i].params

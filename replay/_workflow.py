@@ -108,7 +108,8 @@ def compare(
         rs = []
         for m in methods:
             try:
-                r = replay(tr, m, **dict(params.get(m, {})))
+                base, kwargs = _method_args(m, params)
+                r = replay(tr, base, **kwargs)
             except ReplayError as exc:
                 if len(methods) == 1:
                     raise
@@ -140,16 +141,38 @@ def compare(
     columns = {c: pooled[c].dropna().to_dict() for c in pooled.columns}
     text = recommend(columns)
     vs = verdicts(columns)
+    label_of = _labels(results, methods)
     for v in vs:
-        m = v.label if v.label in methods else next((x for x in methods if x in v.label), "")
-        given = dict(params.get(m, {}))
-        nxt = whole_command(v.next_step, list(traces.values()), m, given, source)
+        m = label_of.get(v.label) or next((x for x in methods if x in v.label), "")
+        base, given = _method_args(m, params) if m else ("", {})
+        nxt = whole_command(v.next_step, list(traces.values()), base, given, source)
         text = text.replace(f"Next: {v.next_step}.", f"Next: {nxt}.")
         v.next_step = nxt
     if refused:
         text += "\n" + "\n".join(f"{m}: not replayed — {why}" for m, why in refused.items())
     files.append(write_text(out / "recommendation.md", text + "\n"))
     return CompareOutput(results, pooled, per_run, figures, files, text, vs, refused, notes, out)
+
+
+def _method_args(token: str, params: Mapping[str, Mapping[str, Any]]) -> tuple[str, dict]:
+    """A method token (`dwa`, `scheduler`, `scheduler:gtf`) -> the method to replay and its
+    keyword parameters (the law of `scheduler:LAW` among them)."""
+    from replay._common import split_law
+
+    base, law = split_law(token)
+    given = dict(params.get(token, {}))
+    return base, ({"law": law, **given} if law is not None else given)
+
+
+def _labels(results: Mapping[str, list[ReplayResult]], methods: Sequence[str]) -> dict[str, str]:
+    """Table label (`result_labels`: `scheduler(law=gtf)` when a method repeats) -> the
+    method token it was replayed from, from the first run that replayed every method."""
+    from replay._stability import result_labels
+
+    for rs in results.values():
+        if len(rs) == len(methods):
+            return dict(zip(result_labels(rs), methods, strict=True))
+    return {}
 
 
 def whole_command(

@@ -177,3 +177,36 @@ def test_own_loop_gradnorm_and_famo_record_extras_and_replay_exactly(tmp_path: P
             rec.log_step(losses={"a": 1.0, "b": 1.0}, extras={"grad": {"a": 1.0, "b": 1.0}})
         with pytest.raises(ValueError, match="must map every component"):
             rec.log_step(losses={"a": 1.0, "b": 1.0}, extras={"grad_norm": {"a": 1.0}})
+
+
+def test_plain_loop_schedule_example_records_and_replays_every_law(tmp_path: Path) -> None:
+    from adaptive.scheduler import available_laws
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    script = ROOT / "examples" / "plain_loop_schedule.py"
+    res = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    for law in available_laws():
+        assert f"{law}: delta at each epoch end" in res.stdout
+    base = read_trace(tmp_path / "base" / "trace.parquet")
+    for col in ("schedule/tf_ratio", "schedule_base/freerun_horizon", "regime", "loss_fr_total"):
+        assert col in base.steps.columns, col
+    # dry-run: the schedule applied is the stage schedule
+    np.testing.assert_array_equal(
+        base.steps["schedule/tf_ratio"].to_numpy(), base.steps["schedule_base/tf_ratio"].to_numpy()
+    )
+    # live gtf moved the schedule, and replaying its own trace gives what it applied
+    live = read_trace(tmp_path / "gtf" / "trace.parquet")
+    applied = live.steps["schedule/freerun_horizon"].to_numpy()
+    assert (applied != live.steps["schedule_base/freerun_horizon"].to_numpy()).any()
+    again = replay(live, "scheduler", law="gtf", update_interval=10)
+    np.testing.assert_array_equal(
+        again.frame["proposed/schedule/freerun_horizon"].to_numpy(), applied
+    )

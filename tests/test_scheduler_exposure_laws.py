@@ -147,6 +147,31 @@ def test_a_plain_loop_recorded_with_trace_recorder_replays_every_law(
     assert list(out.glob("*.png"))  # the figure, with each signal's threshold line
 
 
+def test_compare_lists_the_laws_side_by_side(tmp_path: Path) -> None:
+    trace = _plain_loop(tmp_path / "run" / "trace.parquet")
+    out = tmp_path / "cmp"
+    args = ["compare", str(trace), "--laws", "-m", "dwa", "-q", "-o", str(out)]
+    res = runner.invoke(app, [*args, "-p", "scheduler:gtf.target_growth=1.2"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "stability.csv", index_col=0)
+    want = ["dwa", *(f"scheduler(law={law})" for law in sorted(available_laws()))]
+    assert sorted(table.columns) == sorted(want)
+    for law in available_laws():  # one verdict each
+        assert f"scheduler(law={law}):" in res.output
+    # the one that looks ready gets the trial of the scheduler under its own law
+    assert "scheduler(law=competence): looks stable enough" in res.output
+    assert "-c \"adaptive.scheduler=true; adaptive.scheduler_law.law='competence'\"" in res.output
+    again = runner.invoke(app, ["compare", str(trace), "-m", "scheduler:gtf", "-q", "-o", str(out)])
+    assert again.exit_code == 0, again.output  # one law alone: labelled like any method
+    bad = runner.invoke(app, ["compare", str(trace), "-m", "scheduler:nope", "-q"])
+    assert bad.exit_code == 2 and "unknown scheduler law 'nope'" in bad.output
+    assert "valid laws: " in bad.output and len(bad.output.strip().splitlines()) == 1
+    wrong = runner.invoke(app, ["compare", str(trace), "-m", "dwa:gtf", "-q"])
+    assert wrong.exit_code == 2 and "only the scheduler takes a law" in wrong.output
+    p = runner.invoke(app, ["compare", str(trace), "-m", "scheduler:gtf", "-p", "law=guard"])
+    assert p.exit_code == 2 and "'law' is not a parameter of 'scheduler:gtf'" in p.output
+
+
 def test_a_law_on_a_trace_without_its_signals_is_refused_as_not_recorded(
     tmp_path: Path,
 ) -> None:

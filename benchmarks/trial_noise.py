@@ -121,17 +121,17 @@ def _reduce(series: list[float], how: str) -> float:
 
 def seeds_needed(sd_pct: float, mde_pct: float = 5.0) -> int:
     """Smallest n whose paired-t MDE (80 % power, two-sided 5 %) is at most `mde_pct`."""
-    from scipy import stats
+    from adaptive.trial._stats import t_ppf  # the trial's own t quantiles (no scipy)
 
     for n in range(3, 10_000):
-        t = stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)
+        t = t_ppf(0.975, n - 1) + t_ppf(0.8, n - 1)
         if t * sd_pct / math.sqrt(n) <= mde_pct:
             return n
     return 10_000
 
 
 def report(out: Path) -> str:
-    from scipy import stats
+    from adaptive.trial._stats import t_ppf
 
     runs = {}
     for f in sorted(out.glob("*.json")):
@@ -148,7 +148,7 @@ def report(out: Path) -> str:
         "| MDE at n=10 % | n80 (5 %) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    t10 = stats.t.ppf(0.975, 9) + stats.t.ppf(0.8, 9)
+    t10 = t_ppf(0.975, 9) + t_ppf(0.8, 9)
     for col in cols:
         for how in ("final", "last3", "last5", "last7"):
             b = [_reduce([r[col] for r in runs[("baseline", s)]["rows"]], how) for s in seeds]

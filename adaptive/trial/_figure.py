@@ -45,8 +45,13 @@ def trial_figure(result: TrialResult) -> Any:
     plt = _pyplot()
     prim = result.rows("primary")
     n = max(1, len(prim))
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
-    for ax, (_, r) in zip(axes[0], prim.iterrows(), strict=False):
+    cols = min(n, 4)  # many candidates wrap into rows of four panels
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows + 0.4), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for i, (ax, (_, r)) in enumerate(zip(axes, prim.iterrows(), strict=False)):
         seeds, d, bad = _pairs(result, str(r["candidate"]), str(r["metric"]))
         scale = abs(r["mean_baseline"]) / 100.0
         x = np.arange(len(seeds))
@@ -64,10 +69,12 @@ def trial_figure(result: TrialResult) -> Any:
         ax.set_xticks(x, [str(s) for s in seeds])
         ax.set_xlabel("seed")
         better = "higher" if r["higher_is_better"] else "lower"
-        ax.set_ylabel(f"{r['metric']} difference (% of baseline; {better} is better)")
+        if i % cols == 0:
+            ax.set_ylabel(f"{r['metric']} difference\n(% of baseline; {better} is better)")
         ax.set_title(f"{r['candidate']}: {r['verdict']!s}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        if i == 0:  # the same four entries in every panel: once
+            ax.legend(fontsize=7, loc="best")
         ax.text(
             0.01,
             0.01,
@@ -79,7 +86,7 @@ def trial_figure(result: TrialResult) -> Any:
     k = int(result.design.get("reduce_k", 1))
     red = "final evaluation" if k == 1 else f"mean of the last {k} evaluations"
     fig.suptitle(f"Outcome trial: paired differences per seed ({red})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return fig
 
 

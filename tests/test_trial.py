@@ -203,7 +203,11 @@ def test_sign_flip_disagreement_is_named() -> None:
     cand = [[9.0 + 0.01 * s] for s in range(4)]
     frame, _ = analyse(_arms(base, cand), M, 1)
     r = _row(frame, "primary")
-    assert r["verdict"] == "better" and "sign-flip test disagrees (p = 0.125)" in r["note"]
+    assert r["verdict"] == "better"
+    assert (
+        "sign-flip test cannot confirm it at n = 4 (p = 0.125; its smallest possible p is 0.125)"
+        in r["note"]
+    )
 
 
 def test_figure_shows_paired_differences_with_the_verdicts_interval() -> None:

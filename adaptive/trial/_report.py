@@ -183,7 +183,13 @@ def _verdict(row: dict[str, Any], higher: bool, p_key: str) -> tuple[str, str]:
     note = ""
     if below or above:
         v = "better" if (above if higher else below) else "worse"
-        if row["p_signflip"] >= ALPHA:
+        floor = 2.0 / 2 ** int(row["n"])  # the smallest p any sign pattern test can give
+        if row["p_signflip"] >= ALPHA and floor >= ALPHA:
+            note = (
+                f"the sign-flip test cannot confirm it at n = {int(row['n'])} (p = "
+                f"{row['p_signflip']:.3g}; its smallest possible p is {floor:.3g}): add seeds"
+            )
+        elif row["p_signflip"] >= ALPHA:
             note = f"the sign-flip test disagrees (p = {row['p_signflip']:.3g})"
     else:
         v = NO_DIFF

@@ -9,6 +9,10 @@ Targets: trace recording <= 2 % of a step (issue 3); adaptive loss weighting + s
 recording <= 3 % (issue 7). The extras (per-component gradient norms, losses after the
 step) have no target: their cost is measured and documented (issue 13).
 
+The weights' moving average (`train.ema_decay`) costs an update per step (the `ema_decay=0`
+variant) and a second evaluation per epoch (printed last: one end-of-epoch evaluation with
+and without it, against one training epoch of the `off` variant).
+
 Usage: python benchmarks/bench_train.py [--repeats 7] [--steps 50] [--only SUBSTRING ...]
 """
 
@@ -44,6 +48,8 @@ VARIANTS = {
         ["adaptive.loss='dwa'", "adaptive.record_extras=['loss_after']"],
         True,
     ),
+    # the weights' moving average (train.ema_decay, on by default): its per-step update
+    "off, no weights' EMA (ema_decay=0)": (["train.ema_decay=0"], False),
     "trace + gradnorm": (["adaptive.loss='gradnorm'"], True),
     "trace + famo": (["adaptive.loss='famo'"], True),
 }
@@ -66,6 +72,19 @@ def time_epoch(root: Path, name: str, sets: list[str], record: bool, steps: int)
     dt = time.perf_counter() - t0
     trainer.trace.close()
     return dt / steps
+
+
+def time_eval(root: Path, name: str, sets: list[str]) -> float:
+    """Seconds of one end-of-epoch evaluation (val and valfree; with the EMA also val_ema and
+    valfree_ema), recorded into a trace."""
+    cfg = load_config(overrides=[*sets, f"run.out={str(root)!r}"])
+    trainer = Trainer(cfg, root / name, record=True)
+    sv = trainer._apply_stage_schedule(10)
+    t0 = time.perf_counter()
+    trainer._evaluate(10, sv)
+    dt = time.perf_counter() - t0
+    trainer.trace.close()
+    return dt
 
 
 def main() -> None:
@@ -99,6 +118,20 @@ def main() -> None:
         m = statistics.median(ts)
         print(f"{label:<34} {m * 1e3:8.2f} {1 / m:8.1f} {100 * (m / base - 1):+8.2f}%")
     print("targets: trace <= +2 %; trace + controllers <= +3 %")
+    if args.only and not any(o in "evaluation" for o in args.only):
+        return
+    evals: dict[str, list[float]] = {"evaluation, EMA on (default)": [], "evaluation, EMA off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats + 1):
+            for label, sets in zip(evals, ([], ["train.ema_decay=0"]), strict=True):
+                t = time_eval(Path(tmp), f"e{rep}-{len(sets)}", sets)
+                if rep > 0:
+                    evals[label].append(t)
+    step = base * args.steps  # one epoch of training at the default steps_per_epoch
+    print(f"{'evaluation per epoch':<34} {'s':>8} {'% of a training epoch':>22}")
+    for label, ts in evals.items():
+        m = statistics.median(ts)
+        print(f"{label:<34} {m:8.3f} {100 * m / step:21.1f}%")
 
 
 if __name__ == "__main__":

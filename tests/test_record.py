@@ -101,17 +101,23 @@ def test_a_crashing_loop_keeps_its_rows(tmp_path: Path) -> None:
     assert read_trace(tmp_path / "k.parquet").steps["step"].tolist() == [0, 1, 2]
 
 
-def test_plain_loop_example_runs(tmp_path: Path) -> None:
+def _run_example(name: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """Run examples/<name> OUT_DIR in its own process (one thread, headless); must succeed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     res = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "plain_loop.py"), str(tmp_path)],
+        [sys.executable, str(ROOT / "examples" / name), str(out)],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=out,
         check=False,
     )
     assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_plain_loop_example_runs(tmp_path: Path) -> None:
+    res = _run_example("plain_loop.py", tmp_path)
     assert "proposed/weight/cls" in res.stdout
     base = read_trace(tmp_path / "base" / "trace.parquet")
     live = read_trace(tmp_path / "dwa" / "trace.parquet")
@@ -180,17 +186,7 @@ def test_own_loop_gradnorm_and_famo_record_extras_and_replay_exactly(tmp_path: P
 
 
 def test_plain_loop_schedule_example_records_and_replays_every_law(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    script = ROOT / "examples" / "plain_loop_schedule.py"
-    res = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
+    res = _run_example("plain_loop_schedule.py", tmp_path)
     # every law registered in a fresh interpreter (this one may hold test-registered laws)
     fresh = subprocess.run(
         [sys.executable, "-c", "from adaptive.scheduler import available_laws as a; print(*a())"],

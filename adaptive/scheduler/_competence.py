@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adaptive._checks import check_number, decode_float, encode_float
-from adaptive.scheduler._guard import read_epoch_metrics
+from adaptive.scheduler._guard import check_epoch_metrics, read_epoch_metrics
 from adaptive.scheduler._guarded import GUARD_REASONS, GuardOffset
 from adaptive.scheduler._law import Control, Decision, SchedulerLaw, Window, register_law
 from adaptive.scheduler._stats import rel_change
@@ -80,12 +80,7 @@ class CompetenceLaw(SchedulerLaw):
         guard: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(free_metric, str) or not free_metric:
-            raise ValueError(f"free_metric must be a non-empty metric name, got {free_metric!r}")
-        if val_metric is not None and (not isinstance(val_metric, str) or not val_metric):
-            raise ValueError(f"val_metric must be None or a metric name, got {val_metric!r}")
-        self.free_metric = free_metric
-        self.val_metric = val_metric
+        self.free_metric, self.val_metric = check_epoch_metrics(free_metric, val_metric)
         self.start = check_number("start", start, low=0.0, high=1.0)
         self.ramp = check_int("ramp", ramp, low=1)
         self.plateau_tolerance = check_number("plateau_tolerance", plateau_tolerance, low=0.0)

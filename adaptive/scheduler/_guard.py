@@ -130,12 +130,7 @@ class GuardLaw(SchedulerLaw):
         cooldown: int = 2,
     ) -> None:
         super().__init__()
-        if not isinstance(free_metric, str) or not free_metric:
-            raise ValueError(f"free_metric must be a non-empty metric name, got {free_metric!r}")
-        if val_metric is not None and (not isinstance(val_metric, str) or not val_metric):
-            raise ValueError(f"val_metric must be None or a metric name, got {val_metric!r}")
-        self.free_metric = free_metric
-        self.val_metric = val_metric
+        self.free_metric, self.val_metric = check_epoch_metrics(free_metric, val_metric)
         self.spike_z = check_number("spike_z", spike_z, low=0.0, low_open=True)
         self.spike_count = check_int("spike_count", spike_count, low=1)
         self.rising_threshold = check_number(
@@ -407,6 +402,16 @@ class GuardLaw(SchedulerLaw):
             setattr(self, k, v)
         self._refs = refs
         self._prev_free, self._prev_val = prev_free, prev_val
+
+
+def check_epoch_metrics(free_metric: Any, val_metric: Any) -> tuple[str, str | None]:
+    """`free_metric` and `val_metric` as a law's constructor takes them: a non-empty name,
+    and None (the same key) or a non-empty name; ValueError repeating a bad value."""
+    if not isinstance(free_metric, str) or not free_metric:
+        raise ValueError(f"free_metric must be a non-empty metric name, got {free_metric!r}")
+    if val_metric is not None and (not isinstance(val_metric, str) or not val_metric):
+        raise ValueError(f"val_metric must be None or a metric name, got {val_metric!r}")
+    return free_metric, val_metric
 
 
 def read_epoch_metrics(

@@ -345,6 +345,18 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a config file, unchecked; `ConfigError` (one line, naming the file) if
+    it is missing or not TOML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        return tomllib.loads(p.read_text("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -354,12 +366,7 @@ def load_config(
     cfg = default_config()
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = tomllib.loads(p.read_text("utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+        data = read_toml(p)
         try:
             cfg = merge(cfg, data)
         except ConfigError as exc:

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import subprocess
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -183,12 +182,12 @@ class ReferenceTarget:
 
     @staticmethod
     def _check_file(path: Path, where: str) -> None:
-        if not path.is_file():
-            raise TrialError(f"{where} {path}: config file not found")
+        from adaptive.train.config import ConfigError, read_toml
+
         try:
-            data = tomllib.loads(path.read_text("utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TrialError(f"{where} {path}: not valid TOML ({exc})") from None
+            data = read_toml(path)
+        except ConfigError as exc:
+            raise TrialError(f"{where} {exc}") from None
         if "seed" in (data.get("run") or {}):
             raise TrialError(
                 f"{where} {path} sets run.seed: the trial sets it per run (--seeds, --first-seed)"
@@ -201,12 +200,10 @@ class ReferenceTarget:
     def config_of(self, arm: Arm, seed: int = 0) -> dict[str, Any]:
         """The resolved training config of `arm` at `seed`: defaults <- --config <- the
         arm's .toml <- quick preset and --set <- the arm's overrides <- run.seed."""
-        from adaptive.train.config import ConfigError, load_config
+        from adaptive.train.config import ConfigError, load_config, read_toml
 
-        extra = None
-        if arm.path is not None:
-            extra = tomllib.loads(Path(arm.path).read_text("utf-8"))
         try:
+            extra = read_toml(arm.path) if arm.path is not None else None
             return load_config(
                 self.config, [*self._base, *arm.overrides, f"run.seed={seed}"], extra=extra
             )

@@ -579,8 +579,8 @@ def trial(
     options = {k: v for k, v in ctx.params.items() if k not in ("out", "quiet")}
     try:  # the options are run_trial_command's keywords
         res = run_trial_command(out or Path("trial-output"), progress=echo, **options)
-    except (InputError, OSError) as exc:
-        fail(str(exc).strip("'\"").splitlines()[0])
+    except OSError as exc:  # bad input the library raises as InputError reaches CommandGroup
+        fail(one_line(exc))
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; run the same command again to resume", 130)
     typer.echo("\n".join(res.lines()))

@@ -180,3 +180,14 @@ def test_a_bug_in_a_method_keeps_its_traceback(files: dict[str, Path], monkeypat
         assert res.exit_code == 1, (args, res.output)
         assert "Traceback" in res.stderr and "KeyError" in res.stderr, res.stderr
         assert res.stderr.rstrip().splitlines()[-1].startswith("error: this is a bug in adaptive")
+
+
+def test_messages_ending_in_a_quote_keep_it() -> None:
+    """The trial command's error line is the whole message (it once cut a closing quote)."""
+    one_line(runner.invoke(app, ["trial", "-c", "x", "--engine", "rey"]), "got 'rey'\n")
+    res = runner.invoke(app, ["trial", "--seeds", "2"])
+    one_line(res, "--candidate \"adaptive.loss='dwa'\"")
+    # with --command the hint is something the user's own script takes in {overrides}
+    res = runner.invoke(app, ["trial", "--command", "python t.py {seed} {run_dir} {overrides}"])
+    one_line(res, '--candidate "--lr 0.01"', "{overrides}")
+    assert "adaptive.loss" not in res.stderr

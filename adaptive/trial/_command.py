@@ -80,7 +80,12 @@ def run_trial_command(
             secondary=secondary,
         )
     if not candidates and not placebo:
-        raise UsageError("give at least one --candidate, e.g. --candidate \"adaptive.loss='dwa'\"")
+        example = (
+            '"--lr 0.01" (the arguments your command takes in {overrides})'
+            if command
+            else "\"adaptive.loss='dwa'\" (config overrides separated by ';', or a config file)"
+        )
+        raise UsageError(f"give at least one --candidate, e.g. --candidate {example}")
     if engine not in ("pool", "ray"):
         raise UsageError(f"--engine must be pool or ray, got {engine!r}")
     if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):

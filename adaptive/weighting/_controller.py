@@ -555,7 +555,7 @@ class AdaptiveLossWeighting:
                 "components": list(self._components),
                 "method": self._method_name,
                 "adjustment_range": self._ranges[0],
-                "method_params": dict(self._method.params()),
+                "method_params": self._state_params(self._method.params()),
             },
             "base_weights": {c: encode_float(w) for c, w in self.base_weights.items()},
             "dry_run": self._dry_run,
@@ -569,6 +569,16 @@ class AdaptiveLossWeighting:
             "method_state": self._method.state_dict(),
         }
 
+    def _state_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Method parameters as a state dict writes them: a parameter of the method's
+        ``later_params`` at its implicit value is left out (older checkpoints lack it)."""
+        later = type(self._method).later_params
+        return {
+            k: v
+            for k, v in params.items()
+            if not (k in later and type(v) is type(later[k]) and v == later[k])
+        }
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`; the config must match this instance.
 
@@ -580,6 +590,11 @@ class AdaptiveLossWeighting:
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         current = self.state_dict()["config"]
+        saved = state.get("config")
+        if isinstance(saved, Mapping) and isinstance(saved.get("method_params"), Mapping):
+            # a later-added parameter written at its implicit value reads as left out
+            saved = {**saved, "method_params": self._state_params(saved["method_params"])}
+            state = {**state, "config": saved}
         base, counts = check_state(state, _STATE_VERSION, current)
         # everything checked above; the method checks its own entries before setting any
         self._method.load_state_dict(state["method_state"])

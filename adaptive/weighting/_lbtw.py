@@ -4,9 +4,18 @@
 
     λ_c(t) = (L_c(t) / L_c(0)) ** α,        α = 0.5 by default
 
-where ``L_c(0)`` is the component's loss at the first step: a component that has
-already come down a long way is down-weighted. Scales are ``C · λ / Σ_j λ_j`` (mean 1;
-the controller applies them as a bounded change of the base weights).
+where ``L_c(0)`` is the component's reference loss: a component that has already come
+down a long way is down-weighted. Scales are ``C · λ / Σ_j λ_j`` (mean 1; the controller
+applies them as a bounded change of the base weights).
+
+Which step is ``L_c(0)`` (``reference``): ``"run"`` (default) keeps the run's first finite
+step for the whole run, as the paper's notation reads; ``"epoch"`` takes each epoch's
+first finite step, as the authors' code does (``if i == 0: initial_task_loss_list = ...``
+inside the epoch loop of ``pcba_run.py``), so the ratio measures progress within the
+epoch and every epoch starts from equal weights. With ``"epoch"``, :meth:`end_epoch`
+forgets ``L(0)``; the ratio in force is kept until the next finite step sets the new
+reference (one-step lag, below), so the first step of an epoch still carries the last
+ratio of the previous one, and the next step is neutral (ratio 1).
 
 The paper uses the current batch's ratio; here the scales in force at step ``t`` use the
 last finite step before ``t`` (the controller computes scales before observing a step),
@@ -34,7 +43,9 @@ from ._method import last_rows
 from ._registry import register_method
 from ._state import TensorStateMethod
 
-__all__ = ["LBTW"]
+__all__ = ["LBTW", "REFERENCES"]
+
+REFERENCES = ("run", "epoch")
 
 _DTYPE = torch.float64
 
@@ -46,29 +57,45 @@ class LBTW(TensorStateMethod):
     Args:
         num_components: number of loss components ``C``.
         alpha: exponent ``α >= 0`` (default 0.5; 0 gives equal weights).
+        reference: which step is ``L(0)``: ``"run"`` (the run's first finite step,
+            default) or ``"epoch"`` (each epoch's first finite step, the authors' code).
     """
 
+    later_params: ClassVar[dict[str, Any]] = {"reference": "run"}  # checkpoints before it
     example_params: ClassVar[dict[str, Any]] = {"alpha": 1.0}
     aggressive_params: ClassVar[dict[str, Any]] = {"alpha": 2.0}
-    invalid_params = (("alpha", -0.5), ("alpha", math.nan), ("alpha", math.inf))
+    invalid_params = (
+        ("alpha", -0.5),
+        ("alpha", math.nan),
+        ("alpha", math.inf),
+        ("reference", "batch"),
+    )
     sweep_configs = (
         {"alpha": 2.0, "adjustment_range": 0.05},
-        {"alpha": 0.5},
+        {"alpha": 0.5, "reference": "epoch"},
         {"alpha": 1.0, "adjustment_range": 1.5},
     )
     state_fields = ("_initial", "_ratio")
-    config_fields = ("_alpha",)
+    config_fields = ("_alpha", "_per_epoch")
 
-    def __init__(self, num_components: int, *, alpha: float = 0.5) -> None:
+    def __init__(self, num_components: int, *, alpha: float = 0.5, reference: str = "run") -> None:
         super().__init__(num_components)
         self.alpha = check_number("alpha", alpha, low=0.0)
+        if reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES!r}, got {reference!r}")
+        self.reference = reference
         c = num_components
         self._alpha = torch.full((1, 1), self.alpha, dtype=_DTYPE)
+        self._per_epoch = torch.full((1, 1), float(reference == "epoch"), dtype=_DTYPE)
         self._initial = torch.full((1, c), math.nan, dtype=_DTYPE)  # L(0), NaN until seen
         self._ratio = torch.ones(1, c, dtype=_DTYPE)  # L(t-1) / L(0) in force
 
     def params(self) -> dict[str, Any]:
-        return {"alpha": self.alpha}
+        return {"alpha": self.alpha, "reference": self.reference}
+
+    def end_epoch(self) -> None:
+        """``reference="epoch"``: forget ``L(0)``; the epoch's first finite step sets it."""
+        self._initial = torch.where(self._per_epoch > 0, math.nan, self._initial)
 
     def scales(self) -> Tensor:
         r = self._ratio

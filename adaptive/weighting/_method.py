@@ -170,6 +170,11 @@ class WeightingMethod(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: How figures name the method (empty: the docstring's first line up to ':' or '.').
     title: ClassVar[str] = ""
+    #: Parameters added after checkpoints of the method were first written, with the value
+    #: those checkpoints implicitly had (their default): a controller's state dict leaves
+    #: such a parameter out at that value, and a state dict without it loads as that value,
+    #: so older checkpoints keep loading and a run keeps writing the same bytes.
+    later_params: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, num_components: int) -> None:
         if isinstance(num_components, bool) or not isinstance(num_components, int):

@@ -24,8 +24,13 @@ Settling, scale and robustness (ours; docs/ADAPTIVE_LOSS.md):
 * The gradient is clipped to ``[−grad_clip, 1]`` (it is ≤ 1 by construction): an outlier
   loss moves ``s`` at most like a loss of ``(1 + grad_clip)·σ²`` and cannot inflate
   Adam's second moment, which used to stall the update for thousands of steps after an
-  outlier. Each update moves ``s`` by at most ``lr`` (Adam's step is clipped), so a
-  stretch of ``N`` steps of extreme losses costs at most ``N`` steps to come back from.
+  outlier. With ``step_limit=True`` (default) each update moves ``s`` by at most ``lr``
+  (Adam's step is clipped to ``±lr``), so a stretch of ``N`` steps of extreme losses costs
+  at most ``N`` steps to come back from. The limit is not only an outlier guard: Adam's
+  bias-corrected step ``lr·m̂/(√v̂ + eps)`` exceeds ``lr`` whenever the recent gradients are
+  larger than their running RMS, e.g. under steadily falling losses, where it binds on
+  most steps (diagnostic ``step_limited``). ``step_limit=False`` leaves Adam's step as it
+  is: Kendall's / LibMTL's update (docs/ADAPTIVE_LOSS.md).
 * A loss of exactly 0 (or below) marks the component absent at that step: its state
   (``s``, Adam moments, step count) is left as it is.
 
@@ -45,6 +50,10 @@ The weights actually applied are ``base_c·(1 + clamp(scale_c − 1, −r, r)) �
 total loss ``Σ w_c L_c`` never goes negative for non-negative losses, unlike ``J``.
 ``J`` (evaluated at the ``s`` used for the step) is reported as diagnostic
 ``objective``.
+
+Step 0 under ``anchor="none"``: the anchors are only known once a step has been observed,
+so the scales of a component's first step are neutral (1; all components' at step 0),
+and Kendall's ``∝ 1/L`` weights start at its next step (where ``s = log L(0)``).
 """
 
 from __future__ import annotations
@@ -99,7 +108,9 @@ class _Workspace:
         self.rows, self.us = self.neg.unbind(0), self.hist.unbind(0)
         self.ws, self.fs, self.es = self.w.unbind(0), self.f.unbind(0), self.e.unbind(0)
         self.gmin = empty(k, c)  # -grad_clip at full (K, C) size
-        self.lr_hi, self.lr_lo = empty(k, c), empty(k, c)  # ±lr: the largest step
+        self.lr_hi, self.lr_lo = empty(k, c), empty(k, c)  # ±lr: the largest step (or ±inf)
+        self.raw = empty(capacity, k, c)  # Adam's step before the ±lr limit, per step
+        self.raws = self.raw.unbind(0)
         self.mv, self.g2 = empty(2, k, c), empty(2, k, c)  # [m, v], [grad, grad²]
         self.m, self.v = self.mv.unbind(0)
         self.grad, self.grad_sq = self.g2.unbind(0)
@@ -131,6 +142,8 @@ class UncertaintyWeighting(TensorStateMethod):
         grad_clip: the gradient is clipped below at ``-grad_clip`` (``> 0``, default 1).
         anchor: ``"first"`` (scales relative to the first losses) or ``"none"``
             (Kendall's scales ∝ 1/L).
+        step_limit: clip each Adam step on ``s`` to ``±lr`` (default ``True``);
+            ``False`` gives Adam's step unchanged (Kendall's / LibMTL's update).
 
     State: the anchors ``a`` (NaN until a component's first finite positive loss),
     ``x = s − log a`` (init 0, clamped into the bounds), Adam moments ``m``, ``v``, the
@@ -141,10 +154,11 @@ class UncertaintyWeighting(TensorStateMethod):
 
     Cost: the update is a nonlinear recursion, so a block of ``T`` steps loops over its
     steps; everything that does not depend on ``s`` (masks, bias corrections, step sizes,
-    the scales and diagnostics) is computed for the whole block at once, leaving 8 tensor
+    the scales and diagnostics) is computed for the whole block at once, leaving 11 tensor
     ops per step on preallocated buffers.
     """
 
+    later_params: ClassVar[dict[str, Any]] = {"step_limit": True}  # checkpoints before it
     example_params: ClassVar[dict[str, Any]] = {"lr": 0.05}
     aggressive_params: ClassVar[dict[str, Any]] = {"lr": 0.2}
     invalid_params = (("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0))
@@ -173,6 +187,7 @@ class UncertaintyWeighting(TensorStateMethod):
         "_eps",
         "_grad_clip",
         "_kendall",
+        "_step_limit",
     )
 
     def __init__(
@@ -187,6 +202,7 @@ class UncertaintyWeighting(TensorStateMethod):
         eps: float = 1e-8,
         grad_clip: float = 1.0,
         anchor: str = "first",
+        step_limit: bool = True,
     ) -> None:
         super().__init__(num_components)
         self.lr = _check_number("lr", lr)
@@ -213,10 +229,14 @@ class UncertaintyWeighting(TensorStateMethod):
         if anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {ANCHORS!r}, got {anchor!r}")
         self.anchor = anchor
+        if not isinstance(step_limit, bool):
+            raise ValueError(f"step_limit must be a bool, got {step_limit!r}")
+        self.step_limit = step_limit
         c = num_components
         hp = {"_lr": self.lr, "_s_min": self.s_min, "_s_max": self.s_max}
         hp |= {"_beta1": self.beta1, "_beta2": self.beta2, "_eps": self.eps}
         hp |= {"_grad_clip": self.grad_clip, "_kendall": float(anchor == "none")}
+        hp |= {"_step_limit": float(step_limit)}
         for attr, value in hp.items():  # (K, 1) per-configuration tensors
             setattr(self, attr, torch.full((1, 1), value, dtype=_DTYPE))
         # The state holds u = -s (exact negation), so the step needs exp(u), not exp(-s).
@@ -240,6 +260,7 @@ class UncertaintyWeighting(TensorStateMethod):
             "eps": self.eps,
             "grad_clip": self.grad_clip,
             "anchor": self.anchor,
+            "step_limit": self.step_limit,
         }
 
     @property
@@ -341,9 +362,10 @@ class UncertaintyWeighting(TensorStateMethod):
         lo.copy_(self._s_max).neg_()  # bounds of u = -x, at full (K, C) size
         hi.copy_(self._s_min).neg_()
         ws.gmin.copy_(self._grad_clip).neg_()
-        ws.lr_hi.copy_(self._lr)
-        ws.lr_lo.copy_(self._lr).neg_()
-        us, rows, ws_, fs, es, gmin = ws.us, ws.rows, ws.ws, ws.fs, ws.es, ws.gmin
+        # ±lr where the step limit is on, ±inf (clamp is then an exact no-op) where it is off
+        ws.lr_hi.copy_(torch.where(self._step_limit > 0, self._lr, math.inf))
+        ws.lr_lo.copy_(ws.lr_hi).neg_()
+        us, rows, ws_, fs, es, gmin, raws = ws.us, ws.rows, ws.ws, ws.fs, ws.es, ws.gmin, ws.raws
         lr_lo, lr_hi = ws.lr_lo, ws.lr_hi
         eu, grad, grad_sq, g2, mv, m, v, d, one = (
             ws.eu,
@@ -368,11 +390,13 @@ class UncertaintyWeighting(TensorStateMethod):
             mv.lerp_(g2, ws_[t])  # m, v moving averages
             torch.sqrt(v, out=d)
             torch.addcmul(es[t], d, fs[t], out=d)
-            torch.div(m, d, out=d)  # Adam's step (on u = -x)
-            torch.clamp(d, lr_lo, lr_hi, out=d)  # at most lr per update
+            torch.div(m, d, out=raws[t])  # Adam's step (on u = -x), kept for diagnostics
+            torch.clamp(raws[t], lr_lo, lr_hi, out=d)  # at most lr per update (step_limit)
             torch.add(u, d, out=d)
             torch.clamp(d, lo, hi, out=us[t + 1])  # projected onto [s_min, s_max]
         hist = ws.hist[: n + 1].clone()  # the workspace is reused by the next block
+        raw = ws.raw[:n].clone()
+        lr, limit_on = self._lr, self._step_limit
         self._u = hist[n]
         self._m, self._v = m.clone(), v.clone()
         self._t = self._t + obs.sum(0)
@@ -390,7 +414,11 @@ class UncertaintyWeighting(TensorStateMethod):
             s_t = log_a - u_before
             return (torch.exp(-s_t) * losses.unsqueeze(1) + s_t).sum(-1)
 
-        return scales, LazyState({"log_var": log_var, "objective": objective})
+        def step_limited() -> Tensor:  # 1 where the ±lr limit shortened this step's update
+            return ((raw.abs() > lr) & (limit_on > 0)).to(_DTYPE)
+
+        state = {"log_var": log_var, "objective": objective, "step_limited": step_limited}
+        return scales, LazyState(state)
 
     def _workspace(self, n: int) -> _Workspace:
         k, c = self._u.shape

@@ -21,6 +21,7 @@ from adaptive.cli_support import (
     PhaseProgress,
     StepProgress,
     TrainBar,
+    load_runs,
     one_line,
     read_warning_lines,
     registered_placeholder,
@@ -148,9 +149,7 @@ def _err(message: str) -> None:
 
 def _load_runs(path: Path) -> dict[str, Trace]:
     """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
-    from replay import load_runs
-
-    return read_warning_lines(load_runs, path, _err)
+    return load_runs(path, _err)
 
 
 def _default_out(path: Path, name: str) -> Path:

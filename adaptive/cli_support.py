@@ -21,6 +21,7 @@ __all__ = [
     "StepProgress",
     "TrainBar",
     "keep_examples",
+    "load_runs",
     "one_line",
     "progress_bar",
     "read_warning_lines",
@@ -52,6 +53,24 @@ def read_warning_lines(reader: Callable[[Path], T], path: Path, echo: Callable[[
     for w in caught:
         echo(f"warning: {w.message}")
     return result
+
+
+def load_runs(path: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The runs under `path` for replay, compare and sweep (`replay.load_runs`, its skipped
+    parts as warning lines to `echo`). Where no run has step rows (a trace with no rows, or
+    evaluations only) it is refused in one line (`TraceError`): there is nothing to replay.
+    A run without step rows beside others is left out with a warning line."""
+    from adaptive.trace import TraceError
+    from replay import load_runs as load
+
+    runs = read_warning_lines(load, path, echo)
+    empty = [rid for rid, tr in runs.items() if len(tr.steps) == 0]
+    if not runs or len(empty) == len(runs):
+        rows = "no rows" if not runs else "evaluation rows only"
+        raise TraceError(f"{path}: no step rows to replay (the trace holds {rows})")
+    for rid in empty:
+        echo(f"warning: {path}: run {rid!r} has no step rows (evaluations only): left out")
+    return {rid: tr for rid, tr in runs.items() if rid not in empty}
 
 
 def train_config(

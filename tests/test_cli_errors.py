@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -191,3 +192,35 @@ def test_messages_ending_in_a_quote_keep_it() -> None:
     res = runner.invoke(app, ["trial", "--command", "python t.py {seed} {run_dir} {overrides}"])
     one_line(res, '--candidate "--lr 0.01"', "{overrides}")
     assert "adaptive.loss" not in res.stderr
+
+
+def test_a_trace_with_no_rows_is_one_line(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(synthetic(tmp_path / "run" / "trace.parquet"))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(table.slice(0, 0), empty)  # a valid trace: the schema, no rows
+    evals = table.filter(pc.equal(table["kind"], "epoch"))
+    no_steps = tmp_path / "evaluations.parquet"
+    pq.write_table(evals, no_steps)  # evaluations only: nothing to replay either
+    out = str(tmp_path / "out")
+    for path in (empty, no_steps):
+        for args in (
+            ["replay", str(path), "-m", "dwa", "-q", "-o", out],
+            ["replay", str(path), "-m", "scheduler", "-q", "-o", out],
+            ["compare", str(path), "-m", "dwa", "-q", "-o", out],
+            ["sweep", str(path), "-m", "dwa", "-g", "temperature=1,2", "-q", "-o", out],
+        ):
+            one_line(runner.invoke(app, args), str(path), "no step rows")
+    assert not Path(out).exists()  # refused before anything was written
+    res = runner.invoke(app, ["inspect", str(empty)])  # inspect still shows what is there
+    assert res.exit_code == 0 and "0 step rows" in res.output, res.output
+    # beside a run with steps, a run of evaluations only is left out with a warning
+    i = evals.schema.get_field_index("run_id")
+    other = evals.set_column(i, "run_id", pa.array(["evals"] * evals.num_rows, pa.string()))
+    pooled = tmp_path / "pooled.parquet"
+    pq.write_table(pa.concat_tables([table, other]), pooled)
+    res = runner.invoke(app, ["replay", str(pooled), "-m", "dwa", "-q", "-o", out])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.stderr and "'evals' has no step rows" in res.stderr, res.stderr

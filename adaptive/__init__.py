@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from adaptive._version import __version__
 
 if TYPE_CHECKING:
+    from adaptive._recommend import Controllers, controllers_from_config
     from adaptive.record import TraceRecorder
     from adaptive.scheduler import AdaptiveScheduler
     from adaptive.trace import Trace, TraceError, TraceWriter, read_trace
@@ -27,16 +28,20 @@ _LAZY = {
     "TraceWriter": "adaptive.trace",
     "read_trace": "adaptive.trace",
     "TraceRecorder": "adaptive.record",
+    "Controllers": "adaptive._recommend",
+    "controllers_from_config": "adaptive._recommend",
 }
 
 __all__ = [
     "AdaptiveLossWeighting",
     "AdaptiveScheduler",
+    "Controllers",
     "Trace",
     "TraceError",
     "TraceRecorder",
     "TraceWriter",
     "__version__",
+    "controllers_from_config",
     "read_trace",
 ]
 

@@ -12,9 +12,14 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptive.trace import TraceWriter
+
+if TYPE_CHECKING:
+    from adaptive._recommend import Controllers
+    from adaptive.scheduler import AdaptiveScheduler
+    from adaptive.weighting import AdaptiveLossWeighting
 
 __all__ = ["TraceRecorder"]
 
@@ -54,6 +59,13 @@ class TraceRecorder:
         flush_rows, flush_seconds: flush policy of the underlying `TraceWriter`.
         append: continue an existing trace (after a resume) instead of refusing it.
         start_step, start_epoch: counters to continue from (after a resume).
+        config: a recommended config file (`recommended.toml`, `best.toml`): the
+            controllers it switches on are built for `components`
+            (`adaptive.controllers_from_config`) and set as `controllers`, `weighting` and
+            `scheduler` (None when off); the file and its resolved `[adaptive]` table are
+            kept in run_info under `adaptive_config`.
+        base_weights: with `config`, the components' base weights (default: the file's
+            `[loss.weights]` when it names them, else 1).
 
     Example:
         >>> with TraceRecorder("runs/mine/trace.parquet", components=["a", "b"]) as rec:
@@ -63,6 +75,12 @@ class TraceRecorder:
         ...             (la + lb).backward()
         ...             rec.log_step(losses={"a": la, "b": lb}, lr=1e-3)
         ...         rec.end_epoch()
+
+        With a recommended config (`--adaptive-config PATH` in examples/plain_loop.py):
+
+        >>> with TraceRecorder(trace, components=["a", "b"], config=path) as rec:
+        ...     total, weights, diag = rec.weighting(losses)  # when it switches one on
+        ...     rec.log_step(losses=losses, diagnostics=diag, loss_total=total)
     """
 
     def __init__(
@@ -78,6 +96,8 @@ class TraceRecorder:
         append: bool = False,
         start_step: int = 0,
         start_epoch: int = 0,
+        config: str | os.PathLike[str] | None = None,
+        base_weights: Mapping[str, float] | None = None,
     ) -> None:
         if isinstance(components, str):
             raise TypeError(f"components must be a sequence of names, got {components!r}")
@@ -93,6 +113,14 @@ class TraceRecorder:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         path = Path(path)
+        self.controllers: Controllers | None = None
+        if config is not None:
+            from adaptive._recommend import controllers_from_config
+
+            self.controllers = controllers_from_config(config, comps, base_weights=base_weights)
+            run_info = {**(run_info or {}), "adaptive_config": self.controllers.run_info()}
+        elif base_weights is not None:
+            raise ValueError("base_weights goes with config= (the controllers it builds)")
         self.components: tuple[str, ...] = tuple(comps)
         self._component_set = frozenset(comps)
         self.writer = TraceWriter(
@@ -107,6 +135,16 @@ class TraceRecorder:
         )
         self.step = start_step
         self.epoch = start_epoch
+
+    @property
+    def weighting(self) -> AdaptiveLossWeighting | None:
+        """The loss weighting `config` switched on (None: none, or no `config`)."""
+        return self.controllers.weighting if self.controllers is not None else None
+
+    @property
+    def scheduler(self) -> AdaptiveScheduler | None:
+        """The scheduler `config` switched on (None: none, or no `config`)."""
+        return self.controllers.scheduler if self.controllers is not None else None
 
     @property
     def path(self) -> Path:

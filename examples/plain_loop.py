@@ -7,6 +7,12 @@ One run, as the target of an outcome trial (docs/TRIAL.md); val/mse and val/acc 
 python examples/plain_loop.py --seed 0 --out RUN_DIR [--method dwa] [--lr 0.05]
 adaptive trial --command 'python examples/plain_loop.py --seed {seed} --out {run_dir} {overrides}' \
     -c '--method dwa' --metric val/mse --reduce final --seeds 4
+
+A recommended config file (`recommended.toml` of `adaptive sweep` / `compare`, the trial
+candidate `--adaptive-config {path}` their advice prints) switches on what it names, built by
+`adaptive.controllers_from_config` through `TraceRecorder(config=...)`:
+
+python examples/plain_loop.py --seed 0 --out RUN_DIR --adaptive-config recommended.toml
 """
 
 import argparse
@@ -17,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptive import AdaptiveLossWeighting, TraceRecorder, read_trace
+from adaptive.errors import InputError
 
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(768, 8, generator=gen)
@@ -31,11 +38,21 @@ x, xv, y_reg, yv_reg, y_cls, yv_cls = (
 )
 
 
-def train(trace: Path, ctrl: AdaptiveLossWeighting | None = None, seed: int = 1, lr: float = 0.05):
+def train(
+    trace: Path,
+    ctrl: AdaptiveLossWeighting | None = None,
+    seed: int = 1,
+    lr: float = 0.05,
+    config: Path | None = None,
+):
     torch.manual_seed(seed)
     body, reg, cls = torch.nn.Linear(8, 32), torch.nn.Linear(32, 1), torch.nn.Linear(32, 2)
     opt = torch.optim.SGD([*body.parameters(), *reg.parameters(), *cls.parameters()], lr=lr)
-    with TraceRecorder(trace, components=["reg", "cls"], run_info={"seed": seed}) as rec:
+    comps = ["reg", "cls"]
+    with TraceRecorder(trace, components=comps, run_info={"seed": seed}, config=config) as rec:
+        if rec.scheduler is not None:  # this loop has no teacher-forcing schedule to adjust
+            raise InputError(f"{config}: switches the scheduler on; this loop has no schedule")
+        ctrl = rec.weighting if config is not None else ctrl
         for _epoch in range(6):
             for i in range(0, 512, 32):
                 h = torch.relu(body(x[i : i + 32]))
@@ -69,8 +86,16 @@ if "--out" in sys.argv:  # one run (a trial target)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--method", choices=["none", "dwa"], default="none")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--adaptive-config", type=Path, help="a recommended config file (TOML)")
     a = p.parse_args()
-    train(a.out / "trace.parquet", dwa() if a.method == "dwa" else None, a.seed, a.lr)
+    if a.adaptive_config is not None and a.method != "none":
+        p.error("give either --method or --adaptive-config")
+    try:
+        ctrl = dwa() if a.method == "dwa" else None
+        train(a.out / "trace.parquet", ctrl, a.seed, a.lr, a.adaptive_config)
+    except InputError as exc:  # a missing or bad config file: one line, exit code 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(0)
 
 from replay import replay  # noqa: E402

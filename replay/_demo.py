@@ -125,13 +125,14 @@ def run_demo(
     else:
         sw = sweeps[pick]
         assert sw.best is not None
-        rec_cfg = write_text(stale, recommended_toml(pick, sw.best, source=str(trace_path)))
+        text = recommended_toml(pick, sw.best, source=str(trace_path), by="demo", path=str(stale))
+        rec_cfg = write_text(stale, text)
         lines.append(
             f"\nRecommended: {pick} ({', '.join(f'{k}={v:g}' for k, v in sw.best.items())}),"
             " the best trade-off of stability and effect (lowest net score) among the"
             " configurations of both sweeps that pass the checks."
         )
-        advice = trial_advice(list(traces.values()), pick, sw.best)
+        advice = trial_advice(list(traces.values()), pick, sw.best, config_path=rec_cfg)
         lines.append(
             f"Next: check that the run ends better (replay cannot tell; docs/OUTCOMES.md): "
             f"{advice[0]}"

@@ -316,13 +316,41 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
     return t.drop(columns=["_g", "_n", "_e"])
 
 
-def recommended_toml(method: str, params: Mapping[str, Any], *, source: str = "") -> str:
-    """A config snippet that `adaptive train --config` accepts, enabling the method live."""
-    from adaptive.train.config import dumps_toml
-    from replay._advice import adaptive_section
+def recommended_toml(
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    source: str = "",
+    by: str = "sweep",
+    path: str = "",
+) -> str:
+    """A config snippet enabling the method live, in the reference trainer's config format,
+    with a header that says how to use it: `adaptive train --config` (the reference
+    trainer), `adaptive.controllers_from_config` (your own loop) and `--adaptive-config`
+    (a `--command` trial of your own script). `path`: where it is written (the header
+    names it; default THIS_FILE)."""
+    import shlex
 
-    head = f"# Recommended by `adaptive sweep`{' over ' + source if source else ''}.\n"
-    head += "# Use: adaptive train --config THIS_FILE\n"
+    from adaptive.train.config import dumps_toml
+    from replay._advice import ADAPTIVE_CONFIG_FLAG, COMMAND_TEMPLATE, adaptive_section, shell_arg
+
+    where = shell_arg(path) if path else "THIS_FILE"
+    candidate = shell_arg(f"{ADAPTIVE_CONFIG_FLAG} {shlex.quote(path) if path else 'THIS_FILE'}")
+    pyname = repr(path) if path else "'THIS_FILE'"
+    head = f"# Recommended by `adaptive {by}`{' over ' + source if source else ''}.\n"
+    head += "# Use it with\n"
+    head += f"#   the reference trainer:  adaptive train --config {where}\n"
+    head += (
+        f"#   your own loop:          adaptive.controllers_from_config({pyname}, "
+        "components=[...])\n"
+        "#                           (.weighting / .scheduler; docs/INTEGRATION.md)\n"
+    )
+    head += (
+        f"#   a trial of your own script (it takes {ADAPTIVE_CONFIG_FLAG} PATH and builds its "
+        "controllers so):\n"
+        f"#     adaptive trial --command {shlex.quote(COMMAND_TEMPLATE)} -c {candidate} "
+        "--metric SPLIT/NAME\n"
+    )
     return head + dumps_toml({"adaptive": adaptive_section(method, params)})
 
 

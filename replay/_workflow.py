@@ -91,9 +91,11 @@ def compare(
     next step a verdict advises is a whole command (`source`: the trace path it names);
     for a controller that looks ready, the trial that checks whether the run ends better.
     """
+    from replay._advice import is_reference_trace
     from replay._compare import plot_compare
     from replay._engine import ReplayError
     from replay._stability import recommend, stability_table, verdicts
+    from replay._sweep import recommended_toml
 
     check_format(fmt)
     params = params or {}
@@ -142,10 +144,20 @@ def compare(
     text = recommend(columns)
     vs = verdicts(columns)
     label_of = _labels(results, methods)
+    foreign = not all(is_reference_trace(t) for t in traces.values())
     for v in vs:
         m = label_of.get(v.label) or next((x for x in methods if x in v.label), "")
         base, given = _method_args(m, params) if m else ("", {})
-        nxt = whole_command(v.next_step, list(traces.values()), base, given, source)
+        config_path = None
+        if foreign and base and v.next_step.startswith("try it live"):
+            # your own trainer takes the pick as a file (--adaptive-config PATH)
+            dest = out / f"recommended-{_safe(v.label)}.toml"
+            text = recommended_toml(base, given, source=source or "", by="compare", path=str(dest))
+            config_path = write_text(dest, text)
+            files.append(config_path)
+        nxt = whole_command(
+            v.next_step, list(traces.values()), base, given, source, config_path=config_path
+        )
         text = text.replace(f"Next: {v.next_step}.", f"Next: {nxt}.")
         v.next_step = nxt
     if refused:
@@ -181,16 +193,20 @@ def whole_command(
     method: str,
     params: Mapping[str, Any],
     source: str | None,
+    *,
+    config_path: str | Path | None = None,
 ) -> str:
     """A verdict's next step with every command in it whole and pasteable: "try it live"
-    becomes the trial (`trial_advice`), a bare `sweep -m ...` gets `adaptive sweep TRACE`."""
+    becomes the trial (`trial_advice`; `config_path`: the recommended file a foreign
+    trace's trial passes to the user's command), a bare `sweep -m ...` gets
+    `adaptive sweep TRACE`."""
     import re
 
     from replay._advice import shell_arg, trial_advice
 
     if next_step.startswith("try it live") and method:
-        advice = trial_advice(traces, method, params)
-        why = advice[1] if len(advice) > 1 else "replay cannot tell; docs/OUTCOMES.md"
+        advice = trial_advice(traces, method, params, config_path=config_path)
+        why = "; ".join(advice[1:]) if len(advice) > 1 else "replay cannot tell; docs/OUTCOMES.md"
         # the command ends before " (": nothing glued to it when it ends a sentence
         return f"check that the run ends better: {advice[0]} ({why})"
     where = shell_arg(source) if source else "TRACE"
@@ -375,7 +391,8 @@ def sweep_runs(
     if recommend_file:
         stale = out / "recommended.toml"
         if res.best is not None:
-            rec = write_text(stale, recommended_toml(method, res.best, source=source))
+            text = recommended_toml(method, res.best, source=source, path=str(stale))
+            rec = write_text(stale, text)
             files.append(rec)
         elif stale.exists():
             stale.unlink()
@@ -398,7 +415,7 @@ def sweep_runs(
     if res.best is not None:
         from replay._advice import shell_arg, trial_advice
 
-        advice = trial_advice(list(traces.values()), method, res.best)
+        advice = trial_advice(list(traces.values()), method, res.best, config_path=rec)
         lines.append(f"next: check that the run ends better: {advice[0]}")
         lines.extend(f"    {a}" for a in advice[1:])
         if rec is not None and len(advice) == 1:

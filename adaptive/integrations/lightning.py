@@ -85,9 +85,15 @@ class AdaptiveCallback(pl.Callback):
         base_weights: base weight per component (default 1 each).
         method: a weighting method (``"dwa"``, ``"uncertainty"``, ...) to run live, or None
             to record only.
+        config: instead of ``method``: a recommended config file (``recommended.toml``,
+            ``best.toml``) whose loss weighting to run, built by
+            ``adaptive.controllers_from_config`` (its ``[loss.weights]`` serve as base
+            weights when they name the components). A file that switches the scheduler
+            on is refused: the callback does not drive a schedule.
         dry_run: True: the controller proposes and the trace records its proposals, the
             base weights are applied. False: its weights are applied (needs
-            ``return self.adaptive_loss(losses)`` in ``training_step``).
+            ``return self.adaptive_loss(losses)`` in ``training_step``). Default: True,
+            with ``config`` the file's ``adaptive.dry_run``.
         adjustment_range: bound on the relative change of a weight.
         metrics: logged metric names to record on ``val`` epoch rows (default: every
             logged metric whose name starts with ``val``).
@@ -111,8 +117,8 @@ class AdaptiveCallback(pl.Callback):
         components: Sequence[str],
         base_weights: Mapping[str, float] | None = None,
         method: str | None = None,
-        dry_run: bool = True,
-        adjustment_range: float = LOSS_ADJUSTMENT_RANGE,
+        dry_run: bool | None = None,
+        adjustment_range: float | None = None,
         metrics: Sequence[str] | None = None,
         run_id: str | None = None,
         state_key: str = "adaptive",
@@ -120,6 +126,7 @@ class AdaptiveCallback(pl.Callback):
         flush_rows: int = 10_000,
         flush_seconds: float = 10.0,
         log_every: int = 0,
+        config: str | os.PathLike[str] | None = None,
         **method_params: Any,
     ) -> None:
         if isinstance(components, str) or not components:
@@ -127,7 +134,14 @@ class AdaptiveCallback(pl.Callback):
         comps = list(components)
         if len(set(comps)) != len(comps) or not all(isinstance(c, str) and c for c in comps):
             raise ValueError(f"components must be unique non-empty strings, got {comps!r}")
-        if not isinstance(dry_run, bool):
+        if config is not None and (
+            method is not None or method_params or adjustment_range is not None
+        ):
+            raise ValueError(
+                "config= gives the method and its parameters: leave out method, "
+                "adjustment_range and the method's parameters"
+            )
+        if dry_run is not None and not isinstance(dry_run, bool):
             raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
         if not isinstance(state_key, str) or not state_key:
             raise ValueError(f"state_key must be a non-empty string, got {state_key!r}")
@@ -139,6 +153,26 @@ class AdaptiveCallback(pl.Callback):
             raise ValueError(f"metrics must be a list of metric names, got {metrics!r}")
         if method is None and method_params:
             raise ValueError(f"method parameters {sorted(method_params)!r} given without a method")
+        self.weighting: Any = None
+        self.config = None if config is None else Path(config)
+        self._config_info: dict[str, Any] | None = None
+        if config is not None:
+            from adaptive._recommend import controllers_from_config
+
+            ctl = controllers_from_config(
+                config, comps, base_weights=base_weights, dry_run=dry_run, log_every=log_every
+            )
+            if ctl.scheduler is not None:
+                raise ValueError(
+                    f"{config}: switches the scheduler on, which AdaptiveCallback does not "
+                    "drive; build it with adaptive.controllers_from_config in your module"
+                )
+            self.weighting = ctl.weighting
+            self._config_info = ctl.run_info()
+            method = ctl.method
+            base_weights = ctl.base_weights
+            dry_run = ctl.dry_run
+        dry_run = True if dry_run is None else dry_run
         base = dict(base_weights) if base_weights is not None else dict.fromkeys(comps, 1.0)
         if set(base) != set(comps):
             raise ValueError(
@@ -153,19 +187,21 @@ class AdaptiveCallback(pl.Callback):
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._state_key = state_key
-        self.weighting: Any = None
-        if method is not None:
+        if method is not None and self.weighting is None and config is None:
             from adaptive.weighting import AdaptiveLossWeighting
 
             self.weighting = AdaptiveLossWeighting(
                 comps,
                 self.base_weights,
                 method=method,
-                adjustment_range=adjustment_range,
+                adjustment_range=(
+                    LOSS_ADJUSTMENT_RANGE if adjustment_range is None else adjustment_range
+                ),
                 dry_run=dry_run,
                 log_every=log_every,
                 **method_params,
             )
+        if self.weighting is not None:
             if self.weighting.requires:
                 raise ValueError(
                     f"method {method!r} needs the extras {list(self.weighting.requires)!r}, "
@@ -267,6 +303,7 @@ class AdaptiveCallback(pl.Callback):
                     "source": "lightning",
                     "controller": repr(w) if w is not None else None,
                     "base_weights": self.base_weights,
+                    **({"adaptive_config": self._config_info} if self._config_info else {}),
                 },
                 flush_rows=self.flush_rows,
                 flush_seconds=self.flush_seconds,

@@ -25,6 +25,7 @@ from adaptive.trial import (
     mde,
     paired_t,
     parse_reduce,
+    pilot_sd,
     power,
     read_trial,
     reduce_series,
@@ -35,6 +36,7 @@ from adaptive.trial import (
     t_ppf,
     trial_figure,
 )
+from adaptive.trial._report import pct, verdict_text
 from cli import app
 from tests.test_train import TINY
 
@@ -159,12 +161,16 @@ def test_divergence_counts_on_both_sides() -> None:
     frame, _ = analyse(_arms(base, cand), M, 1)
     r = _row(frame, "primary")
     assert (r["diverged_candidate"], r["diverged_baseline"], r["diverged_both"]) == (1, 0, 0)
-    assert r["verdict"] == "worse" and r["n"] == 4 and "diverged" in r["note"]
-    # the mirror image: only the baseline diverged -> counts for the candidate, not just n
+    # one diverged seed is no evidence (exact sign test p = 1): the 4 pairs decide, the count
+    # is named beside the verdict
+    assert r["verdict"] == "better" and r["n"] == 4
+    assert "diverged on 1 candidate seed(s) and 0 baseline seed(s)" in r["note"]
+    assert "not decisive" in r["note"] and "(diverged)" not in verdict_text(r)
+    # the mirror image: only the baseline diverged; the pairs say the candidate is worse
     frame, _ = analyse(_arms(cand, base), M, 1)
     r = _row(frame, "primary")
     assert (r["diverged_candidate"], r["diverged_baseline"]) == (0, 1)
-    assert r["verdict"] == "better"
+    assert r["verdict"] == "worse" and "not decisive" in r["note"]
     # both diverged on seed 1: a tie, counted; the interval over the other 4 decides
     base[1] = [20.0, math.inf]
     frame, _ = analyse(_arms(base, cand), M, 1)
@@ -185,15 +191,18 @@ def test_best_is_optimistic_secondary_is_holm_and_headline_names_every_verdict()
     assert prim["verdict"] == "no clear difference"
     assert prim["mde_rel"] == pytest.approx(mde(prim["sd_diff"], 6) / prim["mean_baseline"])
     sec_row = _row(frame, "secondary")
-    assert sec_row["verdict"] == "worse" and sec_row["p_holm"] < 0.05
+    assert sec_row["verdict"] == "worse" and sec_row["p_adj"] < 0.05
     from adaptive.trial import TrialResult
 
     res = TrialResult(frame, pd.DataFrame(), pd.DataFrame(), design={"reduce_k": 1})
     head = res.headline()
-    assert "c worse on val/loss (secondary, Holm)" in head
+    assert "c worse on val/loss (secondary, Bonferroni)" in head
     assert "better" not in head  # the optimistic best epoch gets no verdict
     line = res.summary().splitlines()[0]
-    assert "n = 6" in line and "MDE" in line and "no difference larger than" in line
+    assert "n = 6" in line and "80% power to detect" in line and "no difference larger" not in line
+    lo, hi = pct(prim["rel_ci_low"], sign=True), pct(prim["rel_ci_high"], sign=True)
+    assert f"no clear difference (95 % CI {lo} to {hi})" in line
+    assert "lower on 3, higher on 3 of 6" in line
 
 
 def test_sign_flip_disagreement_is_named() -> None:
@@ -482,12 +491,15 @@ def test_pilot_then_fixed_batch(tmp_path: Path) -> None:
         **kw,
     )
     seq = res.design["sequential"]
-    assert "internal pilot" in seq and "blinded" in seq and "analysed once" in seq
-    # the blinded sd is the uncentred second moment of the pilot's paired differences
+    assert "internal pilot" in seq and "adjusted one-sample variance" in seq
+    assert "analysed once" in seq
+    # the planning sd: the pilot's second moment less the planned effect squared
     runs = res.runs.pivot(index="seed", columns="arm", values="primary")
     d = (runs["c"] - runs["baseline"]).loc[[0, 1, 2]].to_numpy()
-    sd_blind = math.sqrt(float(np.mean(d**2)))
-    need = seeds_needed(sd_blind, 0.03 * float(runs["baseline"].loc[[0, 1, 2]].mean()), cap=9)
+    effect = 0.03 * float(runs["baseline"].loc[[0, 1, 2]].mean())
+    sd_plan = math.sqrt(max(float(np.mean(d**2)) - effect**2, float(np.mean(d**2)) / 3))
+    assert sd_plan == pytest.approx(pilot_sd(list(d), effect))
+    need = seeds_needed(sd_plan, effect, cap=9)
     n = min(max(need, 3), 9)
     assert len(res.runs) == 2 * n and int(res.rows("primary")["n"].iloc[0]) == n
     assert f"{need} seeds needed" in seq and f"{n} seeds run" in seq

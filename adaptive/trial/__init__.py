@@ -5,12 +5,14 @@ candidate on the same seeds, pair them by seed, and say what the trial can and c
 engine (this process, a process pool, Ray) and writes the report; `run_trial_command` is
 the `adaptive trial` command behind its options; `read_trial` reads a trial folder back;
 `compare_runs` compares finished runs of the reference trainer; the statistics (`paired_t`,
-`sign_flip_p`, `mde`, `seeds_needed`, `holm`) work on any numbers.
+`sign_flip_p`, `sign_test_p`, `mde`, `seeds_needed`, `pilot_sd`, `holm`, `bonferroni`) work on
+any numbers, and `simulate_pilot_design` gives the sequential design's error rate and sizes.
 See docs/TRIAL.md. This package trains models; the offline `replay` package never imports it.
 """
 
 from adaptive.trial._command import run_trial_command
 from adaptive.trial._compare import compare_runs
+from adaptive.trial._design import simulate_pilot_design
 from adaptive.trial._engines import Job, LocalEngine, RayEngine
 from adaptive.trial._figure import plot_trial, trial_figure
 from adaptive.trial._report import (
@@ -25,14 +27,18 @@ from adaptive.trial._report import (
 )
 from adaptive.trial._runner import read_trial, run_trial
 from adaptive.trial._stats import (
+    bonferroni,
     holm,
     mde,
     paired_t,
+    pilot_sd,
     power,
     seeds_needed,
     sign_flip_p,
+    sign_test_p,
     t_cdf,
     t_ppf,
+    t_sf,
 )
 from adaptive.trial._targets import (
     CONTROLLERS_OFF,
@@ -64,12 +70,14 @@ __all__ = [
     "TrialError",
     "TrialResult",
     "analyse",
+    "bonferroni",
     "compare_runs",
     "holm",
     "mde",
     "paired_t",
     "parse_metric",
     "parse_reduce",
+    "pilot_sd",
     "plot_trial",
     "power",
     "read_trial",
@@ -78,7 +86,10 @@ __all__ = [
     "run_trial_command",
     "seeds_needed",
     "sign_flip_p",
+    "sign_test_p",
+    "simulate_pilot_design",
     "t_cdf",
     "t_ppf",
+    "t_sf",
     "trial_figure",
 ]

@@ -1,12 +1,19 @@
 """The trial's analysis and report: reduce each run's metric series to one number, pair
 the runs by seed, apply the statistics, word the verdicts and write trial.md / trial.csv.
 
-Divergence rule (a run whose reduced value is NaN or inf *diverged*): a seed where only the
-candidate diverged counts against it, a seed where only the baseline diverged counts for
-it, and a seed where both diverged is a tie; all three counts are in the table. When the
-one-sided counts differ, the side that diverged more often loses ("worse/better
-(diverged)"); otherwise the verdict comes from the interval over the seeds where both are
-finite. Nothing leaves the analysis without being counted.
+Divergence rule (a run whose reduced value is NaN or inf *diverged*): the seeds where only
+one side diverged are counted for each side, a seed where both diverged is a tie; all three
+counts are in the table. Divergence decides the verdict only with evidence: when the exact
+sign test on the one-sided seeds (the candidate's count against the baseline's) gives p <
+0.05, the side that diverged more often loses ("worse/better (diverged)"); otherwise the
+verdict comes from the interval over the seeds where both are finite, and the counts are
+named beside it. Nothing leaves the analysis without being counted.
+
+Wording: a verdict says what its interval says. "no clear difference" comes with the interval
+in % of the baseline and the MDE as what it is, a power statement ("80 % power to detect X %
+at n = k"), never as a bound; "within ±X %" only where the interval lies inside a stated
+margin. Secondary rows are judged as one family at the Bonferroni level 0.05 / m: their
+interval, MDE, t and sign-flip p are all at that level, so nothing on the row is unadjusted.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adaptive.trial._stats import ALPHA, POWER, holm, mde, paired_t, sign_flip_p
+from adaptive.trial._stats import (
+    ALPHA,
+    EXACT_MAX_N,
+    POWER,
+    bonferroni,
+    mde,
+    paired_t,
+    sign_flip_p,
+    sign_test_p,
+)
 from adaptive.trial._targets import TrialError
 
 __all__ = [
@@ -40,7 +56,7 @@ __all__ = [
 #: a placebo moved it by a paired sd of about 1 % of the baseline, against about 10 % for the
 #: last weights' own final valfree MPJPE and 4-5 % for their mean over the last 5 epochs.
 DEFAULT_METRIC, DEFAULT_REDUCE = "valfree_ema/MPJPE", "final"
-#: Secondary metrics of the reference trainer (lower is better), Holm-corrected.
+#: Secondary metrics of the reference trainer (lower is better), Bonferroni-corrected.
 REFERENCE_SECONDARY = (
     "valfree/MPJPE",
     "valfree/YawAbsDeg",
@@ -55,6 +71,9 @@ UNITS = {"MPJPE": "mm", "YawAbsDeg": "deg", "RootDrift": "m", "LocalMPJPE": "mm"
 #: Below this many pairs the headline warns that n is small.
 SMALL_N = 6
 NO_DIFF = "no clear difference"
+#: A candidate whose metric ends this many times (or this fraction of) the baseline's on a
+#: seed is flagged: off by an order of magnitude, the interval's width says nothing useful.
+BLOWUP = 10.0
 REPORT_FILES = ("trial.md", "trial.csv", "runs.csv", "trial.png")  # what a trial writes
 
 
@@ -138,12 +157,16 @@ def best(values: np.ndarray, higher: bool) -> float:
     return float(f.max() if higher else f.min())
 
 
-def _compare(cand: Sequence[float], base: Sequence[float], higher: bool) -> dict[str, Any]:
+def _compare(
+    cand: Sequence[float], base: Sequence[float], higher: bool, alpha: float = ALPHA
+) -> dict[str, Any]:
     c, b = np.asarray(cand, dtype=np.float64), np.asarray(base, dtype=np.float64)
     fc, fb = np.isfinite(c), np.isfinite(b)
     ok = fc & fb
     d = (c - b)[ok]
-    t = paired_t(list(d), alpha=ALPHA)
+    t = paired_t(list(d), alpha=alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(c[ok]) / np.abs(b[ok])
     mb = float(b[ok].mean()) if ok.any() else math.nan
     scale = abs(mb) if mb and math.isfinite(mb) else math.nan
     row: dict[str, Any] = {
@@ -157,57 +180,88 @@ def _compare(cand: Sequence[float], base: Sequence[float], higher: bool) -> dict
         "rel_diff": t["mean"] / scale,
         "ci_low": t["low"],
         "ci_high": t["high"],
+        "rel_ci_low": t["low"] / scale,
+        "rel_ci_high": t["high"] / scale,
+        "level": 1.0 - alpha,
+        "seeds_lower": int((d < 0).sum()),
+        "seeds_higher": int((d > 0).sum()),
+        "blown_up": int(((ratio >= BLOWUP) | (ratio <= 1.0 / BLOWUP)).sum()),
         "sd_diff": t["sd"],
         "rel_sd": t["sd"] / scale,
         "p_t": t["p"],
         "p_signflip": sign_flip_p(list(d)) if len(d) else math.nan,
     }
-    m = mde(t["sd"], len(d)) if len(d) >= 2 else math.nan
+    m = mde(t["sd"], len(d), alpha=alpha) if len(d) >= 2 else math.nan
     row["mde"], row["mde_rel"] = m, m / scale
     return row
 
 
-def _verdict(row: dict[str, Any], higher: bool, p_key: str) -> tuple[str, str]:
-    """(verdict, note) of one comparison; p_key is the p value deciding it (t or Holm)."""
+def _verdict(row: dict[str, Any], higher: bool) -> tuple[str, str]:
+    """(verdict, note) of one comparison, at the row's own level: its interval decides, its
+    sign-flip p (adjusted alike) checks. Divergence decides only by the exact sign test."""
     kc, kb = row["diverged_candidate"], row["diverged_baseline"]
-    if kc != kb:
-        v = "worse" if kc > kb else "better"
-        return v, f"diverged on {kc} seed(s) where the baseline did not, baseline on {kb}"
+    notes = []
+    if kc or kb:
+        p_div = sign_test_p(kc, kc + kb)
+        what = f"diverged on {kc} candidate seed(s) and {kb} baseline seed(s) where the other "
+        if p_div < ALPHA:
+            v = "worse" if kc > kb else "better"
+            return v, what + f"side did not (exact sign test p = {_p(p_div)}: decisive)"
+        notes.append(what + f"did not (exact sign test p = {_p(p_div)}: not decisive)")
+    if row["blown_up"]:
+        notes.append(
+            f"ends more than {BLOWUP:g}x off the baseline on {row['blown_up']} of "
+            f"{int(row['n'])} seed(s): blown up, or another scale"
+        )
     if row["n"] < 2 or not math.isfinite(row["ci_low"]):
-        return NO_DIFF, "fewer than 2 finite pairs: no interval"
-    if p_key == "p_t":
-        below, above = row["ci_high"] < 0, row["ci_low"] > 0
-    else:  # Holm-adjusted: significant in the direction of the mean
-        sig = row[p_key] < ALPHA
-        below, above = sig and row["diff"] < 0, sig and row["diff"] > 0
-    note = ""
+        return NO_DIFF, "; ".join(["fewer than 2 finite pairs: no interval", *notes])
+    alpha = 1.0 - float(row["level"])
+    below, above = row["ci_high"] < 0, row["ci_low"] > 0
+    p_flip = row["p_signflip_adj"]
     if below or above:
         v = "better" if (above if higher else below) else "worse"
-        floor = 2.0 / 2 ** int(row["n"])  # the smallest p any sign pattern test can give
-        if row["p_signflip"] >= ALPHA and floor >= ALPHA:
-            note = (
+        # the smallest p any sign pattern test can give, on the same adjusted scale
+        floor = min(1.0, 2.0 / 2 ** int(row["n"]) * alpha_factor(row))
+        if p_flip >= alpha and floor >= alpha:
+            notes.insert(0, (
                 f"the sign-flip test cannot confirm it at n = {int(row['n'])} (p = "
-                f"{row['p_signflip']:.3g}; its smallest possible p is {floor:.3g}): add seeds"
-            )
-        elif row["p_signflip"] >= ALPHA:
-            note = f"the sign-flip test disagrees (p = {row['p_signflip']:.3g})"
+                f"{_p(p_flip)}; its smallest possible p is {floor:.3g}): add seeds"
+            ))
+        elif p_flip >= alpha:
+            notes.insert(0, f"the sign-flip test disagrees (p = {_p(p_flip)})")
     else:
         v = NO_DIFF
-        if row["p_signflip"] < ALPHA:
-            note = f"the sign-flip test disagrees (p = {row['p_signflip']:.3g})"
-    return v, note
+        if p_flip < alpha:
+            notes.insert(0, f"the sign-flip test disagrees (p = {_p(p_flip)})")
+    return v, "; ".join(notes)
 
 
-def verdict_text(row: Mapping[str, Any]) -> str:
-    """The verdict as printed: "no clear difference" always with its MDE."""
+def alpha_factor(row: Mapping[str, Any]) -> float:
+    """How many times a row's p values were multiplied (Bonferroni's m; 1 on primary rows)."""
+    return float(row.get("family", 1) or 1)
+
+
+def verdict_text(row: Mapping[str, Any], margin: float | None = None) -> str:
+    """The verdict as printed: what the interval says, in % of the baseline; the seeds on
+    each side; the MDE as a power statement; "within ±X %" only inside a stated `margin`."""
     v = str(row["verdict"])
+    n = int(row["n"])
+    level = f"{100 * float(row.get('level', 1 - ALPHA)):.3g} %"
     if v == NO_DIFF:
-        if math.isfinite(row["mde_rel"]):
-            v += f" (no difference larger than {pct(row['mde_rel'])} at n = {int(row['n'])})"
+        if math.isfinite(row.get("rel_ci_low", math.nan)):
+            lo, hi = row["rel_ci_low"], row["rel_ci_high"]
+            v += f" ({level} CI {pct(lo, sign=True)} to {pct(hi, sign=True)}"
+            if margin is not None and -margin < lo and hi < margin:
+                v += f": within ±{pct(margin)}"
+            v += ")"
         else:
-            v += f" (n = {int(row['n'])}: no interval, nothing can be told)"
-    elif v in ("better", "worse") and row["diverged_candidate"] != row["diverged_baseline"]:
+            v += f" (n = {n}: no interval, nothing can be told)"
+    elif v in ("better", "worse") and ": decisive)" in str(row.get("note", "")):
         v += " (diverged)"
+    if n:
+        v += f"; lower on {int(row['seeds_lower'])}, higher on {int(row['seeds_higher'])} of {n}"
+    if math.isfinite(row.get("mde_rel", math.nan)):
+        v += f"; {POWER:.0%} power to detect {pct(row['mde_rel'])} at n = {n}"
     if row.get("note"):
         v += f"; {row['note']}"
     return v
@@ -223,10 +277,10 @@ def analyse(
     """Paired statistics of every arm against `baseline`.
 
     `values[arm][seed][metric key]` is that run's series. Rows: per candidate the primary
-    metric (verdict from the paired t interval), each secondary one (verdict from
-    Holm-adjusted p over all secondary comparisons of the trial) and the primary's best
-    epoch (`role` optimistic: no verdict). Only seeds present in both arms are paired;
-    the others are named in the notes.
+    metric (verdict from the paired t interval at 95 %), each secondary one (the whole row,
+    interval, MDE and p values, at the Bonferroni level 0.05 / m over the m secondary
+    comparisons of the trial) and the primary's best epoch (`role` optimistic: no verdict).
+    Only seeds present in both arms are paired; the others are named in the notes.
     """
     if baseline not in values:
         raise TrialError(f"no {baseline!r} runs to compare against; arms: {sorted(values)}")
@@ -263,6 +317,8 @@ def analyse(
                     "reduce": "final" if reduce_k == 1 else f"last{reduce_k}",
                     **_compare(c, b, m.higher_is_better),
                     "higher_is_better": m.higher_is_better,
+                    "_c": c,
+                    "_b": b,
                     "seeds": ",".join(str(s) for s in seeds),
                     "per_seed": "; ".join(
                         f"s{s}: {bv:.4g} → {cv:.4g}" for s, bv, cv in zip(seeds, b, c, strict=True)
@@ -278,6 +334,8 @@ def analyse(
                             "role": "optimistic",
                             "reduce": "best",
                             **_compare(cb, bb, m.higher_is_better),
+                            "_c": cb,
+                            "_b": bb,
                             "per_seed": "; ".join(
                                 f"s{s}: {bv:.4g} → {cv:.4g}"
                                 for s, bv, cv in zip(seeds, bb, cb, strict=True)
@@ -287,23 +345,30 @@ def analyse(
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, notes
+    frame["family"], frame["p_adj"] = 1, frame["p_t"]
+    frame["p_signflip_adj"] = frame["p_signflip"]
     sec = frame["role"] == "secondary"
-    frame["p_holm"] = math.nan
-    if sec.any():
-        frame.loc[sec, "p_holm"] = holm(list(frame.loc[sec, "p_t"]))
+    m = int((sec & frame["p_t"].notna()).sum())
+    if m > 1:  # the whole secondary row at the Bonferroni level, so nothing on it mixes levels
+        for i in frame.index[sec]:
+            r = frame.loc[i]
+            again = _compare(r["_c"], r["_b"], bool(r["higher_is_better"]), alpha=ALPHA / m)
+            for k, val in again.items():
+                frame.at[i, k] = val
+        frame.loc[sec, "family"] = m
+        frame.loc[sec, "p_adj"] = bonferroni(list(frame.loc[sec, "p_t"]))
+        frame.loc[sec, "p_signflip_adj"] = [min(1.0, m * p) for p in frame.loc[sec, "p_signflip"]]
     verdicts, vnotes = [], []
     for _, r in frame.iterrows():
         if r["role"] == "optimistic":
             verdicts.append("optimistic: no verdict")
             vnotes.append("best epoch, chosen on the set it is reported on")
             continue
-        v, note = _verdict(
-            r.to_dict(), bool(r["higher_is_better"]), "p_t" if r["role"] == "primary" else "p_holm"
-        )
+        v, note = _verdict(r.to_dict(), bool(r["higher_is_better"]))
         verdicts.append(v)
         vnotes.append(note)
     frame["verdict"], frame["note"] = verdicts, vnotes
-    return frame, notes
+    return frame.drop(columns=["_c", "_b"]), notes
 
 
 @dataclass
@@ -324,6 +389,13 @@ class TrialResult:
         f = self.frame
         return f[f["role"] == role] if len(f) else f
 
+    @property
+    def margin(self) -> float | None:
+        """The stated margin (a fraction of the baseline) that "within ±X %" may claim: the
+        design's `margin`, else its target MDE; None when the trial stated none."""
+        m = self.design.get("margin") or self.design.get("target_mde")
+        return float(m) if m else None
+
     def headline(self) -> str:
         """Every verdict that is not "no clear difference", with warnings on small n and
         many comparisons."""
@@ -333,7 +405,7 @@ class TrialResult:
         if len(hits):
             parts = [
                 f"{r['candidate']} {r['verdict']} on {r['metric']}"
-                + (" (secondary, Holm)" if r["role"] == "secondary" else "")
+                + (" (secondary, Bonferroni)" if r["role"] == "secondary" else "")
                 for _, r in hits.iterrows()
             ]
             text = "Verdicts other than no clear difference: " + "; ".join(parts) + "."
@@ -366,14 +438,12 @@ class TrialResult:
                 if math.isfinite(r["ci_low"])
                 else "no interval"
             )
-            mde_txt = f"MDE {pct(r['mde_rel'])}" if math.isfinite(r["mde_rel"]) else "MDE n/a"
             k = str(r["reduce"])
             red = "final" if k == "final" else f"mean of last {k[4:]}"
             lines.append(
                 f"{r['candidate']}: {r['metric']} ({red}) {r['mean_baseline']:.4g} -> "
                 f"{r['mean_candidate']:.4g}{u} ({pct(r['rel_diff'], sign=True)}, {ci}, "
-                f"n = {int(r['n'])}, "
-                f"{mde_txt}): {verdict_text(r)}"
+                f"n = {int(r['n'])}): {verdict_text(r, self.margin)}"
             )
         if lines:
             lines.append(self.headline())
@@ -386,24 +456,27 @@ class TrialResult:
         out += [f"note: {note}" for note in self.notes]
         if self.design.get("sequential"):
             out.append(f"design: {self.design['sequential']}")
+        n_max = int(self.frame["n"].max()) if len(self.frame) else 0
+        flip = "an exact" if n_max <= EXACT_MAX_N else "a Monte Carlo (2^16 draws)"
         out.append(
-            "Paired by seed; 95 % CI of the mean difference by paired t, checked by an exact "
-            "sign-flip test; MDE at 80 % power. Full table: trial.md."
+            f"Paired by seed; 95 % CI of the mean difference by paired t, checked by {flip} "
+            "sign-flip test; MDE at 80 % power (a power statement, not a bound). "
+            "Full table: trial.md."
         )
         if self.folder is not None:
             out += [f"wrote {self.folder / name}" for name in REPORT_FILES]
         return out
 
     def markdown(self) -> str:
-        """The full table: primary, secondary (Holm) and optimistic rows."""
+        """The full table: primary, secondary (Bonferroni) and optimistic rows."""
         f = self.frame
         if f.empty:
             return "(nothing to compare)"
         lines = [
-            "| candidate | role | metric | reduce | n | baseline | candidate | diff (95 % CI) "
-            "| rel. | MDE | p (t) | p (Holm) | p (sign-flip) | diverged c/b/both | verdict "
-            "| per seed (baseline → candidate) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| candidate | role | metric | reduce | n | baseline | candidate | diff (CI) "
+            "| level | rel. | MDE | p (t) | p (adj.) | p (sign-flip, adj.) | diverged c/b/both "
+            "| verdict | per seed (baseline → candidate) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in f.iterrows():
             ci = (
@@ -411,12 +484,15 @@ class TrialResult:
                 if math.isfinite(r["ci_low"])
                 else f"{r['diff']:+.4g} (no interval)"
             )
-            verdict = r["verdict"] if r["role"] == "optimistic" else f"**{verdict_text(r)}**"
+            verdict = (
+                r["verdict"] if r["role"] == "optimistic" else f"**{verdict_text(r, self.margin)}**"
+            )
             lines.append(
                 f"| {r['candidate']} | {r['role']} | {r['metric']} | {r['reduce']} | {int(r['n'])} "
                 f"| {r['mean_baseline']:.4g} | {r['mean_candidate']:.4g} | {ci} "
+                f"| {100 * r['level']:.3g} % "
                 f"| {pct(r['rel_diff'], sign=True)} | {pct(r['mde_rel'])} | {_p(r['p_t'])} "
-                f"| {_p(r['p_holm'])} | {_p(r['p_signflip'])} "
+                f"| {_p(r['p_adj'])} | {_p(r['p_signflip_adj'])} "
                 f"| {r['diverged_candidate']}/{r['diverged_baseline']}/{r['diverged_both']} "
                 f"| {verdict} | {r['per_seed']} |"
             )
@@ -430,16 +506,18 @@ class TrialResult:
             f"({'higher' if d.get('higher_is_better') else 'lower'} is better), "
             f"{reduce_label(int(d.get('reduce_k', 1)))}. Paired by seed; difference = "
             f"candidate − baseline; {100 * (1 - ALPHA):.0f} % interval by paired t, with the "
-            "exact sign-flip permutation test (all 2^n sign patterns up to n = 16, a "
+            "sign-flip permutation test (exact, all 2^n sign patterns, up to n = 16; a "
             "fixed-seed Monte Carlo of 2^16 beyond) as the distribution-free check. "
             f"MDE: the smallest true difference found with {POWER:.0%} power at two-sided "
             f"{ALPHA:.0%}, from the measured sd of the paired differences (noncentral t), "
-            "in % of the baseline mean. Secondary metrics: verdicts from Holm-adjusted p "
-            "over all secondary comparisons. `best` (the best epoch, chosen on the set it is "
-            "reported on) is optimistic and gets no verdict. Divergence: a seed where only "
-            "one side diverged (NaN/inf) counts against that side, both diverged is a tie; "
-            "the side that diverged more often loses, otherwise the interval decides over "
-            "the seeds finite on both sides."
+            "in % of the baseline mean: a power statement, not a bound on the effect (the "
+            "interval is what bounds it). Secondary metrics: one family, every figure of the "
+            "row (interval, MDE, t and sign-flip p) at the Bonferroni level 5 % / m. `best` "
+            "(the best epoch, chosen on the set it is reported on) is optimistic and gets no "
+            "verdict. Divergence: the seeds where only one side diverged (NaN/inf) decide "
+            "the verdict only when the exact sign test on them gives p < 5 % (the side that "
+            "diverged more often loses); otherwise the interval decides over the seeds finite "
+            "on both sides, with the counts named."
         )
         parts = ["# Outcome trial", _design_text(d), method, self.summary() or "(no candidate)"]
         if self.notes:
@@ -460,10 +538,13 @@ def _design_text(d: Mapping[str, Any]) -> str:
 
 
 def pct(x: float, *, sign: bool = False) -> str:
-    """A fraction as a percentage: one decimal, or two significant digits below 0.1 %."""
+    """A fraction as a percentage: one decimal, two significant digits below 0.1 %, three
+    in exponent form from 10,000 % (a blown-up run)."""
     if not math.isfinite(x):
         return "–"
     s = "+" if sign and x >= 0 else ""
+    if abs(x) >= 100.0:
+        return f"{s}{100 * x:.3g}%"
     return f"{s}{100 * x:.2g}%" if 0 < abs(x) < 0.001 else f"{s}{100 * x:.1f}%"
 
 

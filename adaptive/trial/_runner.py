@@ -39,7 +39,7 @@ from adaptive.trial._report import (
     reduce_series,
     series,
 )
-from adaptive.trial._stats import seeds_needed
+from adaptive.trial._stats import pilot_sd, seeds_needed
 from adaptive.trial._targets import (
     TRACE,
     Arm,
@@ -137,10 +137,11 @@ def run_trial(
     `sets`, `quick`, `epochs`); `engine` where (default: `LocalEngine(jobs)`).
 
     With `target_mde` (a fraction of the baseline mean, e.g. 0.05) the `seeds` first seeds
-    are a pilot: the sd of the paired differences is re-estimated blinded (uncentred second
-    moment, so the observed effect cannot steer n), the seeds needed for that MDE (at most
-    `max_seeds`) run in one batch, and the trial is analysed once. Writes the report into
-    `out` and returns it.
+    are a pilot: the sd of the paired differences is re-estimated from their second moment
+    less the planned effect (`pilot_sd`'s adjusted estimate: the sign of the observed
+    effect does not enter, though its size still moves n, as any variance estimate's does),
+    the seeds needed for that MDE (at most `max_seeds`) run in one batch, and the trial is
+    analysed once. Writes the report into `out` and returns it.
     """
     say = progress or (lambda _m: None)
     for name, v, low in (("--seeds", seeds, 1), ("--jobs", jobs, 1)):
@@ -337,8 +338,9 @@ def _pilot(
     target_mde: float,
     max_seeds: int | None,
 ) -> tuple[int, str]:
-    """Seeds needed after the pilot, from the blinded (uncentred) second moment of the
-    paired differences; and the sentence the report prints."""
+    """Seeds needed after the pilot, from `pilot_sd`'s adjusted estimate (the second moment
+    of the paired differences less the planned effect squared); and the sentence the
+    report prints."""
     base = {
         s: reduce_series(_primary_values(folder / BASELINE / f"seed{s}", primary), reduce_k)
         for s in seed_list
@@ -358,15 +360,15 @@ def _pilot(
         if len(d) < 2 or not np.mean(b):
             needed = max(needed, max_seeds or 0)
             continue
-        sd_blind = math.sqrt(math.fsum(x * x for x in d) / len(d))
         effect = target_mde * abs(float(np.mean(b)))
-        sds.append(f"{name} {sd_blind / abs(float(np.mean(b))):.1%}")
-        n = seeds_needed(sd_blind, effect, cap=max(max_seeds or 2, 2)) if sd_blind > 0 else 2
+        sd_plan = pilot_sd(d, effect)
+        sds.append(f"{name} {sd_plan / abs(float(np.mean(b))):.1%}")
+        n = seeds_needed(sd_plan, effect, cap=max(max_seeds or 2, 2)) if sd_plan > 0 else 2
         needed = max(needed, n)
     n_final = min(max(needed, len(seed_list)), max_seeds or len(seed_list))
     text = (
-        f"internal pilot (Wittes & Brittain 1990) with blinded variance re-estimation "
-        f"(Kieser & Friede 2003): pilot of {len(seed_list)} seeds, blinded sd of the paired "
+        f"internal pilot (Wittes & Brittain 1990) with the adjusted one-sample variance "
+        f"(Kieser & Friede 2003): pilot of {len(seed_list)} seeds, planning sd of the paired "
         f"differences {', '.join(sds) or 'n/a'} of the baseline; {needed} seeds needed for an "
         f"MDE of {target_mde:.1%}, capped at --max-seeds {max_seeds}: {n_final} seeds run, "
         "analysed once."

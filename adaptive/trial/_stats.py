@@ -1,5 +1,7 @@
 """The trial's statistics on plain numbers: paired t interval, sign-flip permutation test,
-minimum detectable effect, seeds needed, Holm correction (Python and numpy; no torch, no scipy).
+exact sign test, minimum detectable effect, seeds needed, the pilot's variance estimate, Holm
+and Bonferroni corrections (Python and numpy; no torch, no scipy: tests/test_trial_reference.py
+holds them to scipy and statsmodels).
 
 Student's t comes from the regularized incomplete beta function (continued fraction,
 Numerical Recipes' `betacf`); quantiles by bisection on it, good to ~1e-10.
@@ -13,14 +15,18 @@ from collections.abc import Sequence
 __all__ = [
     "ALPHA",
     "POWER",
+    "bonferroni",
     "holm",
     "mde",
     "paired_t",
+    "pilot_sd",
     "power",
     "seeds_needed",
     "sign_flip_p",
+    "sign_test_p",
     "t_cdf",
     "t_ppf",
+    "t_sf",
 ]
 
 #: Two-sided level of every interval and test.
@@ -75,12 +81,20 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def t_cdf(t: float, dof: float) -> float:
     """P(T <= t) for Student's t with `dof` degrees of freedom."""
+    return 1.0 - t_sf(t, dof) if t > 0 else t_sf(-t, dof)
+
+
+def t_sf(t: float, dof: float) -> float:
+    """P(T > t) for Student's t with `dof` degrees of freedom, computed as the tail itself (no
+    `1 - cdf`), so a p value far below 1e-16 keeps its digits."""
     if dof <= 0:
         raise ValueError(f"dof must be > 0, got {dof}")
+    if math.isnan(t):
+        return math.nan
     if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
+        return 0.0 if t > 0 else 1.0
     tail = 0.5 * _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
-    return 1.0 - tail if t > 0 else tail
+    return tail if t > 0 else 1.0 - tail
 
 
 def t_ppf(q: float, dof: float) -> float:
@@ -113,10 +127,11 @@ def _mean_sd(d: Sequence[float]) -> tuple[float, float]:
 def paired_t(d: Sequence[float], *, alpha: float = ALPHA) -> dict[str, float]:
     """Mean of the paired differences `d` with its two-sided (1 - alpha) t interval and the
     t test's two-sided p value: keys `n`, `mean`, `sd`, `low`, `high`, `p` (NaN below 2
-    pairs; a zero sd gives a zero-width interval and p 1 at mean 0, else 0)."""
+    pairs, and everything but `n` NaN when a difference is NaN or inf: a non-finite input
+    carries no evidence; a zero sd gives a zero-width interval and p 1 at mean 0, else 0)."""
     n = len(d)
-    if n == 0:
-        return dict.fromkeys(("n", "mean", "sd", "low", "high", "p"), math.nan) | {"n": 0.0}
+    if n == 0 or not all(math.isfinite(x) for x in d):
+        return dict.fromkeys(("n", "mean", "sd", "low", "high", "p"), math.nan) | {"n": float(n)}
     m, sd = _mean_sd(d)
     out = {"n": float(n), "mean": m, "sd": sd, "low": math.nan, "high": math.nan, "p": math.nan}
     if n < 2:
@@ -127,7 +142,7 @@ def paired_t(d: Sequence[float], *, alpha: float = ALPHA) -> dict[str, float]:
         out["p"] = 1.0 if m == 0.0 else 0.0
     else:
         t = m / (sd / math.sqrt(n))
-        out["p"] = min(1.0, 2.0 * (1.0 - t_cdf(abs(t), n - 1)))
+        out["p"] = min(1.0, 2.0 * t_sf(abs(t), n - 1))
     return out
 
 
@@ -135,9 +150,10 @@ def sign_flip_p(d: Sequence[float], *, seed: int = 0) -> float:
     """Two-sided p value of the sign-flip permutation test of mean(d) = 0 (paired
     differences symmetric about 0 under the null): the share of sign patterns whose
     |mean| reaches the observed one. Exact (all 2^n patterns) for n <= 16, else a
-    fixed-seed Monte Carlo of 2^16 patterns (the observed one counted in). NaN for n = 0."""
+    fixed-seed Monte Carlo of 2^16 patterns (the observed one counted in). NaN for n = 0 and
+    when a difference is NaN or inf."""
     n = len(d)
-    if n == 0:
+    if n == 0 or not all(math.isfinite(x) for x in d):
         return math.nan
     import numpy as np
 
@@ -152,6 +168,16 @@ def sign_flip_p(d: Sequence[float], *, seed: int = 0) -> float:
     signs = rng.choice(np.array([1.0, -1.0]), size=(MC_DRAWS - 1, n))
     hits = 1 + int(np.sum(np.abs(signs @ x) >= obs - tol))
     return hits / MC_DRAWS
+
+
+def sign_test_p(k: int, n: int) -> float:
+    """Exact two-sided sign test: the probability, with `n` coin flips, of a split at least as
+    uneven as `k` of `n` (1 for n = 0). Used on the seeds where only one side diverged."""
+    if n == 0:
+        return 1.0
+    lo = min(k, n - k)
+    tail = math.fsum(math.comb(n, i) for i in range(lo + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
 
 
 def _phi(x: float) -> float:
@@ -217,6 +243,35 @@ def seeds_needed(
         if power(effect, sd, n, alpha=alpha) >= power_:
             return n
     return cap
+
+
+def pilot_sd(d: Sequence[float], effect: float, *, method: str = "adjusted") -> float:
+    """The sd a sequential trial plans with, from the pilot's paired differences `d`, without
+    looking at their mean's sign or size as such.
+
+    `blinded`: the uncentred second moment sqrt(mean(d^2)), which estimates sqrt(sd^2 +
+    delta^2): it grows with the true effect delta, so a candidate that works is over-sized
+    (about 12-13 seeds where 6-10 would do at delta = effect). `adjusted` (the default):
+    mean(d^2) - effect^2 (Kieser & Friede 2003's adjusted one-sample variance, for paired
+    differences), unbiased for sd^2 when the true effect is the planned one; floored at
+    mean(d^2) / n so it stays positive. benchmarks/sequential_design.py simulates both: the
+    adjusted one keeps the error rate and sizes within 1.5x of what the true sd needs.
+    """
+    n = len(d)
+    if n == 0 or not all(math.isfinite(x) for x in d):
+        return math.nan
+    m2 = math.fsum(x * x for x in d) / n
+    if method == "blinded":
+        return math.sqrt(m2)
+    if method != "adjusted":
+        raise ValueError(f"method must be adjusted or blinded, got {method!r}")
+    return math.sqrt(max(m2 - effect * effect, m2 / n))
+
+
+def bonferroni(pvalues: Sequence[float]) -> list[float]:
+    """Bonferroni-adjusted p values min(1, m p), m the number of non-NaN values (NaN stays)."""
+    m = sum(1 for p in pvalues if not math.isnan(p))
+    return [p if math.isnan(p) else min(1.0, m * p) for p in pvalues]
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -136,3 +136,24 @@ def test_help_shows_plain_placeholders() -> None:
         assert "Example:" in res.output
         for bad in ("<list[", "{path}", "<path>", "<int>", "<float>", "<str>"):
             assert bad not in res.output, (command, bad)
+
+
+def test_a_component_without_its_loss_column_is_an_error_everywhere(tmp_path: Path) -> None:
+    """The metadata lists loss components; one whose `loss/<c>` column was dropped is not
+    silently left out (inspect listing fewer, replay weighting the rest)."""
+    path = tmp_path / "run.parquet"
+    write_run(path)
+    table = read_trace_table(path).drop_columns(["loss/rot"])
+    cut = tmp_path / "cut.parquet"
+    pq.write_table(table, cut)
+    for args in (["inspect", str(cut)], ["replay", str(cut), "-m", "dwa", "-q"]):
+        res = runner.invoke(app, [*args, "-o", str(tmp_path / "o")] if "replay" in args else args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
+        assert "loss/rot" in res.stderr and str(cut) in res.stderr, res.stderr
+
+
+def read_trace_table(path: Path) -> pa.Table:
+    """All parts of a written trace as one table, with the writer's schema metadata."""
+    parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    return pa.concat_tables([pq.read_table(p) for p in parts])

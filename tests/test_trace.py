@@ -293,6 +293,12 @@ def _table(**overrides):
         (lambda p: pq.write_table(_table(step=[0, 1, 1, 2]), p), "duplicate step row"),
         (lambda p: pq.write_table(_table(**{"loss/a": ["a"] * 4}), p), "'loss/a' is not numeric"),
         (lambda p: pq.write_table(_table(kind=["step", "bogus", "step", "step"]), p), "bogus"),
+        (  # the metadata lists a component whose loss column is gone
+            lambda p: pq.write_table(
+                _table().replace_schema_metadata({"adaptive.components": '["a", "cls"]'}), p
+            ),
+            "lists component 'cls' but has no loss/cls column",
+        ),
     ],
 )
 def test_bad_input_errors_name_file_and_problem(tmp_path: Path, make, message: str) -> None:

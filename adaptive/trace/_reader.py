@@ -216,7 +216,7 @@ def _to_trace(root: Path, table: pa.Table, meta: dict[str, str], skipped: list[P
     )
 
     components = _json_list(meta.get(F.META_COMPONENTS)) or F.loss_columns(names)
-    components = [c for c in components if F.LOSS_PREFIX + c in names]
+    _check_loss_columns(root, components, names)
     metrics = _json_list(meta.get(F.META_METRICS)) or F.metric_columns(names)
     metrics = [m for m in metrics if F.METRIC_PREFIX + m in names]
     try:
@@ -233,6 +233,21 @@ def _to_trace(root: Path, table: pa.Table, meta: dict[str, str], skipped: list[P
         run=run if isinstance(run, dict) else {},
         metadata=meta,
         skipped_parts=skipped,
+    )
+
+
+def _check_loss_columns(root: Path, components: list[str], names: list[str]) -> None:
+    """A component the metadata lists must have its `loss/<c>` column: leaving it out would
+    replay and summarise the other components as if it never existed."""
+    gone = [c for c in components if F.LOSS_PREFIX + c not in names]
+    if not gone:
+        return
+    s = "s" if len(gone) > 1 else ""
+    raise TraceError(
+        f"{root}: the metadata ({F.META_COMPONENTS}) lists component{s} "
+        f"{', '.join(map(repr, gone))} but has no "
+        f"{', '.join(F.LOSS_PREFIX + c for c in gone)} column{s}; write the column{s}, or "
+        f"list only the components recorded"
     )
 
 

@@ -59,10 +59,15 @@ def load_runs(path: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     """The runs under `path` for replay, compare and sweep (`replay.load_runs`, its skipped
     parts as warning lines to `echo`). Where no run has step rows (a trace with no rows, or
     evaluations only) it is refused in one line (`TraceError`): there is nothing to replay.
-    A run without step rows beside others is left out with a warning line."""
+    A run without step rows beside others is left out with a warning line; a trial folder
+    is refused with the commands that read its runs."""
     from adaptive.trace import TraceError
+    from adaptive.trace._folders import trial_folder_message
     from replay import load_runs as load
 
+    trial = trial_folder_message(path)
+    if trial is not None:  # its arms' runs would read as one folder of runs
+        raise TraceError(trial)
     runs = read_warning_lines(load, path, echo)
     empty = [rid for rid, tr in runs.items() if len(tr.steps) == 0]
     if not runs or len(empty) == len(runs):

@@ -157,3 +157,61 @@ def read_trace_table(path: Path) -> pa.Table:
     """All parts of a written trace as one table, with the writer's schema metadata."""
     parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
     return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+def _toy_run(run_dir: Path, run_id: str, steps: int = 4) -> None:
+    from adaptive import TraceWriter
+
+    with TraceWriter(run_dir / "trace.parquet", components=["a"], run_id=run_id) as w:
+        for s in range(steps):
+            w.log_step(step=s, epoch=0, losses={"a": 1.0 / (1 + s)})
+
+
+def test_a_trial_folder_or_a_folder_of_runs_says_what_it_is(tmp_path: Path) -> None:
+    """inspect (and replay) on a trial folder or a folder of runs that does not read as one
+    trace say what the folder is and which command reads it, not what broke inside."""
+    from adaptive.trace._folders import TRIAL_DESIGN
+    from adaptive.trial._runner import DESIGN
+
+    assert TRIAL_DESIGN == DESIGN
+    trial = tmp_path / "trials" / "t1"  # what `adaptive trial` lays out: ARM/seedK folders
+    for arm in ("baseline", "dwa"):
+        for seed in (0, 1):
+            _toy_run(trial / arm / f"seed{seed}", f"seed{seed}")  # run ids repeat across arms
+    (trial / DESIGN).write_text("{}")
+    for args in (["inspect", str(trial)], ["replay", str(trial), "-m", "dwa", "-q"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1, (args, res.output)
+        err = res.stderr
+        assert "is a trial folder" in err and "duplicate" not in err, err
+        assert f"`adaptive inspect {trial / 'baseline' / 'seed0'}`" in err, err
+        assert f"`adaptive replay {trial / 'baseline'} -m METHOD`" in err, err
+    res = runner.invoke(app, ["inspect", str(trial.parent)])  # the folder above the trial
+    assert res.exit_code == 2 and "holds trial folder(s) t1" in res.stderr, res.output
+    assert f"`adaptive inspect {trial / 'baseline' / 'seed0'}`" in res.stderr
+    # what the message suggests works
+    res = runner.invoke(app, ["inspect", str(trial / "baseline" / "seed0")])
+    assert res.exit_code == 0 and "run id     seed0" in res.output, res.output
+    res = runner.invoke(app, ["inspect", str(trial / "baseline")])  # an arm: distinct run ids
+    assert res.exit_code == 0 and "seed0, seed1" in res.output, res.output
+
+    runs = tmp_path / "runs"  # a folder of runs whose ids collide
+    _toy_run(runs / "a", "r")
+    _toy_run(runs / "b", "r")
+    res = runner.invoke(app, ["inspect", str(runs)])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert f"{runs} is a folder of 2 runs (a, b), not one trace" in res.stderr, res.stderr
+    assert "duplicate step row" in res.stderr  # the problem, after what the folder is
+    assert f"`adaptive inspect {runs / 'a'}`" in res.stderr
+    assert f"`adaptive replay {runs} -m METHOD`" in res.stderr
+    res = runner.invoke(app, ["replay", str(runs), "-m", "dwa", "-q", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output  # replay reads each run folder on its own
+
+    (runs / "b" / "trace.parquet").rename(tmp_path / "b.parquet")  # a run of other columns
+    pq.write_table(
+        pa.table({"run_id": ["q"], "kind": ["step"], "split": ["train"], "step": [0]}),
+        runs / "b" / "trace.parquet",
+    )
+    res = runner.invoke(app, ["inspect", str(runs)])
+    assert res.exit_code == 2 and "is a folder of 2 runs (a, b)" in res.stderr, res.output
+    assert "missing step or epoch value" in res.stderr and "adaptive inspect" in res.stderr

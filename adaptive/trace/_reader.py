@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from adaptive.errors import InputError
 from adaptive.trace import _format as F
+from adaptive.trace._folders import folder_of_runs, folder_of_runs_message, trial_folder_message
 
 
 class TraceError(InputError):
@@ -131,6 +132,9 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     NaN and inf values are data and are kept.
     """
     root = Path(path)
+    trial = trial_folder_message(root)
+    if trial is not None:
+        raise TraceError(trial)
     files = _files(root)
     tables: list[pa.Table] = []
     skipped: list[Path] = []
@@ -153,10 +157,19 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         raise TraceError(f"{root}: no readable Parquet part (all {len(files)} skipped)")
     meta = {k.decode(): v.decode() for k, v in (tables[0].schema.metadata or {}).items()}
     try:
-        table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    except pa.ArrowException as exc:
-        raise TraceError(f"{root}: parts have incompatible schemas ({_first_line(exc)})") from None
-    return _to_trace(root, table, meta, skipped)
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+        except pa.ArrowException as exc:
+            raise TraceError(
+                f"{root}: parts have incompatible schemas ({_first_line(exc)})"
+            ) from None
+        return _to_trace(root, table, meta, skipped)
+    except TraceError as exc:  # a folder of run folders: say so, and what to run instead
+        runs = folder_of_runs(root, files) if root.is_dir() else []
+        if not runs:
+            raise
+        problem = str(exc).removeprefix(f"{root}: ")
+        raise TraceError(folder_of_runs_message(root, runs, problem)) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -525,3 +525,25 @@ def test_replay_and_the_trial_package_do_not_import_each_other() -> None:
     assert not {m for m in imports(root / "replay") if m.startswith("adaptive.trial")}
     assert not {m for m in imports(root / "adaptive") if m.split(".")[0] == "replay"}
     assert not (root / "replay" / "_trial.py").exists()
+
+
+def test_mistyped_metric_can_be_redeclared_before_any_report(tmp_path: Path) -> None:
+    """A --command metric is known only once a run has a trace: a typo stops the trial after
+    its first run. The same trial with the right metric then goes on (no report was written),
+    reusing that run; once a report exists the analysis can no longer change."""
+    from adaptive.trial import FunctionTarget
+
+    out = tmp_path / "t"
+    kw = {"target": FunctionTarget(toy_train), "reduce": "final", "seeds": 2}
+    with pytest.raises(TrialError, match="--metric val/mm: not in the trace"):
+        run_trial(out, ["c: 1.0"], metric="val/mm", **kw)
+    assert not (out / "trial.md").exists()
+    msgs: list[str] = []
+    res = run_trial(out, ["c: 1.0"], metric="val/m", progress=msgs.append, **kw)
+    assert any("re-declared with another metric" in m for m in msgs)
+    assert any("already finished: reused" in m for m in msgs)
+    design = json.loads((out / "trial-design.json").read_text())
+    assert design["metric"] == "val/m" and design["redeclared"] == [{"metric": "val/mm"}]
+    assert int(res.rows("primary")["n"].iloc[0]) == 2
+    with pytest.raises(TrialError, match="holds another trial"):
+        run_trial(out, ["c: 1.0"], metric="val/m", **{**kw, "reduce": "last2"})

@@ -215,7 +215,7 @@ def run_trial(
         "max_seeds": max_seeds,
         "pilot_seeds": seeds if target_mde is not None else None,
     }
-    _check_design(folder, design, say)
+    design |= _check_design(folder, design, say)
     design |= {"engine": engine.describe(), "seeds": seeds}
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(folder / DESIGN, design)
@@ -250,10 +250,20 @@ def run_trial(
     return result
 
 
-def _check_design(folder: Path, design: Mapping[str, Any], say: Callable[[str], None]) -> None:
-    """Refuse a folder that holds another trial (or runs of no trial)."""
+#: Design keys that only say how the runs are analysed: a trial that wrote no report yet may
+#: change them (a mistyped --metric stops a trial after its first run, before any report).
+ANALYSIS_KEYS = frozenset({"metric", "higher_is_better", "reduce_k", "secondary"})
+
+
+def _check_design(
+    folder: Path, design: Mapping[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Refuse a folder that holds another trial (or runs of no trial). A trial that wrote no
+    report may be re-declared with another analysis (metric, reduction, secondaries): its
+    runs are the same training, and the old declaration is kept under `redeclared`, which
+    the returned dict carries into the new design."""
     if not folder.exists():
-        return
+        return {}
     old = _read_json(folder / DESIGN)
     if old is None:
         if any(p.is_dir() for p in folder.iterdir()):
@@ -261,14 +271,23 @@ def _check_design(folder: Path, design: Mapping[str, Any], say: Callable[[str], 
                 f"{folder} holds folders but no {DESIGN} (another tool's output, or a trial "
                 "of an older version): use another --out"
             )
-        return
+        return {}
     diff = [k for k in design if old.get(k) != design[k]]
-    if diff:
+    history = list(old.get("redeclared", []))
+    if diff and set(diff) <= ANALYSIS_KEYS and not (folder / "trial.md").exists():
+        history.append({k: old.get(k) for k in diff})
+        say(
+            f"note: {folder} holds a trial that wrote no report; re-declared with another "
+            f"{', '.join(diff)} (the old declaration is kept in {DESIGN} under 'redeclared')"
+        )
+    elif diff:
         raise TrialError(
             f"{folder} holds another trial (it differs in {', '.join(diff)}); its report "
             "would be replaced: use another --out, or delete that folder"
         )
-    say(f"{folder} holds this trial already: its finished runs are reused")
+    else:
+        say(f"{folder} holds this trial already: its finished runs are reused")
+    return {"redeclared": history} if history else {}
 
 
 def _run_batch(
@@ -316,10 +335,11 @@ def _run_batch(
     def done(job: Job, files: dict[str, bytes] | None) -> None:
         if files is not None:
             unpack(files, job.run_dir)
+        # the run is finished whatever the metric check says: a re-declared trial reuses it
+        _write_json(job.run_dir / DONE, {"arm": job.arm.name, "seed": job.seed})
         if not checked:
             _check_trace_metric(job.run_dir, primary)
             checked.append(True)
-        _write_json(job.run_dir / DONE, {"arm": job.arm.name, "seed": job.seed})
 
     if todo:
         engine.run(todo, done, say)

@@ -13,6 +13,7 @@ from replay._plots import (
     _pyplot,
     component_colors,
     epoch_lines,
+    legend_with,
     line,
     method_title,
     plot_weighting_ax,
@@ -80,15 +81,15 @@ def plot_compare(trace: Trace, results: Sequence[ReplayResult], path: Path) -> P
         i += 1
         ax = axes[i]
         rr = float(r.params.get("adjustment_range", 0.0))
-        plot_weighting_ax(ax, r, colors, rr)
+        entries = plot_weighting_ax(ax, r, colors, rr)
         epoch_lines(ax, steps, epochs, label=False)
         ax.set_title(
             f"{method_title(r.method)}: proposed weights (dashed: base, band: ±{rr:g} clamp)",
             fontsize=9,
         )
-        ax.plot([], [], color="0.3", lw=0.8, ls="--", label="base weight")
-        ax.fill_between([], [], [], color="0.3", alpha=0.12, label=f"clamp band (±{rr:g})")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title=r.method)
+        legend_with(
+            ax, entries, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title=r.method
+        )
     for r in schedulers:
         i += 1
         ax = axes[i]

@@ -106,41 +106,93 @@ def save(fig: Figure, path: Path) -> Path:
         plt.close(fig)
 
 
-def plot_weighting_ax(ax: Axes, result: ReplayResult, colors: dict, r: float) -> None:
-    """Proposed weight per component, with its base weight and the ±r clamp band."""
+#: Colour of a base line and band that several components share.
+SHARED_BASE_COLOR = "0.3"
+BAND_ALPHA = 0.12
+
+
+def base_groups(result: ReplayResult) -> list[list[str]]:
+    """Components grouped by identical base-weight series, in component order: one base
+    line and clamp band per group (two components with the same base weight share one,
+    named after both, instead of drawing one dashed line over the other)."""
+    f = result.frame
+    groups: list[tuple[np.ndarray, list[str]]] = []
+    for c in result.names:
+        base = f[f"base/{c}"].to_numpy()
+        for b, names in groups:
+            if np.array_equal(b, base, equal_nan=True):
+                names.append(c)
+                break
+        else:
+            groups.append((base, [c]))
+    return [names for _, names in groups]
+
+
+def plot_weighting_ax(
+    ax: Axes, result: ReplayResult, colors: dict, r: float
+) -> list[tuple[Any, str]]:
+    """Proposed weight per component, with its base weight (dashed) and the ±r clamp band;
+    returns the legend entries of the base lines and bands, `(handle, label)`, in the
+    colours they are drawn in: with one base for every component, a grey `base weight` line
+    and `clamp band`; else one entry per base (a component's colour, grey where several
+    share it, named after them) showing its band and dashed line together."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     f = result.frame
     steps = f["step"].to_numpy()
-    bases = {c: f[f"base/{c}"].to_numpy() for c in result.names}
-    first = bases[result.names[0]]
-    shared = all(np.array_equal(b, first) for b in bases.values())
-    # One band and one base line serve every component when they share base weights.
-    for c in result.names[:1] if shared else result.names:
-        base = bases[c]
-        color = "0.3" if shared else colors[c]
+    groups = base_groups(result)
+    entries: list[tuple[Any, str]] = []
+    for names in groups:
+        base = f[f"base/{names[0]}"].to_numpy()
+        color = colors[names[0]] if len(names) == 1 and len(groups) > 1 else SHARED_BASE_COLOR
         xs, lo = envelope(steps, base * (1 - r))
         _, hi = envelope(steps, base * (1 + r))
-        ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
+        ax.fill_between(xs, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
         line(ax, steps, base, color=color, lw=0.8, ls="--")
+        band = Patch(facecolor=color, alpha=BAND_ALPHA, lw=0)
+        dashed = Line2D([], [], color=color, lw=0.8, ls="--")
+        if len(groups) == 1:
+            entries += [(dashed, "base weight"), (band, f"clamp band (base ±{r:.0%})")]
+        else:
+            entries.append(((band, dashed), f"base of {', '.join(names)} (band ±{r:.0%})"))
     for c in result.names:
         line(ax, steps, f[f"proposed/weight/{c}"].to_numpy(), color=colors[c], lw=1.4, label=c)
     ax.set_ylabel("loss weight")
+    return entries
+
+
+def legend_with(ax: Axes, entries: Sequence[tuple[Any, str]], **kw: Any) -> Any:
+    """The axes' legend: its labelled artists, then `entries` (`(handle, label)`; a tuple
+    handle draws its parts over each other, a band with its dashed line)."""
+    from matplotlib.legend_handler import HandlerTuple
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [h for h, _ in entries]
+    labels += [lab for _, lab in entries]
+    return ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=1)}, **kw)
 
 
 def plot_weighting(result: ReplayResult, path: Path, *, trace: Trace | None = None) -> Path:
     """Weights a loss-weighting method would have produced, over optimizer steps."""
+    import textwrap
+
     plt = _pyplot()
     f = result.frame
     r = float(result.params.get("adjustment_range", 0.0))
     colors = component_colors(result.names)
     fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        2,
+        1,
+        figsize=(11, 7),
+        sharex=True,
+        gridspec_kw={"height_ratios": [2, 1]},
+        layout="constrained",
     )
-    plot_weighting_ax(ax, result, colors, r)
+    entries = plot_weighting_ax(ax, result, colors, r)
     steps, epochs = f["step"].to_numpy(), f["epoch"].to_numpy()
     epoch_lines(ax, steps, epochs)
-    ax.plot([], [], color="0.3", lw=0.8, ls="--", label="base weight")
-    ax.fill_between([], [], [], color="0.3", alpha=0.12, label=f"clamp band (base ±{r:.0%})")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    legend_with(ax, entries, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     run = f" — run {result.run_id}" if result.run_id else ""
     ax.set_title(f"{method_title(result.method)}: proposed loss weights (dry-run replay{run})")
     for c in result.names:
@@ -151,7 +203,10 @@ def plot_weighting(result: ReplayResult, path: Path, *, trace: Trace | None = No
     ax2.set_ylabel("delta Δ (fraction of base)")
     ax2.set_xlabel("optimizer step")
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
-    ax2.set_title(f"clamped delta per component ({params})", fontsize=9)
+    # a method with many parameters (uncertainty) would make one line wider than the panel,
+    # running into the y-label: wrap them under the title, within the panel's width
+    wrapped = textwrap.fill(f"({params})", width=110, break_long_words=False)
+    ax2.set_title(f"clamped delta per component\n{wrapped}", fontsize=9)
     return save(fig, path)
 
 

@@ -228,3 +228,113 @@ def test_scheduler_figure_follows_renamed_signals(saved: dict, tmp_path: Path) -
     assert "signal: loss z" in titles and "signal: gradient norm" not in titles
     (ax,) = [a for a in panels if a.get_title() == "signal: loss z"]
     np.testing.assert_allclose(_line(ax, "loss_z")[1], r.frame["signal/loss_z"])
+
+
+# ------------------------------------------------------------------ base lines, bands, titles
+def _shared_base_trace(path: Path) -> Path:
+    """Three components, two of them (`fk_pos`, `rot`) with the same base weight."""
+    import math
+
+    from adaptive.trace import TraceWriter
+
+    rng = np.random.default_rng(0)
+    base = {"fk_pos": 1.0, "rot": 1.0, "yaw": 0.5}
+    with TraceWriter(path, components=list(base)) as w:
+        for s in range(300):
+            losses = {
+                "fk_pos": math.exp(-s / 150) + 0.05 * rng.random(),
+                "rot": 3 * math.exp(-s / 600),
+                "yaw": 0.3 + 0.02 * rng.random(),
+            }
+            w.log_step(
+                step=s, epoch=s // 50, losses=losses, weights_base=base, weights=base, grad_norm=1
+            )
+    return path
+
+
+def _rgb(color) -> tuple[float, ...]:
+    from matplotlib.colors import to_rgb
+
+    return tuple(round(v, 4) for v in to_rgb(color))
+
+
+def _bands(ax: Axes) -> list:
+    from matplotlib.collections import PolyCollection
+
+    return [c for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_paths())]
+
+
+def _legend_bands(ax: Axes) -> dict[str, tuple[float, ...]]:
+    """Legend label -> the colour of the band patch its entry shows."""
+    from matplotlib.patches import Patch
+
+    leg = ax.get_legend()
+    out = {}
+    for handle, text in zip(leg.legend_handles, leg.get_texts(), strict=True):
+        parts = handle if isinstance(handle, tuple) else (handle,)
+        for h in parts:
+            if isinstance(h, Patch):
+                out[text.get_text()] = _rgb(h.get_facecolor())
+    return out
+
+
+def test_components_sharing_a_base_weight_are_both_named(saved: dict, tmp_path: Path) -> None:
+    trace = _shared_base_trace(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(app, ["replay", str(trace), "-m", "uncertainty", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    weights, _ = _panels(_figure(saved, "replay-uncertainty"))
+    # one dashed base line per distinct base (1.0 shared by fk_pos and rot, 0.5 for yaw)
+    dashed = [ln for ln in weights.get_lines() if ln.get_linestyle() == "--"]
+    assert sorted(float(np.asarray(ln.get_ydata())[0]) for ln in dashed) == [0.5, 1.0]
+    bands = _bands(weights)
+    assert len(bands) == 2  # one band per base, not one drawn over the other
+    legend = _legend(weights)
+    assert "base of fk_pos, rot (band ±30%)" in legend and "base of yaw (band ±30%)" in legend
+    # the legend shows each band in the colour it is drawn in, with its dashed line's colour
+    drawn = {_rgb(b.get_facecolor()[0]) for b in bands}
+    shown = _legend_bands(weights)
+    assert set(shown.values()) == drawn and len(drawn) == 2
+    for band in bands:  # each band is centred on the dashed base line of its colour
+        ys = band.get_paths()[0].vertices[:, 1]
+        mid = (ys.min() + ys.max()) / 2
+        dash = next(ln for ln in dashed if np.isclose(np.asarray(ln.get_ydata())[0], mid))
+        assert _rgb(dash.get_color()) == _rgb(band.get_facecolor()[0])
+    # yaw alone on its base: its dashed line and band take yaw's colour
+    yaw_base = next(ln for ln in dashed if np.asarray(ln.get_ydata())[0] == 0.5)
+    yaw = next(ln for ln in weights.get_lines() if ln.get_label() == "yaw")
+    assert _rgb(yaw_base.get_color()) == shown["base of yaw (band ±30%)"] == _rgb(yaw.get_color())
+
+
+def test_one_shared_base_keeps_one_band_in_the_legends_colour(
+    saved: dict, trace_path: Path, tmp_path: Path
+) -> None:
+    res = runner.invoke(app, ["compare", str(trace_path), "-m", "dwa", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    panel = next(
+        ax for ax in _panels(_figure(saved, "compare")) if ax.get_ylabel() == "loss weight"
+    )
+    bands = _bands(panel)
+    assert len(bands) == 1
+    shown = _legend_bands(panel)
+    assert list(shown.values()) == [_rgb(bands[0].get_facecolor()[0])]
+
+
+def test_long_parameter_title_stays_clear_of_the_labels(saved: dict, tmp_path: Path) -> None:
+    trace = _shared_base_trace(tmp_path / "run" / "trace.parquet")
+    res = runner.invoke(app, ["replay", str(trace), "-m", "uncertainty", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    fig = _figure(saved, "replay-uncertainty")
+    weights, deltas = _panels(fig)
+    assert "s_min=-10.0" in deltas.get_title()  # the long parameter list is all there
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # pyplot closed the figure once saved
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = deltas.title.get_window_extent(renderer)
+    for ax in (weights, deltas):
+        label = ax.yaxis.label.get_window_extent(renderer)
+        assert not title.overlaps(label), (title, label)
+    assert not title.overlaps(weights.get_window_extent(renderer))  # nor the panel above
+    box = deltas.get_window_extent(renderer)
+    assert box.x0 - 1 <= title.x0 and title.x1 <= box.x1 + 1  # within the panel's width

@@ -46,7 +46,7 @@ def _text(out: dict) -> str:
     if out.get("output_type") == "stream":
         return out.get("text", "")
     data = out.get("data", {})
-    return str(data.get("text/plain", "")) + str(data.get("text/html", ""))
+    return "".join(str(data.get(k, "")) for k in ("text/plain", "text/markdown", "text/html"))
 
 
 def test_stored_notebook_has_no_outputs():
@@ -146,3 +146,95 @@ def test_relative_trace_is_found_from_where_jupyter_started(tmp_path, monkeypatc
     with pytest.raises(SystemExit, match="'runs/missing' not found") as info:
         resolve("runs/missing")
     assert "\n" not in str(info.value)
+
+
+def _run_notebook(tmp_path: Path, monkeypatch, env: dict[str, str]):
+    """Execute the stored notebook with `env` (ADAPTIVE_* settings) in the venv kernel."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ADAPTIVE_TRIAL", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        km=_venv_kernel_manager(),
+        kernel_name="python3",
+        timeout=120,
+        allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    outputs = _outputs(nb)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    return outputs, [_text(o) for o in outputs]
+
+
+def test_notebook_on_a_plain_loop_trace_skips_the_scheduler(tmp_path, monkeypatch):
+    """A TraceRecorder trace of examples/plain_loop.py: no schedule, `val` metrics only."""
+    import subprocess
+
+    run = tmp_path / "plain"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    example = NOTEBOOK.parent.parent / "examples" / "plain_loop.py"
+    res = subprocess.run(
+        [sys.executable, str(example), "--seed", "0", "--out", str(run)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    outputs, texts = _run_notebook(
+        tmp_path,
+        monkeypatch,
+        {
+            "ADAPTIVE_TRACE": str(run / "trace.parquet"),
+            "ADAPTIVE_NOTEBOOK_OUT": str(out),
+            "ADAPTIVE_NOTEBOOK_METHODS": "dwa,uncertainty,scheduler",
+        },
+    )
+    joined = "\n".join(texts)
+    assert "methods dwa, uncertainty, scheduler" in joined
+    assert "note: scheduler skipped: " in joined and "schedule" in joined
+    assert "Evaluation metrics per epoch" in joined  # val/mse, val/acc: no valfree split
+    tables = [o["data"]["text/plain"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("mse" in t and "acc" in t and "val" in t for t in tables)
+    names = {p.name for p in out.iterdir()}
+    assert {"compare.png", "replay-dwa.png", "replay-uncertainty.png", "stability.csv"} <= names
+    assert "replay-scheduler.png" not in names
+    table = (out / "stability.csv").read_text().splitlines()[0]
+    assert "dwa" in table and "uncertainty" in table and "scheduler" not in table
+    assert any("Replay is open loop" in t for t in texts)
+
+
+def test_notebook_methods_from_the_environment_on_a_trace_without_metrics(tmp_path, monkeypatch):
+    from adaptive import TraceRecorder
+
+    trace = tmp_path / "bare" / "trace.parquet"
+    with TraceRecorder(trace, components=["a", "b"]) as rec:
+        for step in range(120):
+            rec.log_step(losses={"a": 1.0 / (1 + 0.05 * step), "b": 0.5 + 0.01 * (step % 7)})
+            if step % 20 == 19:
+                rec.end_epoch()
+    out = tmp_path / "out"
+    _, texts = _run_notebook(
+        tmp_path,
+        monkeypatch,
+        {
+            "ADAPTIVE_TRACE": str(trace),
+            "ADAPTIVE_NOTEBOOK_OUT": str(out),
+            "ADAPTIVE_NOTEBOOK_METHODS": "uncertainty",
+        },
+    )
+    joined = "\n".join(texts)
+    assert "methods uncertainty;" in joined
+    assert "the trace holds no evaluation metrics" in joined
+    assert "no DWA sweep" in joined  # dwa was not asked for
+    names = {p.name for p in out.iterdir()}
+    assert "replay-uncertainty.png" in names and "replay-dwa.png" not in names

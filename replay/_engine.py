@@ -10,8 +10,10 @@ the tests check both agree bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
 
 from adaptive.trace import Trace
 from adaptive.util import LOSS_ADJUSTMENT_RANGE
@@ -40,6 +42,7 @@ __all__ = [
     "_col",
     "_epoch_bounds",
     "_epoch_metric_dicts",
+    "as_recorded",
     "first_run_id",
     "method_parameters",
     "metrics_by_epoch",
@@ -105,9 +108,15 @@ def run_settings(trace: Trace, method: str) -> dict[str, Any]:
     Only names `method` takes are returned (plus `adjustment_range`), so a replay with these
     settings reproduces the controller the run ran.
     """
-    from collections.abc import Mapping
+    return config_settings(recorded_config(trace), method)
 
-    a = recorded_config(trace).get("adaptive")
+
+def config_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """The replay parameters of `method` in a reference-trainer config (its `[adaptive]`
+    table), if that config switches `method` on, else empty: what `run_settings` reads from
+    a trace's recorded config, and what `adaptive tune`'s pre-filter replays a candidate
+    config with."""
+    a = config.get("adaptive") if isinstance(config, Mapping) else None
     if not isinstance(a, Mapping):
         return {}
     if method == SCHEDULER:
@@ -168,6 +177,33 @@ def replay(trace: Trace, method: str, **params: Any) -> ReplayResult:
         result = replay_weighting(trace, method, **params)
     # the input check's notes first, then the fallbacks the replay itself took
     result.notes = list(dict.fromkeys([*notes, *result.notes]))
+    as_recorded(result, trace)
+    return result
+
+
+#: Proposal column prefix of a result -> the trace columns whose dtype it takes, in order.
+_RECORDED = {
+    "proposed/weight/": ("weight/", "proposed/weight/", "weight_base/"),
+    "proposed/schedule/": ("schedule/", "proposed/schedule/", "schedule_base/"),
+}
+
+
+def as_recorded(result: ReplayResult, trace: Trace) -> ReplayResult:
+    """Give `result`'s proposals (`proposed/weight/<c>`, `proposed/schedule/<p>`) the dtype
+    the trace records them in (float32 in a trace written by this package): the replay
+    computes the live controller's float64 values, the trace stored them rounded to float32,
+    so after this a replay of a run equals what it recorded with a plain comparison
+    (`np.array_equal`, `pd.testing.assert_series_equal`). A trace that records no such
+    column, or records float64, keeps float64. `replay()` does this; returns `result`."""
+    frame, cols = result.frame, trace.steps.columns
+    for prefix, sources in _RECORDED.items():
+        for name in result.names:
+            col = prefix + name
+            src = next((p + name for p in sources if p + name in cols), None)
+            if col not in frame or src is None:
+                continue
+            if trace.steps[src].dtype == np.float32 and frame[col].dtype == np.float64:
+                frame[col] = frame[col].to_numpy().astype(np.float32)
     return result
 
 

@@ -116,3 +116,49 @@ def test_verdict_advice_is_whole_commands(tmp_path: Path) -> None:
     cmd = re.search(r": (adaptive trial .*?) \(", live).group(1)
     assert shlex.split(cmd)[:3] == ["adaptive", "trial", "--command"]
     assert "adaptive train" not in live
+
+
+def _live_trace(path: Path, dry_run: bool) -> Path:
+    """A loop with DWA on (live or in dry-run), recorded with TraceRecorder."""
+    import torch
+
+    from adaptive import AdaptiveLossWeighting, TraceRecorder
+
+    ctrl = AdaptiveLossWeighting(
+        ["a", "b"], {"a": 1.0, "b": 0.5}, method="dwa", temperature=1.0, dry_run=dry_run
+    )
+    gen = torch.Generator().manual_seed(7)
+    with TraceRecorder(path, components=["a", "b"]) as rec:
+        for _epoch in range(6):
+            for _ in range(5):
+                losses = {c: torch.rand((), generator=gen) for c in "ab"}  # float32
+                _, _, diag = ctrl(losses)
+                rec.log_step(losses=losses, diagnostics=diag)
+            ctrl.end_epoch()
+            rec.end_epoch()
+    return path
+
+
+def test_replay_equals_live_as_a_user_compares_them(tmp_path: Path) -> None:
+    """The comparison a user writes, no cast: a replay's proposed weights against the weights
+    the live run applied (and a dry run's recorded proposals), in the library and in the
+    file `adaptive replay` writes."""
+    from replay import replay
+
+    for dry_run, recorded in ((False, "weight"), (True, "proposed/weight")):
+        tr = read_trace(_live_trace(tmp_path / f"dry{dry_run}" / "trace.parquet", dry_run))
+        res = replay(tr, "dwa", temperature=1.0)
+        out = tmp_path / f"out{dry_run}"
+        cli = runner.invoke(
+            app, ["replay", str(tr.path), "-m", "dwa", "-p", "temperature=1", "-q", "-o", str(out)]
+        )
+        assert cli.exit_code == 0, cli.output
+        written = pd.read_parquet(out / "replay-dwa-temperature=1.parquet")
+        for c in ("a", "b"):
+            live = tr.steps[f"{recorded}/{c}"]
+            assert not np.allclose(live, live.iloc[0])  # DWA moved the weights
+            for frame in (res.frame, written):
+                got = frame[f"proposed/weight/{c}"]
+                assert got.dtype == live.dtype == np.float32
+                assert np.array_equal(got.to_numpy(), live.to_numpy())
+                pd.testing.assert_series_equal(got, live, check_names=False)

@@ -253,6 +253,116 @@ def _drive(
         progress(done_in_epoch)
 
 
+@dataclass
+class ReplayArrays:
+    """What :func:`replay_single` computed: `outputs` (`scales`, `deltas`, `clamped`,
+    `proposed`, `base` ``(T, C)``, `skipped` ``(T,)``), the method `state` behind each
+    step (key -> ``(T, C)`` or ``(T,)``), and whether a compiled kernel ran."""
+
+    outputs: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    kernel: bool
+
+
+def replay_single(
+    ctrl: Any,
+    inputs: WeightingInputs,
+    progress: Callable[[int], None] | None = None,
+    *,
+    kernels: bool | None = None,
+) -> ReplayArrays:
+    """Replay `inputs` through a single-configuration controller from its current state
+    (the trainer's call order, as :func:`_drive`), leaving it in the state the run ends in.
+
+    `kernels`: None runs a compiled kernel (replay/_kernels.py) where numba is installed
+    and the method and its settings have one, unless ``ADAPTIVE_REPLAY_KERNELS=0``; False
+    forces the torch path; True uses a kernel where one applies whatever the environment
+    says. A kernel's outputs and the controller's state afterwards equal the torch path's
+    within 1e-6 relative, with the same clamp flags (tests/test_kernels.py).
+    """
+    kernel = None
+    if not ctrl.is_batched:
+        from replay._kernels import select
+
+        kernel, _ = select(ctrl, force=kernels)
+    if kernel is not None:
+        return _kernel_replay(ctrl, kernel, inputs, progress)
+    n, c = inputs.losses.shape
+    losses = torch.from_numpy(inputs.losses.astype(np.float64))
+    bufs: dict[str, torch.Tensor] = {
+        k: torch.empty((n, c), dtype=torch.bool if k == "clamped" else torch.float64)
+        for k in _FRAME_KEYS
+    }
+    bufs["skipped"] = torch.empty(n, dtype=torch.bool)
+    state: dict[str, torch.Tensor] = {}
+
+    def on_block(a: int, b: int, out: Any) -> None:
+        for k, buf in bufs.items():
+            buf[a:b].copy_(getattr(out, k))
+        for k, v in out.method_state.items():
+            if k not in state:
+                state[k] = torch.empty((n, *v.shape[1:]), dtype=v.dtype)
+            state[k][a:b].copy_(v)
+
+    _drive(ctrl, inputs, losses, on_block, progress)
+    return ReplayArrays(
+        {k: v.numpy() for k, v in bufs.items()}, {k: v.numpy() for k, v in state.items()}, False
+    )
+
+
+def _kernel_replay(
+    ctrl: Any, kernel: Any, inputs: WeightingInputs, progress: Callable[[int], None] | None
+) -> ReplayArrays:
+    """:func:`replay_single` through a compiled kernel. The controller's own calls mark the
+    epochs and set the base weights (same checks, same errors); the kernel runs the
+    method's recursion and the controller's clamp; the counters and the method state the
+    torch path would leave are then written into the controller."""
+    from adaptive.weighting._validate import check_extras
+    from replay._kernels import controller_outputs
+
+    method = ctrl.method_impl
+    # the extras step_block would take, refused the same way
+    check_extras(ctrl.method, inputs.extras or None, type(method).after_extras(), ctrl.requires)
+    comps = inputs.components
+    losses = inputs.losses.astype(np.float64)
+    n, c = losses.shape
+    finite = np.isfinite(losses).all(axis=1)
+    reset = np.zeros(n, dtype=np.bool_)
+    base = np.empty((n, c))
+    epoch_steps: list[int] = []
+    segments = _segments(inputs.epochs, inputs.base, inputs.restarts)
+    for new_epoch, restart, a, b, new_base in segments:
+        if new_epoch:
+            epoch_steps.append(0)
+            ctrl.end_epoch()
+        reset[a] = restart  # the kernel starts the method's state afresh there
+        if new_base is not None:
+            ctrl.set_base_weights(dict(zip(comps, new_base.tolist(), strict=True)))
+        base[a:b] = ctrl._base.numpy()
+        if not epoch_steps:
+            epoch_steps.append(0)
+        epoch_steps[-1] += b - a
+    extras = {k: v.astype(np.float64) for k, v in inputs.extras.items()}
+    run = kernel.run(method, losses, finite, reset, extras)
+    outputs, nonfinite_state = controller_outputs(run.scales, ctrl.adjustment_range, base, finite)
+    # what the torch path's step_block calls leave in the controller
+    for attr, value in run.final.items():
+        setattr(method, attr, torch.from_numpy(value))
+    ctrl._step += n
+    ctrl._skipped_steps = ctrl._skipped_steps + int(n - finite.sum())
+    ctrl._nonfinite_state = ctrl._nonfinite_state + nonfinite_state
+    if extras:
+        ok = finite.copy()
+        for v in extras.values():
+            ok &= np.isfinite(v).all(axis=1)
+        ctrl._nonfinite_extras = ctrl._nonfinite_extras + int((finite & ~ok).sum())
+    if progress is not None:
+        for done in epoch_steps:
+            if done:
+                progress(done)
+    return ReplayArrays(outputs, run.state, True)
+
+
 def replay_weighting_fast(
     trace: Trace,
     method: str,
@@ -261,6 +371,7 @@ def replay_weighting_fast(
     loss_input: str | None = None,
     restart_on_stage_change: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    kernels: bool | None = None,
     **method_params: Any,
 ) -> ReplayResult:
     """Replay `AdaptiveLossWeighting(method=...)` over a trace's step rows in dry-run.
@@ -268,6 +379,11 @@ def replay_weighting_fast(
     Same result (frame columns, dtypes and values, bit for bit) as the per-step reference
     replay (`tests/reference_replay.py`), one `step_block` per epoch instead of one call per
     step. `progress(n)` is called after each epoch with its number of steps.
+
+    The per-step recursive methods (uncertainty, IMTL-L, FAMO, GradNorm, log-loss) run
+    their recursion in a compiled kernel where numba is installed (`kernels`, see
+    :func:`replay_single`): then equal to the torch path within 1e-6 relative, with the
+    same clamp flags and state, instead of bit for bit.
     """
     inputs = weighting_inputs(
         trace,
@@ -275,38 +391,19 @@ def replay_weighting_fast(
         restart_on_stage_change=restart_on_stage_change,
         method=method,
     )
-    comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
+    comps, epochs = inputs.components, inputs.epochs
     ctrl = _controller(
         method, comps, inputs.base[0], None, adjustment_range=adjustment_range, **method_params
     )
-    n, c = losses_np.shape
-    losses = torch.from_numpy(losses_np.astype(np.float64))
-    bufs: dict[str, torch.Tensor] = {
-        k: torch.empty((n, c), dtype=torch.bool if k == "clamped" else torch.float64)
-        for k in _FRAME_KEYS
-    }
-    skipped = torch.empty(n, dtype=torch.bool)
-    state: dict[str, torch.Tensor] = {}
-
-    def on_block(a: int, b: int, out: Any) -> None:
-        for k, buf in bufs.items():
-            buf[a:b].copy_(getattr(out, k))
-        skipped[a:b].copy_(out.skipped)
-        for k, v in out.method_state.items():
-            if k not in state:
-                state[k] = torch.empty((n, *v.shape[1:]), dtype=v.dtype)
-            state[k][a:b].copy_(v)
-
-    _drive(ctrl, inputs, losses, on_block, progress)
+    res = replay_single(ctrl, inputs, progress, kernels=kernels)
     # Frame columns are (strided) views of the (T, C) buffers: no further copies.
     cols: dict[str, Any] = {"step": trace.steps["step"].to_numpy(), "epoch": epochs}
     for k, prefix in _FRAME_KEYS.items():
-        arr = bufs[k].numpy()
+        arr = res.outputs[k]
         for j, name in enumerate(comps):
             cols[f"{prefix}/{name}"] = arr[:, j]
-    cols["skipped"] = skipped.numpy()
-    for k, t in state.items():
-        arr = t.numpy()
+    cols["skipped"] = res.outputs["skipped"]
+    for k, arr in res.state.items():
         if arr.ndim == 1:
             cols[f"{method}/{k}"] = arr
         else:

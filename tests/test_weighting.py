@@ -1145,7 +1145,10 @@ def test_fast_replay_frame_equals_per_step_replay(method: str) -> None:
     params = dict(method_class(method).example_params)
     done: list[int] = []
     old = replay_weighting(trace, method, adjustment_range=0.4, **params)
-    new = replay_weighting_fast(trace, method, adjustment_range=0.4, progress=done.append, **params)
+    # the torch path (a compiled kernel equals it within 1e-6: tests/test_kernels.py)
+    new = replay_weighting_fast(
+        trace, method, adjustment_range=0.4, progress=done.append, kernels=False, **params
+    )
     assert list(new.frame.columns) == list(old.frame.columns)
     pd.testing.assert_frame_equal(new.frame, old.frame, check_exact=True)
     assert new.params == old.params and new.names == old.names and new.run_id == old.run_id
@@ -1169,7 +1172,7 @@ def test_sweep_equals_separate_fast_replays(method: str) -> None:
     names = {"proposed": "proposed/weight", "deltas": "delta", "clamped": "clamped"}
     names["scales"] = "scale"
     for j, cfg in enumerate(configs):
-        frame = replay_weighting_fast(trace, method, **cfg).frame
+        frame = replay_weighting_fast(trace, method, kernels=False, **cfg).frame
         for key, prefix in names.items():
             for i, comp in enumerate(trace.components):
                 np.testing.assert_array_equal(res[key][:, j, i], frame[f"{prefix}/{comp}"])

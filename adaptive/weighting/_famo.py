@@ -1,7 +1,12 @@
 """FAMO: Fast Adaptive Multitask Optimization (Liu, Liu, Ji, Stone & Liu, NeurIPS 2023).
 
-"FAMO: Fast Adaptive Multitask Optimization" (arXiv:2306.03792), Algorithm 1, as in the
-authors' reference code (``famo.py``: ``gamma = 0.01``, ``w_lr = 0.025``). Task logits
+"FAMO: Fast Adaptive Multitask Optimization" (arXiv:2306.03792), Algorithm 1, with the
+authors' reference code's update and defaults (``famo.py``: ``gamma = 0.01``,
+``w_lr = 0.025``) but not all of it: their ``min_losses`` (a known lower bound subtracted
+from each loss, 0 by default) is not offered, and their clip of the shared parameters'
+gradient norm (``max_norm = 1`` after the weighted backward) acts on the model's
+gradient, not on the weights, so it is left to the trainer (docs/ADAPTIVE_LOSS.md,
+"Against their references"). Task logits
 ``ξ`` (init 0), ``z = softmax(ξ)``; the step minimises ``Σ_i z_i log L_i / c`` with
 ``c = Σ_j z_j / L_j`` held constant, i.e. applies the weights::
 

@@ -12,8 +12,11 @@ ourselves (no autograd, no optimiser of the trainer)::
 
 and apply scales ``C · e^{s_c} / Σ_j e^{s_j}`` (mean 1). The scales in force at step
 ``t`` come from ``s`` before step ``t`` is observed. How fast ``s`` moves depends on the
-losses' magnitude (``e^s L`` is in the loss's units) until it reaches the equilibrium;
-the clip bounds a step for outliers and keeps every update finite.
+losses' magnitude (``e^s L`` is in the loss's units) until it reaches the equilibrium.
+The clip keeps every update finite, and it binds whenever ``e^s L > 1 + grad_clip``
+(> 2 at the default), not only on outliers: with ``init="zero"`` from the first step for
+every loss above 2, until ``s`` has come down (docs/ADAPTIVE_LOSS.md, "Against their
+references"). A large ``grad_clip`` gives the paper's plain gradient steps.
 
 ``init="first"`` (ours, like the uncertainty method's anchor) starts each ``s_c`` at
 ``-log L_c`` of its first positive finite loss, the optimum for that step, instead of

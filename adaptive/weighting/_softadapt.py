@@ -17,6 +17,13 @@ Scale awareness (as in the paper): the plain rate ``s`` carries the losses' unit
 is invariant to a common rescaling of the losses. The loss-weighted variant multiplies
 by the loss itself, so components of larger magnitude get more weight (by design).
 
+Against the authors' package (``softadapt``; docs/ADAPTIVE_LOSS.md, "Against their
+references"), which differs in three places: its rate is a finite-difference slope over a
+window of the last ``n`` losses (ours: the two-point ``L(t-1) - L(t-2)``); its
+loss-weighted variant multiplies by the window's mean loss (ours: the last loss); its
+normalised variant divides by ``Σ s`` (ours: ``Σ |s|``; a signed sum flips every rate's sign
+when the losses fall overall). Its softmax also adds 1e-8 to the denominator.
+
 Robustness (ours): steps with a non-finite loss leave the state unchanged; before two
 finite steps the rates are 0 (neutral); a zero ``Σ|s|`` gives neutral rates; in the
 loss-weighted variant a non-positive loss counts as 0 and, if every ``L_j exp(β s_j)``

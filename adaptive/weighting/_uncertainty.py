@@ -52,8 +52,9 @@ total loss ``Σ w_c L_c`` never goes negative for non-negative losses, unlike ``
 ``objective``.
 
 Step 0 under ``anchor="none"``: the anchors are only known once a step has been observed,
-so the scales of a component's first step are neutral (1; all components' at step 0),
-and Kendall's ``∝ 1/L`` weights start at its next step (where ``s = log L(0)``).
+so at step 0 every ``s`` is 0 and every scale is 1; Kendall's ``∝ 1/L`` weights start at
+step 1 (where ``s = log L(0)``). A component whose first positive loss comes later keeps
+``s = 0`` until then (weighted as a loss of 1 would be).
 """
 
 from __future__ import annotations

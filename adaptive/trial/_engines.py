@@ -9,12 +9,15 @@ the driver, which writes it into the run folder).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,130 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise TrialError(f"--address {address}: cannot reach the Ray cluster ({exc})") from None
 
 
+#: Ray's variables for token authentication (https://docs.ray.io/en/latest/ray-security/token-auth.html)
+_AUTH_MODE, _AUTH_TOKEN, _AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+#: Ray's default token file (`ray get-auth-token --generate` writes it; a local `ray.init` too)
+_DEFAULT_TOKEN = Path("~/.ray/auth_token")
+#: Ray's logger that warns, on every local start, that token authentication is on
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether `host` names this machine (an address of it can be bound here)."""
+    try:
+        ip = socket.gethostbyname(host)
+        with socket.socket() as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Ray's C++ client logs each failed attempt on file descriptor 2: hide those lines
+    while probing (the probe's own result is reported in one line)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _probe(address: str) -> None:
+    """Ask the cluster's GCS for its id: raises Ray's `AuthenticationError` at once when
+    the cluster wants a token this driver does not send (ray.init would retry ~20 s)."""
+    from ray._raylet import GcsClient
+
+    with _stderr_silenced():
+        GcsClient(address=address)
+
+
+def _enable_token_auth() -> None:
+    """Turn on Ray's token authentication in this driver (its config is cached: refresh)."""
+    os.environ[_AUTH_MODE] = "token"
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _authenticate(address: str) -> str | None:
+    """Connect to an existing cluster the way Ray authenticates a driver.
+
+    Ray turns token authentication on in a driver only for a cluster it finds itself
+    (`--address auto`); with an explicit address the driver sends no token unless
+    RAY_AUTH_MODE=token is set, and a cluster started with token authentication (the
+    default once a token exists) refuses it. So when the cluster asks for a token: a
+    token given in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is sent; on the head node itself
+    (the address is this machine's) Ray's default token file ~/.ray/auth_token is sent;
+    otherwise one line says what to set. RAY_AUTH_MODE set by the user is left alone.
+    Returns how the driver authenticated (for the progress line), or None.
+    """
+    if address in ("auto", "local") or "://" in address:
+        return None  # Ray's own discovery and auth (auto), or Ray Client
+    from ray.exceptions import AuthenticationError
+
+    try:
+        _probe(address)
+        return None
+    except AuthenticationError:
+        pass
+    except Exception:  # let ray.init report anything else
+        return None
+    host = address.rpartition(":")[0]
+    given = os.environ.get(_AUTH_MODE)
+    if os.environ.get(_AUTH_TOKEN):
+        source = f"the token in {_AUTH_TOKEN}"
+    elif os.environ.get(_AUTH_TOKEN_PATH):
+        source = f"the token file {_AUTH_TOKEN_PATH}={os.environ[_AUTH_TOKEN_PATH]}"
+    elif _is_this_machine(host) and _DEFAULT_TOKEN.expanduser().is_file():
+        source = f"this machine's token file {_DEFAULT_TOKEN}"
+    else:
+        raise TrialError(
+            f"--address {address}: the cluster requires Ray token authentication: set "
+            f"{_AUTH_TOKEN} to its token (`ray get-auth-token` on the head node prints it) "
+            f"or {_AUTH_TOKEN_PATH} to a file holding it (docs/TRIAL.md)"
+        )
+    if given is None or given.lower() != "token":
+        if given is not None:  # the user chose another mode: do not override it
+            raise TrialError(
+                f"--address {address}: the cluster requires Ray token authentication but "
+                f"{_AUTH_MODE}={given}; set {_AUTH_MODE}=token (docs/TRIAL.md)"
+            )
+        _enable_token_auth()
+    try:
+        _probe(address)
+    except AuthenticationError:
+        raise TrialError(
+            f"--address {address}: the cluster refused {source} (Ray token "
+            "authentication): give the head node's token (`ray get-auth-token` there prints "
+            f"it) in {_AUTH_TOKEN} (docs/TRIAL.md)"
+        ) from None
+    return source
+
+
+@contextlib.contextmanager
+def _quiet_auth_banner() -> Iterator[None]:
+    """Hide the warning Ray logs on every local start that token authentication is on
+    (it stays on: a local cluster for a trial gets a token like any other)."""
+    logger = logging.getLogger(_AUTH_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @dataclass
 class RayEngine:
     """Each run is a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs, on the
@@ -154,7 +281,12 @@ class RayEngine:
     `working_dir` for a cluster without this package installed). A task lost with its
     worker or node is retried once by Ray (`max_retries=1`); a run lost twice is reported
     and the trial stops with the list (finished runs are kept; the same command retries
-    the rest)."""
+    the rest).
+
+    A local cluster keeps its session (logs, sockets, spilled objects) in a temporary
+    folder of its own, removed after the trial (kept, and named, when the trial fails);
+    an explicit `address` authenticates with Ray's token where the cluster asks for one
+    (`_authenticate`)."""
 
     address: str | None = None
     cpus_per_run: float = 1.0
@@ -163,6 +295,10 @@ class RayEngine:
     runtime_env: dict[str, Any] | None = None
     #: runs train in a scratch folder on their node: an unfinished run starts over
     resumes = False
+    #: the local cluster's session folder while it runs (None: no local cluster)
+    session_dir: Path | None = field(default=None, init=False, repr=False)
+    #: how this driver authenticated to the cluster at `address` (None: no token needed)
+    authenticated_with: str | None = field(default=None, init=False, repr=False)
 
     def describe(self) -> str:
         where = f"Ray cluster {self.address}" if self.address else "local Ray cluster"
@@ -170,7 +306,7 @@ class RayEngine:
 
     def check(self) -> None:
         """Refuse, before anything is trained or written: no ray, bad resources, an
-        address that cannot be reached."""
+        address that cannot be reached or whose cluster wants a token this driver lacks."""
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -181,8 +317,11 @@ class RayEngine:
             raise TrialError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
         if self.address:
             _check_reachable(self.address)
+            auth = _authenticate(self.address)
+            if auth:  # a second check finds the token already on
+                self.authenticated_with = auth
 
-    def _init(self) -> tuple[Any, bool]:
+    def _init(self, progress: Callable[[str], None] = lambda _: None) -> tuple[Any, bool]:
         """(ray, whether this call connected it and so disconnects after the trial)."""
         self.check()
         import ray
@@ -202,17 +341,41 @@ class RayEngine:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
                 raise TrialError(f"--address {self.address}: {first}") from None
+            if self.authenticated_with:
+                progress(f"authenticated to {self.address} with {self.authenticated_with}")
         else:
             # workers import this package from the driver's environment
             os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-            ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, **kw)
+            num_cpus = self.num_cpus or os.cpu_count() or 1
+            # Ray's session folder (logs, sockets) in a folder of this trial's own, removed
+            # after it; a short path: Unix socket paths are limited to ~107 bytes
+            self.session_dir = Path(tempfile.mkdtemp(prefix="adaptive-ray-"))
+            start = time.perf_counter()
+            try:
+                with _quiet_auth_banner():
+                    ray.init(num_cpus=num_cpus, _temp_dir=str(self.session_dir), **kw)
+            except BaseException:
+                self._remove_session()
+                raise
+            progress(
+                f"started a local Ray cluster ({num_cpus} CPUs) in "
+                f"{time.perf_counter() - start:.1f} s; its session folder {self.session_dir} "
+                "is removed after the trial"
+            )
         return ray, True
+
+    def _remove_session(self) -> None:
+        if self.session_dir is not None:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+            self.session_dir = None
 
     def run(self, jobs: Sequence[Job], done: Done, progress: Callable[[str], None]) -> None:
         if not jobs:
             return
-        ray, owned = self._init()
+        ray, owned = self._init(progress)
         from ray.exceptions import RayTaskError
+
+        ok = False
 
         try:
             task = ray.remote(
@@ -258,6 +421,12 @@ class RayEngine:
                     + "; ".join(lost)
                     + ". Finished runs are kept: run the same command again to retry them"
                 )
+            ok = True
         finally:
             if owned:
                 ray.shutdown()
+                if ok or self.session_dir is None:
+                    self._remove_session()
+                else:  # Ray's logs of the failed trial: keep them, say where
+                    progress(f"Ray's session folder (logs) kept in {self.session_dir}")
+                    self.session_dir = None

@@ -162,10 +162,17 @@ class UncertaintyWeighting(TensorStateMethod):
     later_params: ClassVar[dict[str, Any]] = {"step_limit": True}  # checkpoints before it
     example_params: ClassVar[dict[str, Any]] = {"lr": 0.05}
     aggressive_params: ClassVar[dict[str, Any]] = {"lr": 0.2}
-    invalid_params = (("lr", -0.01), ("lr", 0.0), ("s_min", 20.0), ("beta1", 1.0), ("eps", -3.0))
+    invalid_params = (
+        ("lr", -0.01),
+        ("lr", 0.0),
+        ("s_min", 20.0),
+        ("beta1", 1.0),
+        ("eps", -3.0),
+        ("step_limit", "yes"),
+    )
     sweep_configs = (
         {"lr": 0.2, "adjustment_range": 0.05},
-        {"lr": 0.01, "beta1": 0.5, "beta2": 0.9},
+        {"lr": 0.01, "beta1": 0.5, "beta2": 0.9, "step_limit": False},
         {"lr": 0.05, "s_min": -0.5, "s_max": 0.7, "eps": 1e-3, "adjustment_range": 2.0},
         {},
     )

@@ -62,6 +62,10 @@ def test_every_command_answers_bad_input_in_one_line(files: dict[str, Path], tmp
     for cmd in (["replay", "-m", "dwa"], ["compare", "-m", "dwa"]):
         cases += [[*cmd, missing], [*cmd, d], [*cmd, text], [*cmd, str(files["nocols"])]]
     sweep = ["sweep", "-m", "dwa", "-g", "temperature=1,2"]
+
+    def imp(kind: str, source: str) -> list[str]:  # into tmp_path, not ./runs
+        return ["import", kind, source, "-c", "a=loss_a", "-o", str(tmp_path / "i.parquet")]
+
     cases += [[*sweep, missing], [*sweep, d], [*sweep, text]]
     cases += [
         ["replay", tr, "-m", "nosuch"],
@@ -98,15 +102,15 @@ def test_every_command_answers_bad_input_in_one_line(files: dict[str, Path], tmp
         ["train", "--config", missing],
         ["train", "--set", "model.nosuch=1"],
         ["train", "--resume", d],
-        ["demo", "--set", "model.nosuch=1"],
-        ["import", "csv", missing, "-c", "a=loss_a"],
-        ["import", "csv", d, "-c", "a=loss_a"],
-        ["import", "csv", str(files["empty_csv"]), "-c", "a=loss_a"],
-        ["import", "csv", str(files["header_csv"]), "-c", "a=loss_a"],
-        ["import", "tensorboard", missing, "-c", "a=loss_a"],
-        ["import", "tensorboard", text, "-c", "a=loss_a"],
-        ["import", "mlflow", missing, "-c", "a=loss_a"],
-        ["import", "mlflow", d, "-c", "a=loss_a"],
+        ["demo", "--set", "model.nosuch=1", "-o", str(tmp_path / "d2")],
+        imp("csv", missing),
+        imp("csv", d),
+        imp("csv", str(files["empty_csv"])),
+        imp("csv", str(files["header_csv"])),
+        imp("tensorboard", missing),
+        imp("tensorboard", text),
+        imp("mlflow", missing),
+        imp("mlflow", d),
         ["trial", "--seeds", "2"],  # no candidate
     ]
     bad = []
@@ -119,8 +123,11 @@ def test_every_command_answers_bad_input_in_one_line(files: dict[str, Path], tmp
     assert not bad, "\n".join(map(str, bad))
 
 
-def test_header_only_csv_names_the_real_problem(files: dict[str, Path]) -> None:
-    res = runner.invoke(app, ["import", "csv", str(files["header_csv"]), "-c", "a=loss_a"])
+def test_header_only_csv_names_the_real_problem(files: dict[str, Path], tmp_path: Path) -> None:
+    out = str(tmp_path / "t.parquet")
+    res = runner.invoke(
+        app, ["import", "csv", str(files["header_csv"]), "-c", "a=loss_a", "-o", out]
+    )
     one_line(res, "but no rows")
     assert "available: none" not in res.stderr
 

@@ -337,10 +337,11 @@ def test_csv_wide_and_long(tmp_path: Path) -> None:
 
 def test_csv_bad_input(tmp_path: Path) -> None:
     (tmp_path / "nostep.csv").write_text("loss_a,loss_b\n1,2\n3,4\n")
-    res = runner.invoke(app, ["import", "csv", str(tmp_path / "nostep.csv"), "-c", "loss_a"])
+    out = ["-o", str(tmp_path / "t.parquet")]  # not the default ./runs
+    res = runner.invoke(app, ["import", "csv", str(tmp_path / "nostep.csv"), "-c", "loss_a", *out])
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and "no step column" in res.stderr
-    res = runner.invoke(app, ["import", "csv", str(tmp_path / "missing.csv"), "-c", "a"])
+    res = runner.invoke(app, ["import", "csv", str(tmp_path / "missing.csv"), "-c", "a", *out])
     assert res.exit_code == 2 and "no such file" in res.stderr
     (tmp_path / "ok.csv").write_text("step,loss_a\n0,1\n1,2\n")
     res = runner.invoke(

@@ -152,8 +152,10 @@ def compare(
         if foreign and base and v.next_step.startswith("try it live"):
             # your own trainer takes the pick as a file (--adaptive-config PATH)
             dest = out / f"recommended-{_safe(v.label)}.toml"
-            text = recommended_toml(base, given, source=source or "", by="compare", path=str(dest))
-            config_path = write_text(dest, text)
+            snippet = recommended_toml(
+                base, given, source=source or "", by="compare", path=str(dest)
+            )
+            config_path = write_text(dest, snippet)
             files.append(config_path)
         nxt = whole_command(
             v.next_step, list(traces.values()), base, given, source, config_path=config_path

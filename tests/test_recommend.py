@@ -289,3 +289,5 @@ def test_compare_on_a_foreign_trace_writes_the_file_its_advice_names(tmp_path: P
     assert flag == "--adaptive-config" and Path(path).is_file()
     assert controllers_from_config(path, ["a", "b", "c"]).method == "dwa"
     assert argv[argv.index("--metric") + 1] == "valfree/YawAbsDeg"
+    md = (out / "recommendation.md").read_text()  # the advice is in the report, not a config
+    assert "Replay is open loop" in md and "--adaptive-config" in md and "[adaptive]" not in md

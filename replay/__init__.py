@@ -5,7 +5,8 @@ of a folder and writes its tables and figures (`adaptive replay`); `compare` / `
 several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
 `sweep_runs` also writes a sweep's outputs (`adaptive sweep`, `adaptive demo`);
 `trial_advice` is the next step after them, a pasteable `adaptive trial` command;
-`stability_metrics` / `stability_table` / `recommend` judge what they did. Whether a run
+`stability_metrics` / `stability_table` / `recommend` judge what they did; `prefilter` tells
+`adaptive tune` when a controller would be inert or pinned at its clamp. Whether a run
 ends better is the outcome trial's question: it trains, so it lives in `adaptive.trial`.
 """
 
@@ -25,6 +26,7 @@ from replay._engine import (
 )
 from replay._params import adaptive_param_overrides, merged_params, parse_params
 from replay._plots import method_title, plot_result, plot_scheduler, plot_weighting
+from replay._prefilter import prefilter
 from replay._runs import load_runs
 from replay._stability import (
     METRIC_DOCS,
@@ -85,6 +87,7 @@ __all__ = [
     "plot_result",
     "plot_scheduler",
     "plot_weighting",
+    "prefilter",
     "reason_counts",
     "recommend",
     "recommended_toml",

@@ -375,8 +375,52 @@ def load_config(
         cfg = merge(cfg, extra)
     for text in overrides:
         keys, value = parse_override(text)
-        cfg = merge(cfg, nest(keys, value))
+        if len(keys) >= 3 and keys[0] == "schedule" and keys[1] != "stages":
+            cfg = set_stage_value(cfg, keys[1:], value)
+        else:
+            cfg = merge(cfg, nest(keys, value))
     return validate_config(cfg)
+
+
+STAGE_ENDS = ("start", "end")
+
+
+def set_stage_value(cfg: Config, keys: list[str], value: Any) -> Config:
+    """`schedule.STAGE.KEY[.start|.end]=value`: one value of one stage of the schedule (STAGE
+    its name or 0-based index), so a schedule's stage lengths and end points can be set, and
+    searched, one at a time instead of replacing the whole stage list. `.start` / `.end`
+    set one end of a ramp (a constant becomes a ramp); KEY alone sets both."""
+    where = "schedule." + ".".join(keys)
+    stages = [dict(s) for s in cfg["schedule"]["stages"]]
+    names = [str(s.get("name", i)) for i, s in enumerate(stages)]
+    ref = keys[0]
+    idx = int(ref) if ref.isdigit() and int(ref) < len(stages) else None
+    if idx is None and ref in names:
+        idx = names.index(ref)
+    if idx is None:
+        raise ConfigError(
+            f"{where}: no stage {ref!r}; the schedule's stages are {', '.join(names)} "
+            f"(or 0-{len(stages) - 1})"
+        )
+    key, end = keys[1], keys[2] if len(keys) > 2 else None
+    settable = [k for k in STAGE_KEYS if k not in ("name", "loss_weights")]
+    if key not in settable or len(keys) > 3 or (end is not None and end not in STAGE_ENDS):
+        raise ConfigError(
+            f"{where}: expected schedule.STAGE.KEY or schedule.STAGE.KEY.start|end with KEY "
+            f"one of {', '.join(settable)}"
+        )
+    stage = stages[idx]
+    if end is None or key == "epochs":
+        if end is not None:
+            raise ConfigError(f"{where}: epochs has no start or end")
+        stage[key] = value
+    else:
+        cur = stage.get(key, cfg["train"]["lr"] if key == "lr" else None)
+        lo, hi = _ramp(where, cur)
+        stage[key] = [value, hi] if end == "start" else [lo, value]
+    out = copy.deepcopy(cfg)
+    out["schedule"]["stages"] = validate_stages(stages)
+    return out
 
 
 # ---------------------------------------------------------------------------- TOML output

@@ -18,7 +18,40 @@ from adaptive.trial._report import DEFAULT_METRIC, DEFAULT_REDUCE, TrialResult, 
 from adaptive.trial._runner import run_trial
 from adaptive.trial._targets import CommandTarget
 
-__all__ = ["run_trial_command"]
+__all__ = ["command_target", "make_engine", "run_trial_command"]
+
+
+def make_engine(
+    engine: str, jobs: int, cpus_per_run: float, gpus_per_run: float, address: str | None
+) -> LocalEngine | RayEngine:
+    """The engine `--engine`, `--jobs`, `--cpus-per-run`, `--gpus-per-run` and `--address`
+    name (`adaptive trial` and `adaptive tune` alike), refusing a combination that mixes
+    them."""
+    if engine not in ("pool", "ray"):
+        raise UsageError(f"--engine must be pool or ray, got {engine!r}")
+    if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):
+        raise UsageError("--address, --cpus-per-run and --gpus-per-run go with --engine ray")
+    if engine == "ray":
+        local_cpus = max(1, round(jobs * cpus_per_run)) if jobs > 1 else None
+        return RayEngine(address, cpus_per_run, gpus_per_run, local_cpus)
+    return LocalEngine(jobs)
+
+
+def command_target(
+    command: str | None,
+    baseline_args: str,
+    config: object,
+    sets: Sequence[str],
+    quick: bool,
+    epochs: int | None,
+) -> CommandTarget | None:
+    """`--command`'s target (None: the reference trainer), refusing the reference trainer's
+    own options beside it."""
+    if command is None:
+        return None
+    if config or sets or quick or epochs is not None:
+        raise UsageError("--config, --set, --quick and --epochs are for the reference trainer")
+    return CommandTarget(command, baseline_args)
 
 
 def run_trial_command(
@@ -86,19 +119,8 @@ def run_trial_command(
             else "\"adaptive.loss='dwa'\" (config overrides separated by ';', or a config file)"
         )
         raise UsageError(f"give at least one --candidate, e.g. --candidate {example}")
-    if engine not in ("pool", "ray"):
-        raise UsageError(f"--engine must be pool or ray, got {engine!r}")
-    if engine == "pool" and (address or cpus_per_run != 1.0 or gpus_per_run):
-        raise UsageError("--address, --cpus-per-run and --gpus-per-run go with --engine ray")
-    target = None
-    if command is not None:
-        if config or sets or quick or epochs is not None:
-            raise UsageError("--config, --set, --quick and --epochs are for the reference trainer")
-        target = CommandTarget(command, baseline_args)
-    runner: LocalEngine | RayEngine = LocalEngine(jobs)
-    if engine == "ray":
-        local_cpus = max(1, round(jobs * cpus_per_run)) if jobs > 1 else None
-        runner = RayEngine(address, cpus_per_run, gpus_per_run, local_cpus)
+    runner = make_engine(engine, jobs, cpus_per_run, gpus_per_run, address)
+    target = command_target(command, baseline_args, config, sets, quick, epochs)
     return run_trial(
         Path(out),
         candidates,

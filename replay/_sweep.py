@@ -341,6 +341,9 @@ def recommended_toml(
     head += "# Use it with\n"
     head += f"#   the reference trainer:  adaptive train --config {where}\n"
     head += (
+        f"#     (a trial of it first: adaptive trial --candidate {where} --seeds 10 --placebo)\n"
+    )
+    head += (
         f"#   your own loop:          adaptive.controllers_from_config({pyname}, "
         "components=[...])\n"
         "#                           (.weighting / .scheduler; docs/INTEGRATION.md)\n"

@@ -311,6 +311,30 @@ def test_lbtw_default_is_the_runs_first_step() -> None:
     np.testing.assert_array_equal(default, run)
 
 
+def test_lbtw_reference_in_checkpoints() -> None:
+    """A checkpoint from before `reference` (no such key) loads as the default "run"; an
+    "epoch" one is refused by a "run" controller, and resumes the epoch resets."""
+    run = AdaptiveLossWeighting(NAMES, method="lbtw", log_every=0)
+    for row in LOSSES[:5]:
+        run(dict(zip(NAMES, row.tolist(), strict=True)))
+    old = run.state_dict()
+    assert "reference" not in old["config"]["method_params"]  # as written before it existed
+    fresh = AdaptiveLossWeighting(NAMES, method="lbtw", log_every=0)
+    fresh.load_state_dict(old)
+    assert fresh.state_dict() == old
+    per_epoch = AdaptiveLossWeighting(NAMES, method="lbtw", reference="epoch", log_every=0)
+    per_epoch(dict(zip(NAMES, LOSSES[0].tolist(), strict=True)))
+    saved = per_epoch.state_dict()
+    assert saved["config"]["method_params"]["reference"] == "epoch"
+    with pytest.raises(ValueError, match="reference"):
+        fresh.load_state_dict(saved)
+    resumed = AdaptiveLossWeighting(NAMES, method="lbtw", reference="epoch", log_every=0)
+    resumed.load_state_dict(saved)
+    for ctrl in (per_epoch, resumed):
+        ctrl.end_epoch()
+        assert math.isnan(ctrl.method_impl._initial[0, 0].item())  # L(0) forgotten
+
+
 # ----------------------------------------------------------------------------- SoftAdapt
 def _softadapt_reference(
     losses: np.ndarray, beta: float, normalized: bool, loss_weighted: bool

@@ -181,6 +181,25 @@ def test_lightning_callback_takes_a_config(tmp_path: Path) -> None:
         AdaptiveCallback(tmp_path / "t.parquet", components=["a"], config=sched)
 
 
+def test_lightning_fit_with_a_recommended_file_applies_it(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    from adaptive.integrations.lightning import AdaptiveCallback
+    from tests.test_lightning import _fit
+
+    rec = _write(tmp_path / "r.toml", recommended_toml("dwa", {"temperature": 1.0}))
+    trace = tmp_path / "run" / "trace.parquet"
+    cb = AdaptiveCallback(trace, components=["reg", "cls"], config=rec)
+    _fit(tmp_path, cb, 4)
+    tr = read_trace(trace)
+    assert tr.run["adaptive_config"]["adaptive"]["dwa"]["temperature"] == 1.0
+    applied = tr.steps[["weight/reg", "weight/cls"]].to_numpy()
+    assert np.abs(applied - 1.0).max() > 1e-3  # applied, not dry-run
+    result = replay(tr, "dwa", temperature=1.0)
+    np.testing.assert_allclose(
+        result.frame[["proposed/weight/reg", "proposed/weight/cls"]], applied, rtol=1e-6
+    )
+
+
 def test_recommended_file_header_says_how_to_use_it(tmp_path: Path) -> None:
     dest = tmp_path / "my runs" / "recommended.toml"
     text = recommended_toml("dwa", {"temperature": 2.0}, source="t.parquet", path=str(dest))

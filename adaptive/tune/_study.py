@@ -66,7 +66,7 @@ JOURNAL = "study.journal"
 RUNS = "runs"
 CONFIRM = "confirm"
 #: The reference trainer's keys that choose a controller (searched before the settings).
-SELECTORS = ("adaptive.loss", "adaptive.scheduler", "adaptive.scheduler_law")
+SELECTORS = ("adaptive.loss", "adaptive.scheduler", "adaptive.scheduler_law.law")
 #: Percentile of the other configurations' values (at the same seeds) above which a
 #: configuration is pruned: only the worst quarter stops early.
 PRUNE_PERCENTILE = 75.0
@@ -121,8 +121,14 @@ class _Adapter:
         trainer: the key survives `effective_config`; any other target: always)."""
         if not self.reference or name.startswith("schedule."):
             return True
-        cfg = self.config(chosen)
-        node: Any = effective_config(cfg or {})
+        cfg = self.config(chosen) or {}
+        parts = name.split(".")
+        if parts[:2] == ["adaptive", "scheduler_law"] and len(parts) > 2 and parts[2] != "law":
+            law = cfg["adaptive"]["scheduler_law"]
+            own = parts[2] if isinstance(law.get(parts[2]), Mapping) else "guard"
+            if own != law.get("law", "guard"):  # another law's parameter: inert
+                return False
+        node: Any = effective_config(cfg)
         for part in name.split("."):
             if not isinstance(node, Mapping) or part not in node:
                 return False
@@ -426,10 +432,16 @@ def run_tune(
         trial = study.ask()
         values = suggest(space, trial, ad.live, [p.name for p in ad.selectors(space)])
         arm = ad.arm(values, name=f"trial {trial.number}")
-        key = target.fingerprint(arm)
-        trial.set_user_attr("key", key)
         trial.set_user_attr("overrides", list(arm.overrides))
-        cfg = ad.config(values)
+        try:
+            cfg = ad.config(values)
+            key = target.fingerprint(arm)
+        except (TuneError, TrialError) as exc:  # a combination the trainer refuses
+            trial.set_user_attr("skipped", f"invalid configuration: {exc}")
+            say(f"trial {trial.number}: skipped (invalid configuration: {exc})")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.set_user_attr("key", key)
         trial.set_user_attr("fixed", ad.fixed(values))
         if (
             prefilter is not None

@@ -138,7 +138,7 @@ def _token_loss(outputs: dict, labels: torch.Tensor, num_items_in_batch=None) ->
     return la + lb, {"a": la, "b": lb}
 
 
-def _token_run(path: Path, grad_accum: int) -> None:
+def _token_run(path: Path, grad_accum: int) -> list[dict]:
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(64, 8, 4, generator=gen)
     labels = torch.randint(0, 3, (64, 8), generator=gen)
@@ -160,12 +160,14 @@ def _token_run(path: Path, grad_accum: int) -> None:
         disable_tqdm=True,
         seed=0,
         label_names=["labels"],  # forward() does not take them: keep them for the loss
+        logging_steps=1,
     )
     trainer = AdaptiveTrainer(
         model=_Tokens(), args=args, train_dataset=rows, compute_loss_func=_token_loss, adaptive=cb
     )
     trainer.remove_callback(transformers.PrinterCallback)
     trainer.train()
+    return trainer.state.log_history
 
 
 def test_num_items_in_batch_weights_micro_batches_by_their_tokens(tmp_path: Path) -> None:
@@ -173,11 +175,21 @@ def test_num_items_in_batch_weights_micro_batches_by_their_tokens(tmp_path: Path
     tokens, so two micro-batches of 16 record and train the token mean of one batch of 32
     (weighting them by samples would not: their token counts differ)."""
     _token_run(tmp_path / "one" / "trace.parquet", 1)
-    _token_run(tmp_path / "two" / "trace.parquet", 2)
+    logs = _token_run(tmp_path / "two" / "trace.parquet", 2)
     a, b = (read_trace(tmp_path / n / "trace.parquet") for n in ("one", "two"))
     assert len(a.steps) == len(b.steps) == 3 * 2
     cols = ["loss/a", "loss/b", "grad_norm"]
     np.testing.assert_allclose(b.steps[cols].to_numpy(), a.steps[cols].to_numpy(), rtol=1e-5)
+    # the Trainer's own logs (logging_steps=1) carry each component of each step
+    steps = [e for e in logs if "loss" in e]
+    assert len(steps) == 6
+    got = [[e["loss_a"], e["loss_b"]] for e in steps]
+    np.testing.assert_allclose(got, b.steps[["loss/a", "loss/b"]].to_numpy(), rtol=1e-6)
+    # and their weighted total is the loss the Trainer logs
+    total = (
+        b.steps[["loss/a", "loss/b"]].to_numpy() * b.steps[["weight/a", "weight/b"]].to_numpy()
+    ).sum(1)
+    np.testing.assert_allclose([e["loss"] for e in steps], total, rtol=1e-5)
 
 
 def test_micro_batch_shares_and_fixed_weights_within_a_step(tmp_path: Path) -> None:

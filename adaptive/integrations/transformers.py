@@ -9,6 +9,7 @@ Install with ``pip install 'adaptive-replay[transformers]'``. Two pieces (docs/I
 * `AdaptiveTrainer` (``Trainer`` with `AdaptiveTrainerMixin`; put the mixin in front of your
   own ``Trainer`` subclass the same way): its ``compute_loss`` takes the per-component losses
   and returns their weighted total. A callback cannot change the loss, so the trainer does.
+  Its training logs also get each component's mean since the last log (``loss_<name>``).
 
 The per-component losses come from the model, ``outputs["losses"] = {"reg": ..., "cls": ...}``
 (a dict or ``ModelOutput``), or from ``compute_loss_func(outputs, labels,
@@ -204,6 +205,8 @@ class AdaptiveTrainerCallback(TrainerCallback):
         self._lr: Any = None
         self._step = 0  # optimizer steps recorded
         self._epoch: int | None = None
+        self._log_sum: Tensor | None = None  # Σ of step means since the Trainer last logged
+        self._log_steps = 0
 
     # ---------------------------------------------------------------- losses
     def _stack(self, losses: Any) -> Tensor:
@@ -338,6 +341,17 @@ class AdaptiveTrainerCallback(TrainerCallback):
             )
         self._grad_norm = None
         self._step += 1
+        self._log_sum = mean if self._log_sum is None else self._log_sum + mean
+        self._log_steps += 1
+
+    def logged_losses(self) -> dict[str, float]:
+        """The mean of each component over the optimizer steps since the last call
+        (`loss_<name>` in the Trainer's logs), then start over; {} when there were none."""
+        if self._log_sum is None:
+            return {}
+        means = (self._log_sum / self._log_steps).tolist()
+        self._log_sum, self._log_steps = None, 0
+        return {f"loss_{c}": m for c, m in zip(self.components, means, strict=True)}
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._recorder is not None:
@@ -447,6 +461,13 @@ class AdaptiveTrainerMixin:
         if isinstance(outputs, Mapping):  # the evaluation loop reads tensors, not the dict
             outputs = {k: v for k, v in outputs.items() if k != self.adaptive.losses_key}
         return loss, outputs
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's training logs gain each component's mean since the last log
+        (`loss_reg`, `loss_cls`, ...: to TensorBoard, W&B and the others it reports to)."""
+        if "loss" in logs:
+            logs = {**logs, **self.adaptive.logged_losses()}
+        super().log(logs, *args, **kwargs)  # type: ignore[misc]
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]

@@ -4,6 +4,8 @@ The recorder keeps the step and epoch counters for you, checks the component nam
 step, detaches tensors (no host synchronisation per step: values reach the host in one batch
 at each flush) and takes a weighting controller's diagnostics as they are, so a plain
 PyTorch loop records the same trace `adaptive train` does and `adaptive replay` reads it.
+`TraceRecorder(..., config="recommended.toml")` also builds the controllers that file switches
+on (`adaptive.controllers_from_config`) as `rec.weighting` / `rec.scheduler`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Install with ``pip install 'adaptive-replay[lightning]'``. The convention (docs/
   as ``adaptive_loss``) forms the total to optimise, with the controller's applied weights
   when ``dry_run=False``; those weights are then in ``self.adaptive_loss.weights``.
 
+``AdaptiveCallback(..., config="recommended.toml")`` runs the loss weighting a recommended
+file names (built by ``adaptive.controllers_from_config``) instead of ``method=...``.
+
 A module that runs a teacher-forcing / free-run schedule passes what the scheduler laws
 read, so `adaptive replay --method scheduler` works on the trace: ``schedule`` (the values
 this batch used), ``regime`` (1 when it drew a free-run rollout), ``loss_tf_total`` and

@@ -92,6 +92,7 @@ def _uncertainty(
     n, c = losses.shape
     log_a = np.empty(c)
     ex = np.empty(c)
+    eu = np.empty(c)
     for j in range(c):
         log_a[j] = 0.0 if anchor[j] != anchor[j] else math.log(anchor[j])
     w1, w2 = 1.0 - beta1, 1.0 - beta2
@@ -123,7 +124,12 @@ def _uncertainty(
             out_scales[i, j] = ex[j] * k
             s = log_a[j] - u[j]
             out_log_var[i, j] = s
-            objective += math.exp(-s) * losses[i, j] + s
+            # exp(-s) = exp(u) / a (torch: exp(-s); equal within a few ulps for anchors
+            # in float32's range); exp(u) also serves the update below
+            eu[j] = math.exp(u[j])
+            objective += (eu[j] if anchor[j] != anchor[j] else eu[j] / anchor[j]) * losses[
+                i, j
+            ] + s
         out_objective[i] = objective
         for j in range(c):
             out_step_limited[i, j] = 0.0
@@ -142,7 +148,7 @@ def _uncertainty(
             step = lr / (1.0 - b1p[j])
             f = 1.0 / (math.sqrt(1.0 - b2p[j]) * step)
             e = eps / step
-            grad = 1.0 + math.exp(u[j]) * neg
+            grad = 1.0 + eu[j] * neg
             if grad < -grad_clip:  # torch.maximum (a NaN stays NaN)
                 grad = -grad_clip
             grad_sq = grad * grad
@@ -217,6 +223,8 @@ def _famo(
     z = np.empty(c)
     d = np.empty(c)
     delta = np.empty(c)
+    # beta**t as running products (torch: a pow per update; equal within a few ulps)
+    b1p, b2p = _BETA1 ** t[0], _BETA2 ** t[0]
     for i in range(n):
         if reset[i]:
             for j in range(c):
@@ -225,6 +233,7 @@ def _famo(
                 v[j] = 0.0
                 prev[j] = math.nan
             t[0] = 0.0
+            b1p, b2p = 1.0, 1.0
         _softmax_plain(xi, c, z)
         # scales_at: z / (L + 1e-8), normalised, where every shifted loss is > 0
         ok = finite[i]
@@ -255,8 +264,10 @@ def _famo(
             for j in range(c):
                 zd += z[j] * delta[j]
             t1 = t[0] + 1.0
-            bc1 = 1.0 - _BETA1**t1
-            bc2_sqrt = math.sqrt(1.0 - _BETA2**t1)
+            b1p *= _BETA1
+            b2p *= _BETA2
+            bc1 = 1.0 - b1p
+            bc2_sqrt = math.sqrt(1.0 - b2p)
             for j in range(c):
                 grad = z[j] * (delta[j] - zd) + gamma * xi[j]
                 m[j] = _lerp(m[j], grad, 1.0 - _BETA1)

@@ -139,10 +139,16 @@ def train(
     return cb
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        print(f"hf_trainer.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str]) -> int:
     transformers.logging.set_verbosity_error()
     if "--out" in argv:  # one run (a trial target)
-        p = argparse.ArgumentParser(prog="hf_trainer.py")
+        p = _Parser(prog="hf_trainer.py")
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--method", choices=["none", "dwa", "uncertainty"], default="none")

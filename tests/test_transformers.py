@@ -289,6 +289,10 @@ def test_example_records_replays_and_refuses_bad_input(tmp_path: Path, capsys) -
     assert ex.main(["--seed", "0", "--out", str(tmp_path / "demo" / "dwa")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "a trace is already there" in err
+    with pytest.raises(SystemExit) as exit_:
+        ex.main(["--seed", "0", "--out", str(tmp_path / "x"), "--batch", "30", "--grad-accum", "4"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and "--batch 30" in err
 
 
 def test_example_is_a_trial_command_target(tmp_path: Path, monkeypatch) -> None:

@@ -6,6 +6,7 @@ and examples/hf_trainer.py as an `adaptive trial --command` target."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -309,3 +310,80 @@ def test_example_is_a_trial_command_target(tmp_path: Path, monkeypatch) -> None:
     assert len(runs) == 1 + 4
     trace = read_trace(tmp_path / "trial" / "dwa" / "seed1" / "trace.parquet")
     assert trace.run["seed"] == 1 and np.abs(trace.steps[W].to_numpy() - 1).max() > 0.01
+
+
+DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import importlib.util
+import os
+import torch
+spec = importlib.util.spec_from_file_location("ex", sys.argv[1])
+ex = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ex)
+import transformers
+from adaptive.integrations.transformers import AdaptiveTrainer, AdaptiveTrainerCallback
+
+rank = int(os.environ["RANK"])
+out = Path(sys.argv[2])
+seen = {"local": [], "weights": []}
+
+
+class Spy(AdaptiveTrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        seen["local"].append(self._sum.tolist())  # this rank's step mean, before reduction
+        super().on_step_end(args, state, control, **kw)
+        seen["weights"].append([float(w) for w in self.weights.values()])
+
+
+transformers.logging.set_verbosity_error()
+transformers.set_seed(0)
+cb = Spy(out / f"rank{rank}" / "trace.parquet", components=ex.COMPONENTS, method="dwa",
+         dry_run=False, temperature=2.0)
+args = transformers.TrainingArguments(
+    output_dir=str(out / "hf"), per_device_train_batch_size=16, gradient_accumulation_steps=2,
+    num_train_epochs=3, learning_rate=0.05, optim="sgd", lr_scheduler_type="constant",
+    eval_strategy="epoch", save_strategy="no", report_to="none", use_cpu=True,
+    disable_tqdm=True, seed=0, ddp_find_unused_parameters=False,
+)
+trainer = AdaptiveTrainer(model=ex.TwoHead(), args=args, train_dataset=ex.Rows(ex._x[:512],
+    ex._labels[:512]), eval_dataset=ex.Rows(ex._x[512:], ex._labels[512:]),
+    compute_metrics=ex.metrics, adaptive=cb)
+trainer.remove_callback(transformers.PrinterCallback)
+trainer.train()
+(out / f"seen{rank}.json").write_text(json.dumps(seen))
+"""
+
+
+def test_two_processes_share_weights_and_rank_zero_writes_the_mean(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo), 2 micro-batches per step: each rank's step mean
+    goes into one all-reduce, both ranks apply the same weights, rank 0 alone writes the
+    trace, which holds the mean over ranks and replays to the weights applied."""
+    import json
+    import socket
+    import subprocess
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    cmd += [str(script), str(EXAMPLE), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = [json.loads((tmp_path / f"seen{k}.json").read_text()) for k in (0, 1)]
+    assert not (tmp_path / "rank1" / "trace.parquet").exists()
+    t = read_trace(tmp_path / "rank0" / "trace.parquet")
+    assert len(t.steps) == 3 * 8  # 256 samples per rank and epoch, 32 per optimizer step
+    local = np.array([s["local"] for s in seen])  # (rank, step, component)
+    assert np.abs(local[0] - local[1]).max() > 1e-3  # the ranks saw different data
+    np.testing.assert_allclose(t.steps[["loss/reg", "loss/cls"]], local.mean(0), rtol=1e-6)
+    assert seen[0]["weights"] == seen[1]["weights"]  # the same weights on both ranks
+    applied = t.steps[W].to_numpy()
+    np.testing.assert_allclose(applied, seen[0]["weights"], rtol=1e-6)
+    assert np.abs(applied - 1.0).max() > 0.01
+    assert _rel(replay(t, "dwa", temperature=2.0).frame[P].to_numpy(), applied) <= 1e-6
+    assert t.epochs["metric/mse"].notna().all() and len(t.epochs) == 3

@@ -11,28 +11,26 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from adaptive import __version__
 from adaptive.cli_support import (
-    PhaseProgress,
-    StepProgress,
     TrainBar,
-    load_runs,
+    compare_command,
+    import_command,
+    inspect_lines,
     one_line,
-    read_warning_lines,
     registered_placeholder,
     replay_clash,
+    replay_command,
+    sweep_command,
     tidy_help,
-    train_config,
+    train_command_config,
 )
-from adaptive.errors import InputError, UsageError
-
-if TYPE_CHECKING:
-    from adaptive.trace import Trace
+from adaptive.errors import InputError
 
 BUG_REPORT = (
     "this is a bug in adaptive {version}, not a problem with your input: please report it "
@@ -147,16 +145,6 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _load_runs(path: Path) -> dict[str, Trace]:
-    """Runs under PATH (a trace, a run folder, a folder of runs, a hive dataset)."""
-    return load_runs(path, _err)
-
-
-def _default_out(path: Path, name: str) -> Path:
-    """Where outputs about PATH go by default: beside a trace, inside a folder of runs."""
-    return (path.parent if path.name.endswith(".parquet") else path) / name
-
-
 @app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="Trace: a .parquet file or a directory of parts.")],
@@ -167,13 +155,7 @@ def inspect(
 
         adaptive inspect runs/demo/trace.parquet
     """
-    from adaptive.trace import part_files, read_trace
-    from replay import trace_summary
-
-    trace = read_warning_lines(read_trace, path, _err)
-    dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
-    parts = max((len(part_files(d)) for d in dirs), default=0)
-    typer.echo("\n".join(trace_summary(trace, parts, path)))
+    typer.echo("\n".join(inspect_lines(path, _err)))
 
 
 @app.command()
@@ -230,20 +212,12 @@ def replay_cmd(
 
         adaptive replay runs/demo/trace.parquet --method dwa --param temperature=2
     """
-    from replay import merged_params, parse_params, replay_runs
-
-    given = parse_params([method], param or [])[method]
-    params = merged_params(given, "--adjustment-range", adjustment_range)
-    runs = _load_runs(path)
-    base = out if out is not None else _default_out(path, "replays")
-    total = sum(len(t.steps) for t in runs.values())
-    with StepProgress(total, f"replay {method}", quiet) as bar:
-        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
-    typer.echo(res.text())
+    typer.echo(replay_command(path, method, param, adjustment_range, out, fmt, quiet, _err))
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
     set_: Annotated[
         list[str] | None, _set("Override a config key: section.key=value (repeatable).")
@@ -321,29 +295,7 @@ def train(
     """
     from adaptive.train.run import run_training
 
-    flags = {
-        "run": {"epochs": epochs, "out": str(out) if out else None, "name": name},
-        "data": {"source": "bvh", "path": str(data)} if data is not None else {},
-        "adaptive": {
-            "loss": adaptive_loss,
-            "dry_run": adaptive_dry_run,
-            "adjustment_range": adjustment_range,
-            "loss_adjustment_range": adaptive_loss_range,
-            "scheduler_adjustment_range": adaptive_scheduler_range,
-            "log_every": adaptive_log_every,
-            "scheduler": adaptive_scheduler,
-            "adjustment_rate": adaptive_adjustment_rate,
-            "update_interval": adaptive_update_interval,
-            "use_epoch_metrics": adaptive_use_epoch_metrics,
-        },
-    }
-    flags["run"].update(seed=seed, device=device)
-    cfg = train_config(config, set_ or [], flags, resume)
-    if adaptive_param:  # the active controllers are known once the config is resolved
-        from replay import adaptive_param_overrides
-
-        flags["adaptive"].update(adaptive_param_overrides(cfg["adaptive"], adaptive_param))
-        cfg = train_config(config, set_ or [], flags, resume)
+    cfg = train_command_config(ctx.params)  # the options by name, as the config resolves them
     summary = run_training(
         cfg, resume=resume is not None, quiet=quiet, progress=TrainBar, echo=typer.echo
     )
@@ -388,24 +340,7 @@ def compare(
 
         adaptive compare runs/base/trace.parquet --laws
     """
-    methods = list(dict.fromkeys(method or ([] if laws else ["dwa", "uncertainty", "scheduler"])))
-    if laws:
-        from adaptive.scheduler import available_laws
-
-        methods += [
-            f"scheduler:{law}" for law in available_laws() if f"scheduler:{law}" not in methods
-        ]
-    from replay import compare as run_compare
-    from replay import parse_params
-
-    params = parse_params(methods, param or [])  # refuses an unknown method or parameter
-    runs = _load_runs(path)
-    dest = out if out is not None else _default_out(path, "compare")
-    with StepProgress(len(runs) * len(methods), "compare", quiet, unit="replays") as bar:
-        res = run_compare(
-            runs, methods, dest, params=params, fmt=fmt, progress=bar, source=str(path)
-        )
-    typer.echo("\n".join(res.report()))
+    typer.echo("\n".join(compare_command(path, method, laws, param, out, fmt, quiet, _err)))
 
 
 @app.command()
@@ -433,18 +368,7 @@ def sweep(
 
         adaptive sweep runs/base/trace.parquet -m dwa -g temperature=1,2 -g adjustment_range=0.1,0.3
     """
-    from replay import grid_configs, parse_grid, parse_params, sweep_runs
-
-    g = parse_grid(method, grid)
-    fixed = parse_params([method], param or [])[method]
-    runs = _load_runs(path)
-    dest = out if out is not None else _default_out(path, f"sweep-{method}")
-    n = len(grid_configs(g)) * len(runs)
-    with StepProgress(n, f"sweep {method}", quiet, unit="replays") as bar:
-        res = sweep_runs(
-            runs, method, g, dest, fixed=fixed, fmt=fmt, progress=bar, source=str(path)
-        )
-    typer.echo(res.text())
+    typer.echo(sweep_command(path, method, grid, param, out, fmt, quiet, _err))
 
 
 @app.command()
@@ -618,11 +542,9 @@ def demo(
     typer.echo("\n".join(res.report()))
 
 
-IMPORTERS = {"tensorboard": "import_tensorboard", "mlflow": "import_mlflow", "csv": "import_csv"}
-
-
 @app.command("import")
 def import_cmd(
+    ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="The log's kind: tensorboard, mlflow or csv.")],
     source: Annotated[
         str | None,
@@ -674,31 +596,7 @@ def import_cmd(
 
         adaptive import csv wandb_export.csv -c fk=train/loss_fk -c rot=train/loss_rot
     """
-    import adaptive.importers as imp
-
-    if kind not in IMPORTERS:
-        raise UsageError(f"import: kind must be tensorboard, mlflow or csv, got {kind!r}")
-    if source is None and kind != "mlflow":
-        raise UsageError(
-            f"import {kind}: give the {'log directory' if kind == 'tensorboard' else 'CSV file'}"
-        )
-    if step_column is not None and kind != "csv":
-        raise UsageError("--step-column is for csv imports only")
-    with PhaseProgress(quiet) as bar:
-        opts = imp.ImportOptions(
-            components=imp.parse_mapping(component or [], "--component"),
-            patterns=tuple(components or ()),
-            metrics=imp.parse_mapping(metric or [], "--metric"),
-            split=split,
-            run=run,
-            steps_per_epoch=steps_per_epoch,
-            epoch_tag=epoch_tag,
-            run_id=run_id,
-            step_column=step_column,
-            progress=bar,
-        )
-        src = (source or "mlruns") if kind == "mlflow" else Path(source or "")
-        report = imp.import_to_runs(getattr(imp, IMPORTERS[kind]), src, opts, out)
+    report = import_command(**ctx.params)  # the options are import_command's keywords
     typer.echo("\n".join(report.lines()))
 
 

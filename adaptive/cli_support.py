@@ -1,4 +1,7 @@
-"""Helpers of the `adaptive` command line: progress bars, tidy help texts, train's config.
+"""Helpers of the `adaptive` command line: progress bars, tidy help texts, and the commands'
+work behind their options (`inspect_lines`, `replay_command`, `compare_command`,
+`sweep_command`, `train_command_config`, `import_command`), so `cli.py` only declares options
+and prints.
 
 Torch-free and typer-free at import (the library never imports the CLI's toolkit), so
 `adaptive COMMAND --help` stays fast: help texts name registered methods through
@@ -17,9 +20,13 @@ from adaptive.errors import UsageError
 from adaptive.names import REGISTERED, registered
 
 __all__ = [
+    "IMPORTERS",
     "PhaseProgress",
     "StepProgress",
     "TrainBar",
+    "compare_command",
+    "import_command",
+    "inspect_lines",
     "keep_examples",
     "load_runs",
     "one_line",
@@ -27,7 +34,10 @@ __all__ = [
     "read_warning_lines",
     "registered_placeholder",
     "replay_clash",
+    "replay_command",
+    "sweep_command",
     "tidy_help",
+    "train_command_config",
     "train_config",
 ]
 
@@ -76,6 +86,193 @@ def load_runs(path: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     for rid in empty:
         echo(f"warning: {path}: run {rid!r} has no step rows (evaluations only): left out")
     return {rid: tr for rid, tr in runs.items() if rid not in empty}
+
+
+def default_out(path: Path, name: str) -> Path:
+    """Where outputs about PATH go by default: beside a trace, inside a folder of runs."""
+    return (path.parent if path.name.endswith(".parquet") else path) / name
+
+
+def inspect_lines(path: Path, echo: Callable[[str], None]) -> list[str]:
+    """`adaptive inspect PATH`: the trace's summary (`replay.trace_summary`), with its part
+    count; skipped parts as warning lines to `echo`."""
+    from adaptive.trace import part_files, read_trace
+    from replay import trace_summary
+
+    trace = read_warning_lines(read_trace, path, echo)
+    dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
+    parts = max((len(part_files(d)) for d in dirs), default=0)
+    return trace_summary(trace, parts, path)
+
+
+def replay_command(
+    path: Path,
+    method: str,
+    param: Sequence[str] | None,
+    adjustment_range: float | None,
+    out: Path | None,
+    fmt: str,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> str:
+    """`adaptive replay`: replay `method` over the runs under `path`; the text it prints."""
+    from replay import merged_params, parse_params, replay_runs
+
+    given = parse_params([method], param or [])[method]
+    params = merged_params(given, "--adjustment-range", adjustment_range)
+    runs = load_runs(path, echo)
+    base = out if out is not None else default_out(path, "replays")
+    total = sum(len(t.steps) for t in runs.values())
+    with StepProgress(total, f"replay {method}", quiet) as bar:
+        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
+    return res.text()
+
+
+def compare_command(
+    path: Path,
+    method: Sequence[str] | None,
+    laws: bool,
+    param: Sequence[str] | None,
+    out: Path | None,
+    fmt: str,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> list[str]:
+    """`adaptive compare`: replay the methods (default dwa, uncertainty and scheduler; with
+    `laws` the scheduler once per registered law) over the runs under `path`; its report."""
+    methods = list(dict.fromkeys(method or ([] if laws else ["dwa", "uncertainty", "scheduler"])))
+    if laws:
+        from adaptive.scheduler import available_laws
+
+        methods += [
+            f"scheduler:{law}" for law in available_laws() if f"scheduler:{law}" not in methods
+        ]
+    from replay import compare as run_compare
+    from replay import parse_params
+
+    params = parse_params(methods, param or [])  # refuses an unknown method or parameter
+    runs = load_runs(path, echo)
+    dest = out if out is not None else default_out(path, "compare")
+    with StepProgress(len(runs) * len(methods), "compare", quiet, unit="replays") as bar:
+        res = run_compare(
+            runs, methods, dest, params=params, fmt=fmt, progress=bar, source=str(path)
+        )
+    return list(res.report())
+
+
+def sweep_command(
+    path: Path,
+    method: str,
+    grid: Sequence[str],
+    param: Sequence[str] | None,
+    out: Path | None,
+    fmt: str,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> str:
+    """`adaptive sweep`: replay every configuration of `grid`; the ranked text it prints."""
+    from replay import grid_configs, parse_grid, parse_params, sweep_runs
+
+    g = parse_grid(method, list(grid))
+    fixed = parse_params([method], param or [])[method]
+    runs = load_runs(path, echo)
+    dest = out if out is not None else default_out(path, f"sweep-{method}")
+    n = len(grid_configs(g)) * len(runs)
+    with StepProgress(n, f"sweep {method}", quiet, unit="replays") as bar:
+        res = sweep_runs(
+            runs, method, g, dest, fixed=fixed, fmt=fmt, progress=bar, source=str(path)
+        )
+    return res.text()
+
+
+#: `adaptive train`'s options that set one config key: option -> (section, key).
+TRAIN_FLAGS = {
+    "epochs": ("run", "epochs"),
+    "out": ("run", "out"),
+    "name": ("run", "name"),
+    "seed": ("run", "seed"),
+    "device": ("run", "device"),
+    "adaptive_loss": ("adaptive", "loss"),
+    "adaptive_dry_run": ("adaptive", "dry_run"),
+    "adjustment_range": ("adaptive", "adjustment_range"),
+    "adaptive_loss_range": ("adaptive", "loss_adjustment_range"),
+    "adaptive_scheduler_range": ("adaptive", "scheduler_adjustment_range"),
+    "adaptive_log_every": ("adaptive", "log_every"),
+    "adaptive_scheduler": ("adaptive", "scheduler"),
+    "adaptive_adjustment_rate": ("adaptive", "adjustment_rate"),
+    "adaptive_update_interval": ("adaptive", "update_interval"),
+    "adaptive_use_epoch_metrics": ("adaptive", "use_epoch_metrics"),
+}
+
+
+def train_command_config(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`adaptive train`'s resolved config from its options by name (`TRAIN_FLAGS`, `config`,
+    `set_`, `data`, `resume`, `adaptive_param`; not given: None), as `train_config`
+    resolves them; `--adaptive-param` values apply to the controllers the config turns on."""
+    flags: dict[str, dict[str, Any]] = {"run": {}, "data": {}, "adaptive": {}}
+    for option, (section, key) in TRAIN_FLAGS.items():
+        value = options.get(option)
+        flags[section][key] = str(value) if isinstance(value, Path) else value
+    if options.get("data") is not None:
+        flags["data"] = {"source": "bvh", "path": str(options["data"])}
+    config, sets, resume = options.get("config"), options.get("set_") or [], options.get("resume")
+    cfg = train_config(config, sets, flags, resume)
+    if options.get("adaptive_param"):  # the active controllers are known once resolved
+        from replay import adaptive_param_overrides
+
+        extra = adaptive_param_overrides(cfg["adaptive"], options["adaptive_param"])
+        flags["adaptive"].update(extra)
+        cfg = train_config(config, sets, flags, resume)
+    return cfg
+
+
+#: `adaptive import KIND`: the importer of each kind in `adaptive.importers`.
+IMPORTERS = {"tensorboard": "import_tensorboard", "mlflow": "import_mlflow", "csv": "import_csv"}
+
+
+def import_command(
+    kind: str,
+    source: str | None,
+    *,
+    component: Sequence[str] | None = None,
+    components: Sequence[str] | None = None,
+    metric: Sequence[str] | None = None,
+    split: str = "val",
+    run: str | None = None,
+    step_column: str | None = None,
+    steps_per_epoch: int | None = None,
+    epoch_tag: str = "epoch",
+    run_id: str | None = None,
+    out: Path | None = None,
+    quiet: bool = False,
+) -> Any:
+    """`adaptive import KIND SOURCE` with its options: the `ImportReport` of the trace
+    written; a bad combination is a `UsageError`."""
+    import adaptive.importers as imp
+
+    if kind not in IMPORTERS:
+        raise UsageError(f"import: kind must be tensorboard, mlflow or csv, got {kind!r}")
+    if source is None and kind != "mlflow":
+        raise UsageError(
+            f"import {kind}: give the {'log directory' if kind == 'tensorboard' else 'CSV file'}"
+        )
+    if step_column is not None and kind != "csv":
+        raise UsageError("--step-column is for csv imports only")
+    with PhaseProgress(quiet) as bar:
+        opts = imp.ImportOptions(
+            components=imp.parse_mapping(component or [], "--component"),
+            patterns=tuple(components or ()),
+            metrics=imp.parse_mapping(metric or [], "--metric"),
+            split=split,
+            run=run,
+            steps_per_epoch=steps_per_epoch,
+            epoch_tag=epoch_tag,
+            run_id=run_id,
+            step_column=step_column,
+            progress=bar,
+        )
+        src = (source or "mlruns") if kind == "mlflow" else Path(source or "")
+        return imp.import_to_runs(getattr(imp, IMPORTERS[kind]), src, opts, out)
 
 
 def train_config(

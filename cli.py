@@ -509,6 +509,85 @@ def trial(
     typer.echo("\n".join(res.lines()))
 
 
+def _opt(help: str, *names: str) -> Any:
+    """An option with its help (short spellings in `names`)."""
+    return typer.Option(*names, help=help)
+
+
+@app.command()
+def tune(
+    ctx: typer.Context,
+    space: Annotated[
+        list[str] | None,
+        _opt(
+            "NAME=SPEC: float(lo,hi), log(lo,hi), int(lo,hi) "
+            "or choice(a,b,...); NAME a config key (schedule.STAGE.KEY[.start|.end] "
+            "for the stages) or, with --command, an argument. Repeatable."
+        ),
+    ] = None,
+    space_file: Annotated[Path | None, _opt("A TOML file with a [tune.space] table.")] = None,
+    trials: Annotated[int, _opt("Configurations in all (a resumed search counts its own).")] = 20,
+    seeds: Annotated[int, _opt("Development seeds every configuration runs on.")] = 3,
+    first_seed: Annotated[int, _opt("The first development seed.")] = 0,
+    confirm_seeds: Annotated[int, _opt("Held-out seeds confirming the frozen best (0: none).")] = 0,
+    confirm_first_seed: Annotated[int, _opt("The first held-out seed.")] = 1000,
+    metric: Annotated[str | None, _opt("Objective, split/name (default: the trial's).")] = None,
+    reduce: Annotated[str | None, _opt("final or lastK (default: the trial's).")] = None,
+    higher_is_better: Annotated[bool, _opt("The objective is accuracy-like.")] = False,
+    prune: Annotated[bool, _opt("Stop configurations worse than 3 in 4 others early.")] = True,
+    prefilter: Annotated[bool, _opt("Skip controllers replay shows inert or pinned.")] = True,
+    audit_skipped: Annotated[int, _opt("Train this many skipped ones anyway, to check.")] = 0,
+    command: Annotated[str | None, _opt("Your trainer, as for adaptive trial --command.")] = None,
+    baseline_args: Annotated[str, _opt("With --command: the baseline's {overrides}.")] = "",
+    override_format: Annotated[
+        str, _opt("With --command: how one parameter goes into {overrides}.")
+    ] = "--{name} {value}",
+    storage: Annotated[str | None, _opt("An Optuna storage URL shared by workers.")] = None,
+    study_name: Annotated[str, _opt("The study's name in the storage.")] = "tune",
+    sampler_seed: Annotated[int, _opt("Seed of the TPE sampler.")] = 0,
+    config: Annotated[Path | None, _opt("Base training config (TOML).", "--config")] = None,
+    sets: Annotated[list[str] | None, _set("Override a training config key.")] = None,
+    epochs: Annotated[int | None, _opt("Epochs per run.")] = None,
+    quick: Annotated[bool, _opt("The trial's smaller task and 8 epochs.")] = False,
+    engine: Annotated[str, _opt("Where runs execute: pool or ray.")] = "pool",
+    jobs: Annotated[int, _opt("Runs at a time (the seeds of a configuration).")] = 1,
+    cpus_per_run: Annotated[float, _opt("--engine ray: CPUs per run.")] = 1.0,
+    gpus_per_run: Annotated[float, _opt("--engine ray: GPUs per run.")] = 0.0,
+    address: Annotated[str | None, _opt("--engine ray: an existing cluster.")] = None,
+    out: Annotated[Path | None, _out("tune-output")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Find the setting: an Optuna search over config keys (or your trainer's arguments),
+    each configuration on the same development seeds and paired against the current one,
+    then the best frozen and confirmed once on held-out seeds (docs/TUNE.md).
+
+    The study lives in --out (study.journal): the same command resumes and reuses every
+    finished run. Writes tune.md, tune.csv, best.toml (or best-overrides.txt), figures.
+
+    Examples:
+
+        adaptive tune --quick --space "train.lr=log(0.0005,0.005)" --space
+        "adaptive.loss=choice(none,dwa)" --trials 6 --seeds 2 --confirm-seeds 3 --out T
+
+        adaptive tune --command 'python train.py --seed {seed} --out {run_dir} {overrides}'
+        --space "lr=log(1e-4,1e-1)" --metric val/loss --out T2
+    """
+    from adaptive.tune import run_tune_command
+
+    echo = (lambda _m: None) if quiet else _err
+    options = {k: v for k, v in ctx.params.items() if k not in ("out", "quiet", "prefilter")}
+    pre = None
+    if prefilter:
+        from replay import prefilter as pre
+    try:
+        res = run_tune_command(out or Path("tune-output"), prefilter=pre, progress=echo, **options)
+    except OSError as exc:
+        fail(one_line(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: finished runs are kept; run the same command again to resume", 130)
+    typer.echo("\n".join(res.lines()))
+
+
 @app.command()
 def demo(
     out: Annotated[Path | None, _out("demo-output/<time>")] = None,

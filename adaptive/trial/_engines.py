@@ -337,7 +337,8 @@ class RayEngine:
             kw["runtime_env"] = self.runtime_env
         if self.address:
             try:
-                ray.init(address=self.address, **kw)
+                with _quiet_auth_banner():  # `auto` turns the token on with the same warning
+                    ray.init(address=self.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
                 raise TrialError(f"--address {self.address}: {first}") from None

@@ -19,14 +19,10 @@ from typer.core import TyperGroup
 from adaptive import __version__
 from adaptive.cli_support import (
     TrainBar,
-    compare_command,
     import_command,
-    inspect_lines,
     one_line,
     registered_placeholder,
     replay_clash,
-    replay_command,
-    sweep_command,
     tidy_help,
     train_command_config,
 )
@@ -155,6 +151,8 @@ def inspect(
 
         adaptive inspect runs/demo/trace.parquet
     """
+    from replay._commands import inspect_lines
+
     typer.echo("\n".join(inspect_lines(path, _err)))
 
 
@@ -212,6 +210,8 @@ def replay_cmd(
 
         adaptive replay runs/demo/trace.parquet --method dwa --param temperature=2
     """
+    from replay._commands import replay_command
+
     typer.echo(replay_command(path, method, param, adjustment_range, out, fmt, quiet, _err))
 
 
@@ -294,8 +294,10 @@ def train(
         adaptive train --adaptive-loss dwa --adaptive-param temperature=1 --adaptive-dry-run
     """
     from adaptive.train.run import run_training
+    from replay import adaptive_param_overrides
 
-    cfg = train_command_config(ctx.params)  # the options by name, as the config resolves them
+    # the options by name, as the config resolves them
+    cfg = train_command_config(ctx.params, adaptive_param_overrides)
     summary = run_training(
         cfg, resume=resume is not None, quiet=quiet, progress=TrainBar, echo=typer.echo
     )
@@ -340,6 +342,8 @@ def compare(
 
         adaptive compare runs/base/trace.parquet --laws
     """
+    from replay._commands import compare_command
+
     typer.echo("\n".join(compare_command(path, method, laws, param, out, fmt, quiet, _err)))
 
 
@@ -368,6 +372,8 @@ def sweep(
 
         adaptive sweep runs/base/trace.parquet -m dwa -g temperature=1,2 -g adjustment_range=0.1,0.3
     """
+    from replay._commands import sweep_command
+
     typer.echo(sweep_command(path, method, grid, param, out, fmt, quiet, _err))
 
 

@@ -1,7 +1,7 @@
 """Helpers of the `adaptive` command line: progress bars, tidy help texts, and the commands'
-work behind their options (`inspect_lines`, `replay_command`, `compare_command`,
-`sweep_command`, `train_command_config`, `import_command`), so `cli.py` only declares options
-and prints.
+work behind their options (`train_command_config`, `import_command`; the replay commands'
+work is `replay._commands`, since the library never imports replay), so `cli.py` only
+declares options and prints.
 
 Torch-free and typer-free at import (the library never imports the CLI's toolkit), so
 `adaptive COMMAND --help` stays fast: help texts name registered methods through
@@ -24,18 +24,13 @@ __all__ = [
     "PhaseProgress",
     "StepProgress",
     "TrainBar",
-    "compare_command",
     "import_command",
-    "inspect_lines",
     "keep_examples",
-    "load_runs",
     "one_line",
     "progress_bar",
     "read_warning_lines",
     "registered_placeholder",
     "replay_clash",
-    "replay_command",
-    "sweep_command",
     "tidy_help",
     "train_command_config",
     "train_config",
@@ -65,126 +60,6 @@ def read_warning_lines(reader: Callable[[Path], T], path: Path, echo: Callable[[
     return result
 
 
-def load_runs(path: Path, echo: Callable[[str], None]) -> dict[str, Any]:
-    """The runs under `path` for replay, compare and sweep (`replay.load_runs`, its skipped
-    parts as warning lines to `echo`). Where no run has step rows (a trace with no rows, or
-    evaluations only) it is refused in one line (`TraceError`): there is nothing to replay.
-    A run without step rows beside others is left out with a warning line; a trial folder
-    is refused with the commands that read its runs."""
-    from adaptive.trace import TraceError
-    from adaptive.trace._folders import trial_folder_message
-    from replay import load_runs as load
-
-    trial = trial_folder_message(path)
-    if trial is not None:  # its arms' runs would read as one folder of runs
-        raise TraceError(trial)
-    runs = read_warning_lines(load, path, echo)
-    empty = [rid for rid, tr in runs.items() if len(tr.steps) == 0]
-    if not runs or len(empty) == len(runs):
-        rows = "no rows" if not runs else "evaluation rows only"
-        raise TraceError(f"{path}: no step rows to replay (the trace holds {rows})")
-    for rid in empty:
-        echo(f"warning: {path}: run {rid!r} has no step rows (evaluations only): left out")
-    return {rid: tr for rid, tr in runs.items() if rid not in empty}
-
-
-def default_out(path: Path, name: str) -> Path:
-    """Where outputs about PATH go by default: beside a trace, inside a folder of runs."""
-    return (path.parent if path.name.endswith(".parquet") else path) / name
-
-
-def inspect_lines(path: Path, echo: Callable[[str], None]) -> list[str]:
-    """`adaptive inspect PATH`: the trace's summary (`replay.trace_summary`), with its part
-    count; skipped parts as warning lines to `echo`."""
-    from adaptive.trace import part_files, read_trace
-    from replay import trace_summary
-
-    trace = read_warning_lines(read_trace, path, echo)
-    dirs = [d for d in (path, path / "trace.parquet") if d.is_dir()]
-    parts = max((len(part_files(d)) for d in dirs), default=0)
-    return trace_summary(trace, parts, path)
-
-
-def replay_command(
-    path: Path,
-    method: str,
-    param: Sequence[str] | None,
-    adjustment_range: float | None,
-    out: Path | None,
-    fmt: str,
-    quiet: bool,
-    echo: Callable[[str], None],
-) -> str:
-    """`adaptive replay`: replay `method` over the runs under `path`; the text it prints."""
-    from replay import merged_params, parse_params, replay_runs
-
-    given = parse_params([method], param or [])[method]
-    params = merged_params(given, "--adjustment-range", adjustment_range)
-    runs = load_runs(path, echo)
-    base = out if out is not None else default_out(path, "replays")
-    total = sum(len(t.steps) for t in runs.values())
-    with StepProgress(total, f"replay {method}", quiet) as bar:
-        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
-    return res.text()
-
-
-def compare_command(
-    path: Path,
-    method: Sequence[str] | None,
-    laws: bool,
-    param: Sequence[str] | None,
-    out: Path | None,
-    fmt: str,
-    quiet: bool,
-    echo: Callable[[str], None],
-) -> list[str]:
-    """`adaptive compare`: replay the methods (default dwa, uncertainty and scheduler; with
-    `laws` the scheduler once per registered law) over the runs under `path`; its report."""
-    methods = list(dict.fromkeys(method or ([] if laws else ["dwa", "uncertainty", "scheduler"])))
-    if laws:
-        from adaptive.scheduler import available_laws
-
-        methods += [
-            f"scheduler:{law}" for law in available_laws() if f"scheduler:{law}" not in methods
-        ]
-    from replay import compare as run_compare
-    from replay import parse_params
-
-    params = parse_params(methods, param or [])  # refuses an unknown method or parameter
-    runs = load_runs(path, echo)
-    dest = out if out is not None else default_out(path, "compare")
-    with StepProgress(len(runs) * len(methods), "compare", quiet, unit="replays") as bar:
-        res = run_compare(
-            runs, methods, dest, params=params, fmt=fmt, progress=bar, source=str(path)
-        )
-    return list(res.report())
-
-
-def sweep_command(
-    path: Path,
-    method: str,
-    grid: Sequence[str],
-    param: Sequence[str] | None,
-    out: Path | None,
-    fmt: str,
-    quiet: bool,
-    echo: Callable[[str], None],
-) -> str:
-    """`adaptive sweep`: replay every configuration of `grid`; the ranked text it prints."""
-    from replay import grid_configs, parse_grid, parse_params, sweep_runs
-
-    g = parse_grid(method, list(grid))
-    fixed = parse_params([method], param or [])[method]
-    runs = load_runs(path, echo)
-    dest = out if out is not None else default_out(path, f"sweep-{method}")
-    n = len(grid_configs(g)) * len(runs)
-    with StepProgress(n, f"sweep {method}", quiet, unit="replays") as bar:
-        res = sweep_runs(
-            runs, method, g, dest, fixed=fixed, fmt=fmt, progress=bar, source=str(path)
-        )
-    return res.text()
-
-
 #: `adaptive train`'s options that set one config key: option -> (section, key).
 TRAIN_FLAGS = {
     "epochs": ("run", "epochs"),
@@ -205,10 +80,15 @@ TRAIN_FLAGS = {
 }
 
 
-def train_command_config(options: Mapping[str, Any]) -> dict[str, Any]:
+def train_command_config(
+    options: Mapping[str, Any],
+    param_overrides: Callable[[Mapping[str, Any], Sequence[str]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """`adaptive train`'s resolved config from its options by name (`TRAIN_FLAGS`, `config`,
     `set_`, `data`, `resume`, `adaptive_param`; not given: None), as `train_config`
-    resolves them; `--adaptive-param` values apply to the controllers the config turns on."""
+    resolves them; `--adaptive-param` values apply to the controllers the config turns on,
+    parsed by `param_overrides` (`replay.adaptive_param_overrides`: the CLI passes it, the
+    library never imports replay)."""
     flags: dict[str, dict[str, Any]] = {"run": {}, "data": {}, "adaptive": {}}
     for option, (section, key) in TRAIN_FLAGS.items():
         value = options.get(option)
@@ -218,9 +98,9 @@ def train_command_config(options: Mapping[str, Any]) -> dict[str, Any]:
     config, sets, resume = options.get("config"), options.get("set_") or [], options.get("resume")
     cfg = train_config(config, sets, flags, resume)
     if options.get("adaptive_param"):  # the active controllers are known once resolved
-        from replay import adaptive_param_overrides
-
-        extra = adaptive_param_overrides(cfg["adaptive"], options["adaptive_param"])
+        if param_overrides is None:
+            raise UsageError("--adaptive-param needs the parameter parser (param_overrides)")
+        extra = param_overrides(cfg["adaptive"], options["adaptive_param"])
         flags["adaptive"].update(extra)
         cfg = train_config(config, sets, flags, resume)
     return cfg

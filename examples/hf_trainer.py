@@ -12,9 +12,13 @@ One run, as the target of an outcome trial (docs/TRIAL.md); val/mse, val/acc and
 after each epoch:
 
 python examples/hf_trainer.py --seed 0 --out RUN_DIR [--method dwa] [--dry-run] [--lr 0.05]
-    [--temperature 2] [--epochs 6] [--batch 32] [--grad-accum 1]
+    [--temperature 2] [--epochs 6] [--batch 32] [--grad-accum 1] [--adaptive-config FILE]
 adaptive trial --command 'python examples/hf_trainer.py --seed {seed} --out {run_dir} {overrides}' \
     -c 'dwa: --method dwa' --metric val/mse --reduce final --seeds 4
+
+`--adaptive-config recommended.toml` runs the loss weighting a recommended file names (the
+trial candidate `--adaptive-config {path}` the advice after `adaptive sweep` prints), built by
+`adaptive.controllers_from_config` through `AdaptiveTrainerCallback(config=...)`.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def train(
     epochs: int = 6,
     batch: int = 32,
     grad_accum: int = 1,
+    config: Path | None = None,
 ) -> AdaptiveTrainerCallback:
     """Train one run into `trace`; `batch` samples per optimizer step in `grad_accum`
     micro-batches."""
@@ -104,7 +109,8 @@ def train(
         trace,
         components=COMPONENTS,
         method=method,
-        dry_run=dry_run,
+        config=config,
+        dry_run=dry_run if config is None or dry_run else None,  # else the file's
         run_info={"seed": seed, "lr": lr, "grad_accum": grad_accum},
         **params,
     )
@@ -158,7 +164,10 @@ def main(argv: list[str]) -> int:
         p.add_argument("--epochs", type=int, default=6)
         p.add_argument("--batch", type=int, default=32, help="samples per optimizer step")
         p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+        p.add_argument("--adaptive-config", type=Path, help="a recommended config file (TOML)")
         a = p.parse_args(argv)
+        if a.adaptive_config is not None and a.method != "none":
+            p.error("give either --method or --adaptive-config")
         if a.grad_accum < 1 or a.batch % a.grad_accum:
             p.error(f"--batch {a.batch} must be a multiple of --grad-accum {a.grad_accum} >= 1")
         try:
@@ -172,6 +181,7 @@ def main(argv: list[str]) -> int:
                 epochs=a.epochs,
                 batch=a.batch,
                 grad_accum=a.grad_accum,
+                config=a.adaptive_config,
             )
         except (ValueError, KeyError, TypeError, FileExistsError) as exc:
             print(f"hf_trainer.py: error: {exc}".splitlines()[0], file=sys.stderr)

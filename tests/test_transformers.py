@@ -250,6 +250,36 @@ def test_ranks_share_the_mean_losses_and_rank_zero_writes(
     assert t.steps[["loss/a", "loss/b"]].to_numpy().tolist() == [[10.0, 10.0]]
 
 
+def test_a_recommended_file_runs_its_controller(tmp_path: Path, capsys) -> None:
+    """`--adaptive-config recommended.toml` (the trial candidate the advice prints) runs the
+    file's DWA with its temperature, applied, and the trace says which file."""
+    from replay import recommended_toml
+
+    rec = tmp_path / "recommended.toml"
+    rec.write_text(recommended_toml("dwa", {"temperature": 0.5, "adjustment_range": 0.2}))
+    run = tmp_path / "run"
+    args = ["--seed", "1", "--out", str(run), "--epochs", "4", "--adaptive-config", str(rec)]
+    assert ex.main(args) == 0
+    t = read_trace(run / "trace.parquet")
+    applied = t.steps[W].to_numpy()
+    assert np.abs(applied - 1.0).max() > 0.05 and np.abs(applied - 1.0).max() <= 0.2 + 1e-6
+    assert (
+        _rel(replay(t, "dwa", temperature=0.5, adjustment_range=0.2).frame[P].to_numpy(), applied)
+        <= 1e-6
+    )
+    assert t.run["adaptive_config"]["path"] == str(rec)
+    with pytest.raises(SystemExit):
+        ex.main([*args[:4], "--method", "dwa", "--adaptive-config", str(rec)])
+    assert "either --method or --adaptive-config" in capsys.readouterr().err
+    assert (
+        ex.main(["--seed", "1", "--out", str(tmp_path / "x"), "--adaptive-config", "no.toml"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no.toml" in err
+    with pytest.raises(ValueError, match="leave out method"):
+        AdaptiveTrainerCallback("t.parquet", components=["reg", "cls"], config=rec, method="dwa")
+
+
 class _NoComponents(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

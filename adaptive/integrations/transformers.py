@@ -110,9 +110,15 @@ class AdaptiveTrainerCallback(TrainerCallback):
         base_weights: base weight per component (default 1 each).
         method: a weighting method (``"dwa"``, ``"uncertainty"``, ...) to run live, or None
             to record only (the base weights are applied).
+        config: instead of ``method``: a recommended config file (``recommended.toml``,
+            ``best.toml``) whose loss weighting to run, built by
+            ``adaptive.controllers_from_config`` (its ``[loss.weights]`` serve as base
+            weights when they name the components). A file that switches the scheduler on
+            is refused: the Trainer integration does not drive a schedule.
         dry_run: True: the controller proposes, the trace records its proposals and the base
-            weights are applied. False: its weights are applied.
-        adjustment_range: bound on the relative change of a weight.
+            weights are applied. False: its weights are applied. Default: True, with
+            ``config`` the file's ``adaptive.dry_run``.
+        adjustment_range: bound on the relative change of a weight (default 0.3).
         metrics: evaluation metrics to record (names without the ``eval_`` prefix; default:
             every numeric one but timings and ``epoch``).
         split: the split of the evaluation rows (``val``: `adaptive trial --metric val/NAME`).
@@ -131,8 +137,8 @@ class AdaptiveTrainerCallback(TrainerCallback):
         components: Sequence[str],
         base_weights: Mapping[str, float] | None = None,
         method: str | None = None,
-        dry_run: bool = True,
-        adjustment_range: float = LOSS_ADJUSTMENT_RANGE,
+        dry_run: bool | None = None,
+        adjustment_range: float | None = None,
         metrics: Sequence[str] | None = None,
         split: str = "val",
         losses_key: str = "losses",
@@ -141,6 +147,7 @@ class AdaptiveTrainerCallback(TrainerCallback):
         flush_rows: int = 10_000,
         flush_seconds: float = 10.0,
         log_every: int = 0,
+        config: str | os.PathLike[str] | None = None,
         **method_params: Any,
     ) -> None:
         if isinstance(components, str) or not components:
@@ -148,7 +155,14 @@ class AdaptiveTrainerCallback(TrainerCallback):
         comps = list(components)
         if len(set(comps)) != len(comps) or not all(isinstance(c, str) and c for c in comps):
             raise ValueError(f"components must be unique non-empty strings, got {comps!r}")
-        if not isinstance(dry_run, bool):
+        if config is not None and (
+            method is not None or method_params or adjustment_range is not None
+        ):
+            raise ValueError(
+                "config= gives the method and its parameters: leave out method, "
+                "adjustment_range and the method's parameters"
+            )
+        if dry_run is not None and not isinstance(dry_run, bool):
             raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
         if metrics is not None and (
             isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics)
@@ -158,6 +172,25 @@ class AdaptiveTrainerCallback(TrainerCallback):
             raise ValueError(f"split must name the evaluated split, e.g. 'val', got {split!r}")
         if method is None and method_params:
             raise ValueError(f"method parameters {sorted(method_params)!r} given without a method")
+        self.weighting: Any = None
+        self.config = None if config is None else Path(config)
+        self._config_info: dict[str, Any] | None = None
+        if config is not None:
+            from adaptive._recommend import controllers_from_config
+
+            ctl = controllers_from_config(
+                config, comps, base_weights=base_weights, dry_run=dry_run, log_every=log_every
+            )
+            if ctl.scheduler is not None:
+                raise ValueError(
+                    f"{config}: switches the scheduler on, which the Trainer integration does "
+                    "not drive; build it with adaptive.controllers_from_config in compute_loss"
+                )
+            self.weighting = ctl.weighting
+            self._config_info = ctl.run_info()
+            base_weights = ctl.base_weights
+            dry_run = ctl.dry_run
+        dry_run = True if dry_run is None else dry_run
         base = dict(base_weights) if base_weights is not None else dict.fromkeys(comps, 1.0)
         if set(base) != set(comps):
             raise ValueError(
@@ -173,7 +206,6 @@ class AdaptiveTrainerCallback(TrainerCallback):
         self.run_info = dict(run_info or {})
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self.weighting: Any = None
         if method is not None:
             from adaptive.weighting import AdaptiveLossWeighting
 
@@ -181,14 +213,18 @@ class AdaptiveTrainerCallback(TrainerCallback):
                 comps,
                 self.base_weights,
                 method=method,
-                adjustment_range=adjustment_range,
+                adjustment_range=(
+                    LOSS_ADJUSTMENT_RANGE if adjustment_range is None else adjustment_range
+                ),
                 dry_run=dry_run,
                 log_every=log_every,
                 **method_params,
             )
+        if self.weighting is not None:
             if self.weighting.requires:
                 raise ValueError(
-                    f"method {method!r} needs the extras {list(self.weighting.requires)!r}, "
+                    f"method {self.weighting.method!r} needs the extras "
+                    f"{list(self.weighting.requires)!r}, "
                     "which the Trainer integration does not compute; drive "
                     "AdaptiveLossWeighting and TraceRecorder from your compute_loss instead"
                 )
@@ -283,6 +319,7 @@ class AdaptiveTrainerCallback(TrainerCallback):
                 "controller": repr(w) if w is not None else None,
                 "base_weights": self.base_weights,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                **({"adaptive_config": self._config_info} if self._config_info else {}),
                 **self.run_info,
             },
             flush_rows=self.flush_rows,

@@ -433,7 +433,7 @@ def trial(
         list[str] | None,
         typer.Option(
             help="Secondary metric split/name (append :higher if higher is better); "
-            "Holm-corrected. Repeatable. Default: the reference trainer's other metrics.",
+            "Bonferroni-corrected. Repeatable. Default: the reference trainer's other metrics.",
         ),
     ] = None,
     placebo: Annotated[
@@ -487,9 +487,9 @@ def trial(
     same seeds, pair them by seed, and say what the trial can and cannot see.
 
     Reports per candidate the primary metric (declared before training), n, the paired
-    difference with its 95 % interval (paired t, checked by an exact sign-flip test), the
-    minimum detectable effect (MDE, 80 % power) and a verdict: better, worse, or no clear
-    difference with the MDE beside it. Trains the reference task, or your trainer with
+    difference with its 95 % interval (paired t, checked by a sign-flip test), the
+    minimum detectable effect (MDE, 80 % power: a power statement, not a bound) and a
+    verdict: better, worse, or no clear difference with its interval in %. Trains the reference task, or your trainer with
     --command; on this machine, or on Ray with --engine ray. Finished runs are reused when
     the same command runs again. Writes trial.md, trial.csv, runs.csv and trial.png
     (paired differences per seed). See docs/TRIAL.md.

@@ -8,7 +8,9 @@ step every ~997 steps. The trace is built before timing ("trace already loaded")
 Parts (each in a fresh process, so its peak RSS from resource.getrusage is its own):
 
 * single: `replay_weighting_fast` for `dwa` and `uncertainty` with one configuration,
-  end to end (the frame included); best of --repeat runs. Targets: dwa >= 5 M steps/s,
+  end to end (the frame included); best of --repeat runs. The per-step recursive methods
+  run their compiled replay kernel where numba is installed (`ADAPTIVE_REPLAY_KERNELS=0`:
+  the torch path; `bench_kernels.py` times the two side by side). Targets: dwa >= 5 M steps/s,
   uncertainty >= 250 k steps/s. --compare also times the per-step
   `replay._engine.replay_weighting` on the first --compare-steps rows and checks the
   frames are identical there.
@@ -225,12 +227,18 @@ def main() -> None:
             f"single config {method:12s}: {r['steps_per_s']:>12,.0f} steps/s "
             f"({r['seconds'] * 1e3:.1f} ms, target >= {target:,.0f}){extra}"
         )
+    from replay._kernels import KERNEL_METHODS, enabled, numba_available
+
+    kernels = numba_available() and enabled()
     for method, r in single.items():
         if method in ("dwa", "uncertainty", "peak_rss_mb"):
             continue
+        how = "block maths"
+        if method in KERNEL_METHODS:
+            how = "compiled kernel" if kernels else "torch path; bench_kernels.py compares"
         print(
             f"single config {method:12s}: {r['steps_per_s']:>12,.0f} steps/s "
-            f"({r['seconds'] * 1e3:.1f} ms; no target: the per-step loop)"
+            f"({r['seconds'] * 1e3:.1f} ms; {how})"
         )
     print(f"single config peak RSS: {single['peak_rss_mb']:,.0f} MB")
     sw = results["sweep"]

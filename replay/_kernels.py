@@ -66,7 +66,8 @@ def enabled() -> bool:
 # Each advances T steps: `losses` (T, C) float64, `finite` (T,) bool (every loss of the
 # step finite), `reset` (T,) bool (a restart before the step: the state starts afresh);
 # the state arrays are updated in place; per-step outputs are written into `out_*`.
-# Every expression follows the torch method's, in the same order of operations.
+# Every expression follows the torch method's, in the same order of operations, except
+# where a cheaper equivalent is noted at the spot (it agrees within a few ulps).
 # --------------------------------------------------------------------------------------
 
 

@@ -71,28 +71,47 @@ def epoch_lines(ax: Axes, steps: np.ndarray, epochs: np.ndarray, label: bool = T
         )
 
 
-MAX_POINTS = 4000  # per plotted line; longer series are drawn as a min/max envelope
+#: The resolution figures are saved at (`save`): a figure's width in pixels is its width in
+#: inches times this, the number of pixel columns a per-step series is decimated to.
+SAVE_DPI = 110
 
 
-def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple:
-    """Thin a long per-step series for plotting without hiding spikes: each of
-    `max_points // 2` buckets keeps its minimum and its maximum (NaN buckets stay NaN)."""
-    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+def decimate_minmax(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thin a per-step series to `columns` pixel columns without hiding a spike: each column
+    keeps its minimum and its maximum (two points at the column's first x), so a value
+    reached at a single step is still drawn. Columns split the x range evenly when `x` is
+    sorted (the steps), else the rows. NaN is ignored within a column; a column of NaN only
+    stays NaN (a gap). A series of at most `2 * columns` points is returned as given."""
+    x, y = np.asarray(x), np.asarray(y)
     n = len(y)
-    if n <= max_points:
+    if n <= 2 * max(int(columns), 1):
         return x, y
-    starts = np.linspace(0, n, max_points // 2, endpoint=False).astype(np.int64)
-    lo = np.minimum.reduceat(y, starts)
-    hi = np.maximum.reduceat(y, starts)
+    if not np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float64)
+    if np.issubdtype(x.dtype, np.number) and x[-1] > x[0] and bool(np.all(x[1:] >= x[:-1])):
+        edges = np.linspace(float(x[0]), float(x[-1]), int(columns), endpoint=False)
+        starts = np.searchsorted(x, edges, side="left")
+        starts = starts[np.r_[True, starts[1:] > starts[:-1]]]  # drop empty columns
+    else:
+        starts = np.unique(np.linspace(0, n, int(columns), endpoint=False).astype(np.int64))
+    with np.errstate(invalid="ignore"):
+        lo = np.fmin.reduceat(y, starts)
+        hi = np.fmax.reduceat(y, starts)
     xs = np.repeat(x[starts], 2)
-    ys = np.empty(2 * len(starts))
+    ys = np.empty(2 * len(starts), dtype=np.float64)
     ys[0::2], ys[1::2] = lo, hi
     return xs, ys
 
 
+def pixel_columns(ax: Axes) -> int:
+    """Pixel columns of the saved figure `ax` is drawn in (at least those of the axes)."""
+    return int(np.ceil(ax.figure.get_figwidth() * SAVE_DPI))
+
+
 def line(ax: Axes, x: np.ndarray, y: np.ndarray, *args: object, **kw: object) -> None:
-    """`ax.plot` of a per-step series, thinned by `envelope` when long."""
-    ax.plot(*envelope(x, y), *args, **kw)
+    """`ax.plot` of a per-step series, decimated to the figure's pixel columns when long
+    (`decimate_minmax`: each column's minimum and maximum)."""
+    ax.plot(*decimate_minmax(x, y, pixel_columns(ax)), *args, **kw)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -101,7 +120,11 @@ def save(fig: Figure, path: Path) -> Path:
 
     plt = _pyplot()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+
+        def write(tmp: Path) -> None:
+            fig.savefig(tmp, dpi=SAVE_DPI, bbox_inches="tight")
+
+        return atomic_write(path, write)
     finally:
         plt.close(fig)
 
@@ -120,7 +143,8 @@ def base_groups(result: ReplayResult) -> list[list[str]]:
     for c in result.names:
         base = f[f"base/{c}"].to_numpy()
         for b, names in groups:
-            if np.array_equal(b, base, equal_nan=True):
+            # the plain comparison first: NaN-aware only where it fails (1 M steps: 20x faster)
+            if np.array_equal(b, base) or np.array_equal(b, base, equal_nan=True):
                 names.append(c)
                 break
         else:
@@ -146,8 +170,8 @@ def plot_weighting_ax(
     for names in groups:
         base = f[f"base/{names[0]}"].to_numpy()
         color = colors[names[0]] if len(names) == 1 and len(groups) > 1 else SHARED_BASE_COLOR
-        xs, lo = envelope(steps, base * (1 - r))
-        _, hi = envelope(steps, base * (1 + r))
+        xs, lo = decimate_minmax(steps, base * (1 - r), pixel_columns(ax))
+        _, hi = decimate_minmax(steps, base * (1 + r), pixel_columns(ax))
         ax.fill_between(xs, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
         line(ax, steps, base, color=color, lw=0.8, ls="--")
         band = Patch(facecolor=color, alpha=BAND_ALPHA, lw=0)

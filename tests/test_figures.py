@@ -338,3 +338,74 @@ def test_long_parameter_title_stays_clear_of_the_labels(saved: dict, tmp_path: P
     assert not title.overlaps(weights.get_window_extent(renderer))  # nor the panel above
     box = deltas.get_window_extent(renderer)
     assert box.x0 - 1 <= title.x0 and title.x1 <= box.x1 + 1  # within the panel's width
+
+
+# --- long traces: per pixel column min/max decimation (issue 27) ---------------------------
+
+
+def _long_weighting_result(n: int, spikes: dict[tuple[str, str], tuple[int, float]]):
+    """A weighting replay of `n` steps over two components, built directly (no replay), with
+    one single-step spike per `(column kind, component)`: `{(kind, c): (step, value)}`."""
+    from replay._common import ReplayResult
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(n, dtype=np.int64)
+    frame = pd.DataFrame({"step": steps, "epoch": (steps * 20 // n).astype(np.int32)})
+    for c in ("a", "b"):
+        frame[f"base/{c}"] = 1.0
+        frame[f"proposed/weight/{c}"] = 1.0 + 0.05 * rng.standard_normal(n)
+        frame[f"delta/{c}"] = np.clip(0.05 * rng.standard_normal(n), -0.2, 0.2)
+    for (kind, c), (at, value) in spikes.items():
+        frame.loc[at, f"{kind}/{c}"] = value
+    return ReplayResult("dwa", {"adjustment_range": 0.3}, frame, ["a", "b"], run_id="long")
+
+
+def test_a_single_step_spike_in_a_million_steps_is_in_the_figure(
+    saved: dict, tmp_path: Path
+) -> None:
+    from replay._plots import SAVE_DPI, plot_weighting
+
+    n = 1_000_000
+    spikes = {("proposed/weight", "b"): (654_321, 7.5), ("delta", "a"): (123_457, -0.9)}
+    result = _long_weighting_result(n, spikes)
+    plot_weighting(result, tmp_path / "long.png")
+    weights, deltas = _panels(_figure(saved, "long"))
+    columns = int(np.ceil(11 * SAVE_DPI))  # the figure is 11 inches wide
+    x, y = _line(weights, "b")
+    assert np.nanmax(y) == 7.5  # the one step at 7.5 is drawn, not averaged away
+    assert x[np.nanargmax(y)] <= 654_321 < x[np.nanargmax(y)] + n / columns + 1
+    _, y = _line(deltas, "a")
+    assert np.nanmin(y) == -0.9
+    for ax in (weights, deltas):
+        for c in ("a", "b"):
+            x, y = _line(ax, c)
+            assert len(y) <= 2 * columns  # O(pixel columns), not O(steps)
+            assert len(y) >= columns  # still one min and max per pixel column, about
+            assert x[0] == 0 and x[-1] > n - n / columns - 1  # the whole range
+
+
+def test_decimate_minmax_keeps_short_series_and_each_columns_extremes() -> None:
+    from replay._plots import decimate_minmax
+
+    x, y = np.arange(2000), np.sin(np.arange(2000.0))
+    xs, ys = decimate_minmax(x, y, columns=1000)  # at the threshold: unchanged
+    assert xs is x and ys is y
+    y = np.zeros(10_000)
+    y[4321], y[10], y[9_999] = 5.0, -3.0, 2.0
+    y[5000:5010] = np.nan  # a gap inside one column is not drawn as one
+    y[7000] = np.nan
+    xs, ys = decimate_minmax(np.arange(10_000), y, columns=100)
+    assert len(xs) == len(ys) == 200
+    assert np.nanmax(ys) == 5.0 and np.nanmin(ys) == -3.0 and 2.0 in ys
+    assert not np.isnan(ys).any()  # no column is all NaN
+    y[6000:6100] = np.nan  # one whole column: a gap in the line
+    _, ys = decimate_minmax(np.arange(10_000), y, columns=100)
+    assert np.isnan(ys).sum() == 2
+    # columns split the step range, not the rows: a run resumed at step 90,000 keeps its
+    # 100 later steps apart from the first 9,900
+    steps = np.r_[np.arange(9_900), np.arange(90_000, 90_100)]
+    xs, _ = decimate_minmax(steps, np.ones(10_000), columns=100)
+    assert xs.max() >= 90_000 and len(xs) < 200
+    # unsorted x (rows out of step order): columns of rows, extremes kept
+    xs, ys = decimate_minmax(steps[::-1], y[::-1], columns=100)
+    assert len(ys) == 200 and np.nanmax(ys) == 5.0

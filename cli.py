@@ -197,6 +197,8 @@ def replay_cmd(
     out: Annotated[Path | None, _out("RUN/replays")] = None,
     fmt: _Format = "png",
     quiet: _Quiet = False,
+    jobs: Annotated[int | None, _opt("Replay PATH's runs as a fleet, N at a time.")] = None,
+    engine: Annotated[str, _opt("A fleet's engine: pool or ray (docs/INTEGRATION.md).")] = "pool",
 ) -> None:
     """Replay a controller over a trace in dry-run: the weights / schedule it would have produced.
 
@@ -212,7 +214,8 @@ def replay_cmd(
     """
     from replay._commands import replay_command
 
-    typer.echo(replay_command(path, method, param, adjustment_range, out, fmt, quiet, _err))
+    args = (path, method, param, adjustment_range, out, fmt, quiet, _err, jobs, engine)
+    typer.echo(replay_command(*args))
 
 
 @app.command()

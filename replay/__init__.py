@@ -1,10 +1,11 @@
 """Offline replay: run the live controllers over recorded traces in dry-run, analyse, plot.
 
 `replay(trace, method, **params)` runs one controller; `replay_runs` does so over every run
-of a folder and writes its tables and figures (`adaptive replay`); `compare` / `sweep` run
-several or a grid; `parse_params` reads `name=value` hyperparameters against the registry;
-`sweep_runs` also writes a sweep's outputs (`adaptive sweep`, `adaptive demo`);
-`trial_advice` is the next step after them, a pasteable `adaptive trial` command;
+of a folder and writes its tables and figures (`adaptive replay`); `replay_fleet` replays
+many runs each on its own (a process pool or Ray) into one summary table (`adaptive replay
+FOLDER --jobs N`); `compare` / `sweep` run several or a grid; `parse_params` reads
+`name=value` hyperparameters against the registry; `sweep_runs` also writes a sweep's
+outputs (`adaptive sweep`, `adaptive demo`); `trial_advice` is the next step after them, a pasteable `adaptive trial` command;
 `stability_metrics` / `stability_table` / `recommend` judge what they did; `prefilter` tells
 `adaptive tune` when a controller would be inert or pinned at its clamp. Whether a run
 ends better is the outcome trial's question: it trains, so it lives in `adaptive.trial`.
@@ -24,6 +25,7 @@ from replay._engine import (
     run_settings,
     scheduler_inputs,
 )
+from replay._fleet import FleetOutput, fleet_table, replay_fleet
 from replay._params import adaptive_param_overrides, merged_params, parse_params
 from replay._plots import method_title, plot_result, plot_scheduler, plot_weighting
 from replay._prefilter import prefilter
@@ -63,6 +65,7 @@ __all__ = [
     "READY_SCORE",
     "CompareOutput",
     "DemoOutput",
+    "FleetOutput",
     "ReplayError",
     "ReplayResult",
     "ReplayRunsOutput",
@@ -72,6 +75,7 @@ __all__ = [
     "adaptive_param_overrides",
     "compare",
     "config_overrides",
+    "fleet_table",
     "grid_configs",
     "is_reference_trace",
     "load_runs",
@@ -92,6 +96,7 @@ __all__ = [
     "recommend",
     "recommended_toml",
     "replay",
+    "replay_fleet",
     "replay_runs",
     "replay_scheduler",
     "replay_weighting",

@@ -69,18 +69,62 @@ def replay_command(
     fmt: str,
     quiet: bool,
     echo: Callable[[str], None],
+    jobs: int | None = None,
+    engine: str = "pool",
 ) -> str:
-    """`adaptive replay`: replay `method` over the runs under `path`; the text it prints."""
+    """`adaptive replay`: replay `method` over the runs under `path`; the text it prints.
+    With `jobs` (or `engine` ray) the runs are a fleet (`replay._fleet.replay_fleet`): each
+    replayed on its own, `jobs` at a time, into one summary table, with no per-run figure;
+    a trial folder is then read as its `ARM/seedK` runs."""
     from replay._params import merged_params, parse_params
     from replay._workflow import replay_runs
 
     given = parse_params([method], param or [])[method]
     params = merged_params(given, "--adjustment-range", adjustment_range)
+    if jobs is not None or engine != "pool":
+        return _replay_fleet(path, method, params, out, jobs, engine, quiet, echo)
+    from adaptive.trace import TraceError
+    from adaptive.trace._folders import TRIAL_DESIGN, trial_folder_message
+
+    trial = trial_folder_message(path)
+    if trial is not None and (path / TRIAL_DESIGN).is_file():
+        raise TraceError(
+            f"{trial}; every run of every arm into one summary table: "
+            f"`adaptive replay {path} -m {method} --jobs 2`"
+        )
     runs = load_runs(path, echo)
     base = out if out is not None else default_out(path, "replays")
     total = sum(len(t.steps) for t in runs.values())
     with StepProgress(total, f"replay {method}", quiet) as bar:
         res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
+    return res.text()
+
+
+def _replay_fleet(
+    path: Path,
+    method: str,
+    params: dict[str, Any],
+    out: Path | None,
+    jobs: int | None,
+    engine: str,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> str:
+    """`adaptive replay PATH --jobs N [--engine ray]`: the fleet's summary table."""
+    import os
+
+    from replay._fleet import check_options, fleet_units, replay_fleet
+
+    if jobs is None:  # --engine ray alone: as many at a time as this machine has cores
+        jobs = os.cpu_count() or 1
+    check_options(jobs, engine)
+    base = out if out is not None else default_out(path, "replays")
+    total = len(fleet_units(path))
+    with StepProgress(total, f"replay {method} (fleet)", quiet, unit="traces") as bar:
+        res = replay_fleet(
+            path, method, base, params=params, jobs=jobs, engine=engine,
+            progress=bar, echo=(lambda _m: None) if quiet else echo,
+        )  # fmt: skip
     return res.text()
 
 

@@ -125,9 +125,15 @@ def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, 
             warnings.simplefilter("ignore")  # skipped parts: the error column says enough
             from adaptive.trace import read_trace
 
-            runs = read_trace(unit.path).by_run()
+            trace = read_trace(unit.path)
     except (InputError, OSError) as exc:
         return [failed(unit.key, "", exc)]
+    # one run id (the usual run folder): the trace itself, without `by_run`'s row-by-row
+    # scan of the run ids (a fifth of a 10 k-step run's cost)
+    ids = pd.unique(pd.concat([trace.steps["run_id"], trace.epochs["run_id"]]).astype(str))
+    runs = {str(ids[0]): trace} if len(ids) == 1 else trace.by_run()
+    if not runs:
+        return [failed(unit.key, "", InputError("no rows"))]
     rows = []
     for rid, trace in runs.items():
         key = unit.key if len(runs) == 1 else f"{unit.key}/{rid}"

@@ -124,7 +124,7 @@ def test_the_pool_gives_the_serial_table(fleet: Path, serial: pd.DataFrame, tmp_
 def test_ray_gives_the_pool_table(fleet: Path, serial: pd.DataFrame, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     on_ray = _replay(fleet, tmp_path, "--engine", "ray", "--jobs", "2")
-    pd.testing.assert_frame_equal(on_ray, serial)
+    pd.testing.assert_frame_equal(on_ray, serial)  # = the pool's (the test above)
 
 
 def _trial_folder(root: Path) -> Path:

@@ -88,12 +88,7 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndar
         return x, y
     if not np.issubdtype(y.dtype, np.floating):
         y = y.astype(np.float64)
-    if np.issubdtype(x.dtype, np.number) and x[-1] > x[0] and bool(np.all(x[1:] >= x[:-1])):
-        edges = np.linspace(float(x[0]), float(x[-1]), int(columns), endpoint=False)
-        starts = np.searchsorted(x, edges, side="left")
-        starts = starts[np.r_[True, starts[1:] > starts[:-1]]]  # drop empty columns
-    else:
-        starts = np.unique(np.linspace(0, n, int(columns), endpoint=False).astype(np.int64))
+    starts = _column_starts(x, int(columns))
     with np.errstate(invalid="ignore"):
         lo = np.fmin.reduceat(y, starts)
         hi = np.fmax.reduceat(y, starts)
@@ -101,6 +96,27 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndar
     ys = np.empty(2 * len(starts), dtype=np.float64)
     ys[0::2], ys[1::2] = lo, hi
     return xs, ys
+
+
+#: The last x decimated and its column starts: a figure's series share their steps, so the
+#: columns are found once per figure (`save` forgets them).
+_LAST_COLUMNS: list[tuple[np.ndarray, int, np.ndarray]] = []
+
+
+def _column_starts(x: np.ndarray, columns: int) -> np.ndarray:
+    """First row of each non-empty column: columns split the x range evenly where `x` is
+    sorted, else the rows."""
+    if _LAST_COLUMNS and _LAST_COLUMNS[0][0] is x and _LAST_COLUMNS[0][1] == columns:
+        return _LAST_COLUMNS[0][2]
+    n = len(x)
+    if np.issubdtype(x.dtype, np.number) and x[-1] > x[0] and bool(np.all(x[1:] >= x[:-1])):
+        edges = np.linspace(float(x[0]), float(x[-1]), columns, endpoint=False)
+        starts = np.searchsorted(x, edges, side="left")
+        starts = starts[np.r_[True, starts[1:] > starts[:-1]]]  # drop empty columns
+    else:
+        starts = np.unique(np.linspace(0, n, columns, endpoint=False).astype(np.int64))
+    _LAST_COLUMNS[:] = [(x, columns, starts)]
+    return starts
 
 
 def pixel_columns(ax: Axes) -> int:
@@ -119,6 +135,7 @@ def save(fig: Figure, path: Path) -> Path:
     from adaptive.util import atomic_write
 
     plt = _pyplot()
+    _LAST_COLUMNS.clear()
     try:
 
         def write(tmp: Path) -> None:
@@ -143,13 +160,24 @@ def base_groups(result: ReplayResult) -> list[list[str]]:
     for c in result.names:
         base = f[f"base/{c}"].to_numpy()
         for b, names in groups:
-            # the plain comparison first: NaN-aware only where it fails (1 M steps: 20x faster)
-            if np.array_equal(b, base) or np.array_equal(b, base, equal_nan=True):
+            if _same_series(b, base):
                 names.append(c)
                 break
         else:
             groups.append((base, [c]))
     return [names for _, names in groups]
+
+
+def _same_series(a: np.ndarray, b: np.ndarray) -> bool:
+    """`np.array_equal(a, b, equal_nan=True)`, quick where they differ: a sample of about
+    1,000 values first (different base weights of a long trace differ in most of it), then
+    the plain comparison, then the NaN-aware one only where that fails."""
+    if a.shape != b.shape:
+        return False
+    stride = max(1, len(a) // 1000)
+    if not np.array_equal(a[::stride], b[::stride], equal_nan=True):
+        return False
+    return bool(np.array_equal(a, b) or np.array_equal(a, b, equal_nan=True))
 
 
 def plot_weighting_ax(

@@ -49,7 +49,6 @@ except ImportError:  # pragma: no cover - the standalone package name
             "pip install 'adaptive-replay[lightning]'"
         ) from exc
 
-from adaptive._defaults import LOSS_ADJUSTMENT_RANGE
 from adaptive.record import TraceRecorder
 from adaptive.trace import truncate_trace
 
@@ -132,85 +131,38 @@ class AdaptiveCallback(pl.Callback):
         config: str | os.PathLike[str] | None = None,
         **method_params: Any,
     ) -> None:
-        if isinstance(components, str) or not components:
-            raise ValueError(f"components must be a non-empty list of names, got {components!r}")
-        comps = list(components)
-        if len(set(comps)) != len(comps) or not all(isinstance(c, str) and c for c in comps):
-            raise ValueError(f"components must be unique non-empty strings, got {comps!r}")
-        if config is not None and (
-            method is not None or method_params or adjustment_range is not None
-        ):
-            raise ValueError(
-                "config= gives the method and its parameters: leave out method, "
-                "adjustment_range and the method's parameters"
-            )
-        if dry_run is not None and not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
         if not isinstance(state_key, str) or not state_key:
             raise ValueError(f"state_key must be a non-empty string, got {state_key!r}")
         if not isinstance(attribute, str) or not attribute.isidentifier():
             raise ValueError(f"attribute must be an identifier, got {attribute!r}")
-        if metrics is not None and (
-            isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics)
-        ):
-            raise ValueError(f"metrics must be a list of metric names, got {metrics!r}")
-        if method is None and method_params:
-            raise ValueError(f"method parameters {sorted(method_params)!r} given without a method")
-        self.weighting: Any = None
-        self.config = None if config is None else Path(config)
-        self._config_info: dict[str, Any] | None = None
-        if config is not None:
-            from adaptive._recommend import controllers_from_config
+        from adaptive.integrations._setup import callback_setup
 
-            ctl = controllers_from_config(
-                config, comps, base_weights=base_weights, dry_run=dry_run, log_every=log_every
-            )
-            if ctl.scheduler is not None:
-                raise ValueError(
-                    f"{config}: switches the scheduler on, which AdaptiveCallback does not "
-                    "drive; build it with adaptive.controllers_from_config in your module"
-                )
-            self.weighting = ctl.weighting
-            self._config_info = ctl.run_info()
-            method = ctl.method
-            base_weights = ctl.base_weights
-            dry_run = ctl.dry_run
-        dry_run = True if dry_run is None else dry_run
-        base = dict(base_weights) if base_weights is not None else dict.fromkeys(comps, 1.0)
-        if set(base) != set(comps):
-            raise ValueError(
-                f"base_weights must name exactly {comps!r}, got {sorted(map(str, base))!r}"
-            )
+        setup = callback_setup(
+            components,
+            who="AdaptiveCallback",
+            instead="your module",
+            base_weights=base_weights,
+            method=method,
+            dry_run=dry_run,
+            adjustment_range=adjustment_range,
+            metrics=metrics,
+            config=config,
+            log_every=log_every,
+            method_params=method_params,
+        )
+        self.weighting: Any = setup.weighting
+        self.config = setup.config
+        self._config_info = setup.config_info
+        dry_run = setup.dry_run
         self.trace = Path(trace)
-        self.components: tuple[str, ...] = tuple(comps)
-        self.base_weights = {c: float(base[c]) for c in comps}
+        self.components: tuple[str, ...] = setup.components
+        self.base_weights = setup.base_weights
         self.metrics = None if metrics is None else list(metrics)
         self.run_id = run_id
         self.attribute = attribute
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._state_key = state_key
-        if method is not None and self.weighting is None and config is None:
-            from adaptive.weighting import AdaptiveLossWeighting
-
-            self.weighting = AdaptiveLossWeighting(
-                comps,
-                self.base_weights,
-                method=method,
-                adjustment_range=(
-                    LOSS_ADJUSTMENT_RANGE if adjustment_range is None else adjustment_range
-                ),
-                dry_run=dry_run,
-                log_every=log_every,
-                **method_params,
-            )
-        if self.weighting is not None:
-            if self.weighting.requires:
-                raise ValueError(
-                    f"method {method!r} needs the extras {list(self.weighting.requires)!r}, "
-                    "which AdaptiveCallback does not compute; drive AdaptiveLossWeighting "
-                    "and TraceRecorder from your loop instead (docs/INTEGRATION.md)"
-                )
         self.dry_run = dry_run
         self.weights: dict[str, Tensor | float] = dict(self.base_weights)
         self._recorder: TraceRecorder | None = None

@@ -49,7 +49,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'adaptive-replay[transformers]'"
     ) from exc
 
-from adaptive._defaults import LOSS_ADJUSTMENT_RANGE
 from adaptive.record import TraceRecorder
 
 __all__ = ["AdaptiveTrainer", "AdaptiveTrainerCallback", "AdaptiveTrainerMixin"]
@@ -150,55 +149,31 @@ class AdaptiveTrainerCallback(TrainerCallback):
         config: str | os.PathLike[str] | None = None,
         **method_params: Any,
     ) -> None:
-        if isinstance(components, str) or not components:
-            raise ValueError(f"components must be a non-empty list of names, got {components!r}")
-        comps = list(components)
-        if len(set(comps)) != len(comps) or not all(isinstance(c, str) and c for c in comps):
-            raise ValueError(f"components must be unique non-empty strings, got {comps!r}")
-        if config is not None and (
-            method is not None or method_params or adjustment_range is not None
-        ):
-            raise ValueError(
-                "config= gives the method and its parameters: leave out method, "
-                "adjustment_range and the method's parameters"
-            )
-        if dry_run is not None and not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, got {dry_run!r}")
-        if metrics is not None and (
-            isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics)
-        ):
-            raise ValueError(f"metrics must be a list of metric names, got {metrics!r}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must name the evaluated split, e.g. 'val', got {split!r}")
-        if method is None and method_params:
-            raise ValueError(f"method parameters {sorted(method_params)!r} given without a method")
-        self.weighting: Any = None
-        self.config = None if config is None else Path(config)
-        self._config_info: dict[str, Any] | None = None
-        if config is not None:
-            from adaptive._recommend import controllers_from_config
+        from adaptive.integrations._setup import callback_setup
 
-            ctl = controllers_from_config(
-                config, comps, base_weights=base_weights, dry_run=dry_run, log_every=log_every
-            )
-            if ctl.scheduler is not None:
-                raise ValueError(
-                    f"{config}: switches the scheduler on, which the Trainer integration does "
-                    "not drive; build it with adaptive.controllers_from_config in compute_loss"
-                )
-            self.weighting = ctl.weighting
-            self._config_info = ctl.run_info()
-            base_weights = ctl.base_weights
-            dry_run = ctl.dry_run
-        dry_run = True if dry_run is None else dry_run
-        base = dict(base_weights) if base_weights is not None else dict.fromkeys(comps, 1.0)
-        if set(base) != set(comps):
-            raise ValueError(
-                f"base_weights must name exactly {comps!r}, got {sorted(map(str, base))!r}"
-            )
+        setup = callback_setup(
+            components,
+            who="the Trainer integration",
+            instead="your compute_loss",
+            base_weights=base_weights,
+            method=method,
+            dry_run=dry_run,
+            adjustment_range=adjustment_range,
+            metrics=metrics,
+            config=config,
+            log_every=log_every,
+            method_params=method_params,
+        )
+        self.weighting: Any = setup.weighting
+        self.config = setup.config
+        self._config_info = setup.config_info
+        dry_run = setup.dry_run
+        comps = list(setup.components)
         self.trace = Path(trace)
-        self.components: tuple[str, ...] = tuple(comps)
-        self.base_weights = {c: float(base[c]) for c in comps}
+        self.components: tuple[str, ...] = setup.components
+        self.base_weights = setup.base_weights
         self.metrics = None if metrics is None else list(metrics)
         self.split = split
         self.losses_key = losses_key
@@ -206,28 +181,6 @@ class AdaptiveTrainerCallback(TrainerCallback):
         self.run_info = dict(run_info or {})
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        if method is not None:
-            from adaptive.weighting import AdaptiveLossWeighting
-
-            self.weighting = AdaptiveLossWeighting(
-                comps,
-                self.base_weights,
-                method=method,
-                adjustment_range=(
-                    LOSS_ADJUSTMENT_RANGE if adjustment_range is None else adjustment_range
-                ),
-                dry_run=dry_run,
-                log_every=log_every,
-                **method_params,
-            )
-        if self.weighting is not None:
-            if self.weighting.requires:
-                raise ValueError(
-                    f"method {self.weighting.method!r} needs the extras "
-                    f"{list(self.weighting.requires)!r}, "
-                    "which the Trainer integration does not compute; drive "
-                    "AdaptiveLossWeighting and TraceRecorder from your compute_loss instead"
-                )
         self.dry_run = dry_run
         #: the weights applied in the current optimizer step (component -> tensor or float)
         self.weights: dict[str, Any] = dict(self.base_weights)

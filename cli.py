@@ -492,8 +492,9 @@ def trial(
     Reports per candidate the primary metric (declared before training), n, the paired
     difference with its 95 % interval (paired t, checked by a sign-flip test), the
     minimum detectable effect (MDE, 80 % power: a power statement, not a bound) and a
-    verdict: better, worse, or no clear difference with its interval in %. Trains the reference task, or your trainer with
-    --command; on this machine, or on Ray with --engine ray. Finished runs are reused when
+    verdict: better, worse, or no clear difference with its interval in %. Trains the
+    reference task, or your trainer with --command; on this machine, or on Ray with --engine
+    ray. Finished runs are reused when
     the same command runs again. Writes trial.md, trial.csv, runs.csv and trial.png
     (paired differences per seed). See docs/TRIAL.md.
 
@@ -546,11 +547,10 @@ def tune(
     prune: Annotated[bool, _opt("Stop configurations worse than 3 in 4 others early.")] = True,
     prefilter: Annotated[bool, _opt("Skip controllers replay shows inert or pinned.")] = True,
     audit_skipped: Annotated[int, _opt("Train this many skipped ones anyway, to check.")] = 0,
+    audit_pruned: Annotated[int, _opt("Train this many pruned ones to the end, to check.")] = 0,
     command: Annotated[str | None, _opt("Your trainer, as for adaptive trial --command.")] = None,
     baseline_args: Annotated[str, _opt("With --command: the baseline's {overrides}.")] = "",
-    override_format: Annotated[
-        str, _opt("With --command: how one parameter goes into {overrides}.")
-    ] = "--{name} {value}",
+    override_format: Annotated[str, _opt("With --command: one value's form.")] = "--{name} {value}",
     storage: Annotated[str | None, _opt("An Optuna storage URL shared by workers.")] = None,
     study_name: Annotated[str, _opt("The study's name in the storage.")] = "tune",
     sampler_seed: Annotated[int, _opt("Seed of the TPE sampler.")] = 0,
@@ -570,8 +570,7 @@ def tune(
     each configuration on the same development seeds and paired against the current one,
     then the best frozen and confirmed once on held-out seeds (docs/TUNE.md).
 
-    The study lives in --out (study.journal): the same command resumes and reuses every
-    finished run. Writes tune.md, tune.csv, best.toml (or best-overrides.txt), figures.
+    The study lives in --out: the same command resumes and reuses every finished run.
 
     Examples:
 

@@ -191,6 +191,16 @@ def test_pruning_stops_clearly_worse_configurations_early(tmp_path: Path) -> Non
     # a pruned configuration was worse at the seeds it ran than the best complete one
     best = res.best["mean"]
     assert (pruned["mean"] > best).all()
+    # the search's own runs: the baseline's, and each configuration's up to where it stopped
+    assert res.design["runs_trained"] == 3 + 3 * int((res.frame["state"] == "COMPLETE").sum()) + (
+        pruned["n"].sum()
+    )
+    # the pruner audited: the pruned ones trained to the end, none of them would have won
+    again = run_tune(tmp_path / "p", space, trials=14, seeds=3, prune=True, audit_pruned=2, **TOY)
+    done = again.frame[(again.frame["state"] == "PRUNED") & (again.frame["n"] == 3)]
+    assert len(done) == min(2, len(pruned)) and again.design["runs_audit"] > 0
+    assert (done["mean"] > again.best["mean"]).all()
+    assert "Pruned, then trained to the end" in (tmp_path / "p" / "tune.md").read_text()
 
 
 def test_prefilter_skips_with_its_reason_and_audit_trains_a_sample(tmp_path: Path) -> None:

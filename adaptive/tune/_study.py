@@ -312,6 +312,7 @@ def run_tune(
     jobs: int = 1,
     override_format: str = "--{name} {value}",
     audit_skipped: int = 0,
+    audit_pruned: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> TuneResult:
     """Search `space` for the configuration whose runs end best on `metric` (reduced by
@@ -322,7 +323,8 @@ def run_tune(
     best fixed-only configuration when the space held both). `target` trains (default:
     the reference trainer with `config`, `sets`, `quick`, `epochs`); `prefilter` (e.g.
     `replay.prefilter`) may skip a controller configuration before it trains, and
-    `audit_skipped` of the skipped ones are trained anyway afterwards to check it.
+    `audit_skipped` of the skipped ones are trained anyway afterwards to check it, as
+    `audit_pruned` of the pruned ones are trained to the end to check the pruner.
     """
     import optuna
 
@@ -333,6 +335,7 @@ def run_tune(
         ("--jobs", jobs, 1),
         ("--confirm-seeds", confirm_seeds, 0),
         ("--audit-skipped", audit_skipped, 0),
+        ("--audit-pruned", audit_pruned, 0),
     ):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise TuneError(f"{name} must be an integer >= {low}, got {v!r}")
@@ -474,14 +477,22 @@ def run_tune(
         say(f"trial {trial.number}: {mean:.4g} on {len(dev)} seeds ({', '.join(arm.overrides)})")
 
     frame = _frame(study, runs, dev, base, primary, k)
-    audited = frame[frame["state"] == "SKIPPED"].head(audit_skipped)
-    for _, row in audited.iterrows():  # is the pre-filter right? train a sample anyway
-        arm = Arm(f"skipped #{row['number']}", tuple(_overrides(row)))
-        train(row["key"], arm, dev)
+    search_runs = _search_runs(study, base_key, dev)
+    before_audit = _count_runs(runs)
+    # is the pre-filter right, is pruning right? train a sample of each to the end anyway
+    audited = pd.concat(
+        [
+            frame[(frame["state"] == "SKIPPED") & (frame["key"] != "")].head(audit_skipped),
+            frame[frame["state"] == "PRUNED"].head(audit_pruned),
+        ]
+    )
+    for _, row in audited.iterrows():
+        train(row["key"], Arm(f"audit #{row['number']}", tuple(_overrides(row))), dev)
     if len(audited):
         frame = _frame(study, runs, dev, base, primary, k)
-    design["runs_trained"] = _count_runs(runs)
-    design["runs_this_call"] = design["runs_trained"] - trained_before
+    design["runs_trained"] = search_runs
+    design["runs_audit"] = _count_runs(runs) - before_audit
+    design["runs_this_call"] = _count_runs(runs) - trained_before
     design["runs_full"] = len(dev) * (len(frame) + 1)
     complete = frame[frame["state"] == "COMPLETE"]
     notes: list[str] = []
@@ -523,6 +534,25 @@ def _trial_count(storage: Any, name: str) -> int:
 
 def _worst(higher: bool) -> float:
     return -math.inf if higher else math.inf
+
+
+def _search_runs(study: Any, base_key: str, dev: Sequence[int]) -> int:
+    """The runs the search itself needed: the baseline's, every complete configuration's
+    seeds and a pruned one's seeds up to where it stopped (a skipped one none); a
+    configuration asked twice counts once."""
+    pairs = {(base_key, s) for s in dev}
+    for t in study.get_trials(deepcopy=False):
+        key = t.user_attrs.get("key")
+        if not key or t.user_attrs.get("skipped"):
+            continue
+        if t.state.name == "COMPLETE":
+            n = len(dev)
+        elif t.state.name == "PRUNED":
+            n = max(t.intermediate_values, default=0)
+        else:
+            continue
+        pairs |= {(key, s) for s in dev[:n]}
+    return len(pairs)
 
 
 def _count_runs(runs: Path) -> int:
@@ -713,9 +743,10 @@ def _markdown(r: TuneResult, reduce: str) -> str:
         "every configuration paired against the current one (the baseline) on those seeds",
         f"- sampler: Optuna TPE, seed {d['sampler_seed']}; pruning: a configuration worse than "
         f"the {PRUNE_PERCENTILE:.0f}th percentile of the others at the same seeds stops early",
-        f"- compute: {d['runs_trained']} development runs trained of the {d['runs_full']} an "
-        f"unpruned, unfiltered search of these configurations would train "
-        f"({d['runs_this_call']} in this call)",
+        f"- compute: the search trained {d['runs_trained']} development runs of the "
+        f"{d['runs_full']} an unpruned, unfiltered search of these configurations would train "
+        f"({d['runs_this_call']} in this call, {d['runs_audit']} of them to audit the "
+        "pre-filter and the pruner)",
         f"- configurations: {len(f)} ({int((f['state'] == 'COMPLETE').sum())} complete, "
         f"{int((f['state'] == 'PRUNED').sum())} pruned over seeds, "
         f"{int((f['state'] == 'SKIPPED').sum())} skipped by the replay pre-filter)",
@@ -738,21 +769,32 @@ def _markdown(r: TuneResult, reduce: str) -> str:
             f"| {row['number']} | {row['state'].lower()} | {row['params'] or '(baseline)'} "
             f"| {row['mean']:.4g} | {ci} | {row['n']} | {note} |"
         )
-    audit = f[(f["state"] == "SKIPPED") & (f["n"] > 0)]
-    if len(audit):
-        lines += [
-            "",
+    audits = (
+        (
+            "SKIPPED",
+            f["n"] > 0,
             "Skipped by the replay pre-filter, trained anyway to check it "
             "(--audit-skipped): were they in fact no better?",
-            "",
-        ]
+        ),
+        (
+            "PRUNED",
+            f["n"] == len(d["seeds"]),
+            "Pruned, then trained to the end to check the "
+            "pruner (--audit-pruned): would one have won?",
+        ),
+    )
+    for state, done, title in audits:
+        audit = f[(f["state"] == state) & done]
+        if not len(audit):
+            continue
+        lines += ["", title, ""]
         for _, row in audit.iterrows():
             beat = r.best is not None and (
                 row["mean"] > r.best["mean"]
                 if d["higher_is_better"]
                 else row["mean"] < r.best["mean"]
             )
-            verdict = "better than the best trained one" if beat else "not better than the best"
+            verdict = "better than the best" if beat else "not better than the best"
             lines.append(f"- #{row['number']}: {_row_text(row)}; {verdict}")
     lines += ["", "## Frozen and confirmed once on held-out seeds", ""]
     if r.best is not None:

@@ -122,16 +122,16 @@ def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, 
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # skipped parts: the error column says enough
+            warnings.simplefilter("ignore")  # skipped parts: counted in the row instead
             from adaptive.trace import read_trace
 
-            trace = read_trace(unit.path)
+            whole = read_trace(unit.path)
     except (InputError, OSError) as exc:
         return [failed(unit.key, "", exc)]
     # one run id (the usual run folder): the trace itself, without `by_run`'s row-by-row
     # scan of the run ids (a fifth of a 10 k-step run's cost)
-    ids = pd.unique(pd.concat([trace.steps["run_id"], trace.epochs["run_id"]]).astype(str))
-    runs = {str(ids[0]): trace} if len(ids) == 1 else trace.by_run()
+    ids = pd.unique(pd.concat([whole.steps["run_id"], whole.epochs["run_id"]]).astype(str))
+    runs = {str(ids[0]): whole} if len(ids) == 1 else whole.by_run()
     if not runs:
         return [failed(unit.key, "", InputError("no rows"))]
     rows = []
@@ -156,6 +156,7 @@ def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, 
             "stability_score": stability_score(metrics),
         }
         row.update({k: v for k, v in metrics.items() if k != "steps"})
+        row["skipped_parts"] = len(whole.skipped_parts)  # unreadable part files left out
         row["error"] = None
         rows.append(row)
     return rows

@@ -165,12 +165,15 @@ def test_a_run_that_cannot_be_replayed_is_a_row_with_its_error(tmp_path: Path) -
         small_trace(root / f"run{i}" / "trace.parquet", seed=i, steps=60)
     shutil.rmtree(root / "run1" / "trace.parquet")  # a damaged run: its trace is not Parquet
     (root / "run1" / "trace.parquet").write_bytes(b"not parquet")
+    # a run with one damaged part among good ones: read without it, and counted
+    (root / "run2" / "trace.parquet" / "part-000009.parquet").write_bytes(b"torn")
     res = runner.invoke(app, ["replay", str(root), "-m", "dwa", "--jobs", "1", "-q"])
     assert res.exit_code == 0, res.output
     assert "not replayed: run1:" in res.output
     assert "replayed dwa over 2 of 3 runs" in res.output
     table = pd.read_parquet(root / "replays" / "replay-dwa-fleet.parquet")
     assert list(table["error"].isna()) == [True, False, True]
+    assert list(table["skipped_parts"].fillna(-1)) == [0, -1, 1]
     assert np.isnan(table.loc[1, "stability_score"]) and pd.isna(table.loc[1, "steps"])
 
 

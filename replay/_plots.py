@@ -351,9 +351,9 @@ def plot_scheduler(result: ReplayResult, path: Path, *, trace: Trace | None = No
     # One marker per change, coloured by reason; epoch-level changes as diamonds. The legend
     # names the reasons, so no text sits on the delta line.
     marks: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
-    reasons = f["reason"].to_numpy()
-    for i in (i for i, x in enumerate(reasons) if x):
-        xs, ys = marks.setdefault(("batch", str(reasons[i])), ([], []))
+    reasons = f["reason"].fillna("").astype(str)  # "" where nothing changed
+    for i in np.flatnonzero(reasons.str.len().to_numpy() > 0):  # no per-step Python loop
+        xs, ys = marks.setdefault(("batch", str(reasons.iat[i])), ([], []))
         xs.append(float(steps[i]))
         ys.append(float(delta[i]))
     for ev in result.events:

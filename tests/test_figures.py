@@ -409,3 +409,26 @@ def test_decimate_minmax_keeps_short_series_and_each_columns_extremes() -> None:
     # unsorted x (rows out of step order): columns of rows, extremes kept
     xs, ys = decimate_minmax(steps[::-1], y[::-1], columns=100)
     assert len(ys) == 200 and np.nanmax(ys) == 5.0
+
+
+def test_scheduler_batch_changes_are_marked_where_they_happened(
+    saved: dict, trace_path: Path, tmp_path: Path
+) -> None:
+    from replay import replay
+    from replay._plots import plot_scheduler
+
+    trace = read_trace(trace_path)
+    result = replay(trace, "scheduler")
+    f = result.frame
+    reason = f["reason"].astype(object).to_numpy().copy()
+    reason[[10, 200]] = "grad_spike"
+    f["reason"] = pd.array(reason, dtype="string")
+    plot_scheduler(result, tmp_path / "sched.png", trace=trace)
+    fig = _figure(saved, "sched")
+    marks = [
+        c for ax in fig.axes for c in ax.collections
+        if isinstance(c, PathCollection) and c.get_label() == "grad_spike (batch change, 2)"
+    ]  # fmt: skip
+    assert len(marks) == 1
+    steps, delta = f["step"].to_numpy(float), f["delta"].to_numpy(float)
+    np.testing.assert_array_equal(marks[0].get_offsets(), [[steps[i], delta[i]] for i in (10, 200)])

@@ -25,9 +25,11 @@ from replay._common import ReplayError, ReplayResult, _col, _epoch_bounds, first
 
 __all__ = [
     "SWEEP_OUTPUTS",
+    "ReplayArrays",
     "WeightingInputs",
     "extras_columns",
     "read_extras",
+    "replay_single",
     "replay_weighting_fast",
     "sweep_weighting",
     "weighting_inputs",

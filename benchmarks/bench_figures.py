@@ -2,15 +2,19 @@
 <= 0.5 s for 1 M steps).
 
 Workload: `synthetic_trace` of bench_replay_weighting.py (--steps step rows, default
-1,000,000, x --components, default 4; 50 epochs, two base-weight stages), replayed with
-`dwa` before timing. Timed: `replay.plot_result` of that replay, written as a PNG (11 x 7
-inches at 110 dpi: every per-step line decimated to the figure's 1,210 pixel columns, each
-column's minimum and maximum). Best of --repeat runs, wall and CPU time of this process;
-beside it the same figure of a --short-step trace (default 2,000: no decimation), the
-floor that matplotlib's drawing and PNG encoding set whatever the length. On a busy machine
-the CPU time is the steadier figure: the wall time includes waiting for a core.
+1,000,000, x --components, default 4; --epochs epochs, default 50, each boundary a dotted
+line in both panels; two base-weight stages), replayed with `dwa` before timing.
 
-Usage: python benchmarks/bench_figures.py [--steps N] [--components C] [--repeat R]
+Timed: `replay.plot_result` of that replay, written as a PNG (11 x 7 inches at 110 dpi:
+every per-step line decimated to the figure's 1,210 pixel columns, each column's minimum
+and maximum; epoch lines at most one per 4 columns). Best of --repeat runs, wall and CPU
+time of this process; beside it the same figure of a --short-step trace (default 2,000: no
+decimation), the floor that matplotlib's drawing and PNG encoding set whatever the length.
+On a busy machine the CPU time is the steadier figure: the wall time includes waiting for
+a core.
+
+Usage: python benchmarks/bench_figures.py [--steps N] [--components C] [--epochs E]
+       [--repeat R]
 """
 
 from __future__ import annotations
@@ -42,15 +46,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--components", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--short", type=int, default=2_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
+    import bench_replay_weighting
     from bench_replay_weighting import synthetic_trace
 
     from replay import replay
     from replay._plots import SAVE_DPI, _pyplot, plot_result
 
+    bench_replay_weighting.EPOCHS = args.epochs  # synthetic_trace's epoch count
     plt = _pyplot()
     plt.close(plt.figure())  # matplotlib's first-figure setup is not the figure's cost
     out = Path(tempfile.mkdtemp(prefix="bench-figures-"))
@@ -62,8 +69,8 @@ def main() -> None:
         rows[n] = timed(lambda r=result, t=trace, p=path: plot_result(r, p, trace=t), args.repeat)
     load = os.getloadavg()
     print(
-        f"workload: dwa replay figure of {args.steps:,} steps x {args.components} components "
-        f"(11 in x {SAVE_DPI} dpi PNG), best of {args.repeat}; "
+        f"workload: dwa replay figure of {args.steps:,} steps x {args.components} components, "
+        f"{args.epochs} epochs (11 in x {SAVE_DPI} dpi PNG), best of {args.repeat}; "
         f"load average {load[0]:.2f} on {os.cpu_count()} cores"
     )
     for n, (wall, cpu) in rows.items():

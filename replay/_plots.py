@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -60,15 +61,26 @@ def component_colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return {n: cmap(i % 10) for i, n in enumerate(names)}
 
 
+#: Pixel columns per epoch line at least: denser boundaries are thinned (`epoch_lines`).
+EPOCH_LINE_COLUMNS = 4
+
+
 def epoch_lines(ax: Axes, steps: np.ndarray, epochs: np.ndarray, label: bool = True) -> None:
-    """Dotted vertical lines at the first step of each epoch after the first."""
+    """Dotted vertical lines at the first step of each epoch after the first, the panel's
+    full height, in one artist. Denser than one per `EPOCH_LINE_COLUMNS` pixel columns
+    (1,000 epochs across a figure would paint it grey), every k-th boundary is drawn and
+    the legend says so: `epoch boundary (1 in k)`."""
     if len(steps) == 0:
         return
     starts = steps[np.flatnonzero(np.diff(epochs)) + 1]
-    for i, s in enumerate(starts):
-        ax.axvline(
-            s, color="0.75", lw=0.7, ls=":", label="epoch boundary" if label and i == 0 else None
-        )
+    if not len(starts):
+        return
+    every = max(1, math.ceil(len(starts) * EPOCH_LINE_COLUMNS / pixel_columns(ax)))
+    name = "epoch boundary" if every == 1 else f"epoch boundary (1 in {every})"
+    ax.vlines(
+        starts[every - 1 :: every], 0, 1, transform=ax.get_xaxis_transform(), colors="0.75",
+        lw=0.7, linestyles=":", label=name if label else None,
+    )  # fmt: skip
 
 
 #: The resolution figures are saved at (`save`): a figure's width in pixels is its width in

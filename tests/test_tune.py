@@ -215,7 +215,8 @@ def test_prefilter_skips_with_its_reason_and_audit_trains_a_sample(tmp_path: Pat
     )
     assert (res.frame["state"] == "SKIPPED").all()
     assert res.frame["skipped"].str.contains(r"replay: (?:dwa|uncertainty) .*inert").all()
-    assert res.design["runs_trained"] == 2 + 2  # the baseline, and the one audited
+    assert res.design["runs_trained"] == 2  # the search itself trained the baseline only
+    assert res.design["runs_audit"] == 2  # and the audit one configuration, 2 seeds
     assert res.best is None  # nothing trained in the search itself
     assert res.frame.loc[0, "n"] == 2 and res.frame.loc[1, "n"] == 0  # the audited one ran
     md = (tmp_path / "f" / "tune.md").read_text()

@@ -10,17 +10,16 @@ the driver, which writes it into the run folder).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adaptive._ray import INIT_OPTIONS, quiet_auth_banner, remove_session, start_local
 from adaptive.trial._targets import Arm, Target, TrialError
 
 __all__ = ["Job", "LocalEngine", "RayEngine"]
@@ -153,7 +152,6 @@ _AUTH_MODE, _AUTH_TOKEN, _AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "
 #: Ray's default token file (`ray get-auth-token --generate` writes it; a local `ray.init` too)
 _DEFAULT_TOKEN = Path("~/.ray/auth_token")
 #: Ray's logger that warns, on every local start, that token authentication is on
-_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def _is_this_machine(host: str) -> bool:
@@ -259,19 +257,6 @@ def _authenticate(address: str) -> str | None:
     return source
 
 
-@contextlib.contextmanager
-def _quiet_auth_banner() -> Iterator[None]:
-    """Hide the warning Ray logs on every local start that token authentication is on
-    (it stays on: a local cluster for a trial gets a token like any other)."""
-    logger = logging.getLogger(_AUTH_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 @dataclass
 class RayEngine:
     """Each run is a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs, on the
@@ -328,47 +313,26 @@ class RayEngine:
 
         if ray.is_initialized():  # the caller's own connection: use it, leave it open
             return ray, False
-        kw: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "configure_logging": False,
-        }
+        kw: dict[str, Any] = {}
         if self.runtime_env:
             kw["runtime_env"] = self.runtime_env
         if self.address:
             try:
-                with _quiet_auth_banner():  # `auto` turns the token on with the same warning
-                    ray.init(address=self.address, **kw)
+                with quiet_auth_banner():  # `auto` turns the token on with the same warning
+                    ray.init(address=self.address, **INIT_OPTIONS, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
                 raise TrialError(f"--address {self.address}: {first}") from None
             if self.authenticated_with:
                 progress(f"authenticated to {self.address} with {self.authenticated_with}")
         else:
-            # workers import this package from the driver's environment
-            os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
             num_cpus = self.num_cpus or os.cpu_count() or 1
-            # Ray's session folder (logs, sockets) in a folder of this trial's own, removed
-            # after it; a short path: Unix socket paths are limited to ~107 bytes
-            self.session_dir = Path(tempfile.mkdtemp(prefix="adaptive-ray-"))
-            start = time.perf_counter()
-            try:
-                with _quiet_auth_banner():
-                    ray.init(num_cpus=num_cpus, _temp_dir=str(self.session_dir), **kw)
-            except BaseException:
-                self._remove_session()
-                raise
-            progress(
-                f"started a local Ray cluster ({num_cpus} CPUs) in "
-                f"{time.perf_counter() - start:.1f} s; its session folder {self.session_dir} "
-                "is removed after the trial"
-            )
+            self.session_dir = start_local(num_cpus, progress, **kw)
         return ray, True
 
     def _remove_session(self) -> None:
-        if self.session_dir is not None:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
-            self.session_dir = None
+        remove_session(self.session_dir)
+        self.session_dir = None
 
     def run(self, jobs: Sequence[Job], done: Done, progress: Callable[[str], None]) -> None:
         if not jobs:

@@ -179,7 +179,9 @@ def trial_advice(
     if many and all(is_reference_trace(t) for t in many):
         return [f"adaptive trial -c {shell_arg(overrides)} --seeds 10 --placebo"]
     if config_path is not None:
-        candidate = f"{method}: {ADAPTIVE_CONFIG_FLAG} {shlex.quote(str(config_path))}"
+        law = params.get("law") if method == SCHEDULER else None
+        name = f"{method}-{law}" if law else method  # the trial's arm names the law it runs
+        candidate = f"{name}: {ADAPTIVE_CONFIG_FLAG} {shlex.quote(str(config_path))}"
         takes = (
             f"{ADAPTIVE_CONFIG_FLAG} PATH (a recommended file: build the controllers with "
             "adaptive.controllers_from_config(PATH, components=[...]), as examples/plain_loop.py "

@@ -151,7 +151,7 @@ def compare(
         config_path = None
         if foreign and base and v.next_step.startswith("try it live"):
             # your own trainer takes the pick as a file (--adaptive-config PATH)
-            dest = out / f"recommended-{_safe(v.label)}.toml"
+            dest = out / f"recommended-{_safe(m.replace(':', '-'))}.toml"
             snippet = recommended_toml(
                 base, given, source=source or "", by="compare", path=str(dest)
             )

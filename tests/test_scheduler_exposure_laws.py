@@ -158,9 +158,14 @@ def test_compare_lists_the_laws_side_by_side(tmp_path: Path) -> None:
     assert sorted(table.columns) == sorted(want)
     for law in available_laws():  # one verdict each
         assert f"scheduler(law={law}):" in res.output
-    # the one that looks ready gets the trial of the scheduler under its own law
+    # the one that looks ready gets the trial of the scheduler under its own law: on this
+    # own-trainer trace as a recommended file the user's script takes (--adaptive-config)
     assert "scheduler(law=competence): looks stable enough" in res.output
-    assert "-c \"adaptive.scheduler=true; adaptive.scheduler_law.law='competence'\"" in res.output
+    rec = out / "recommended-scheduler-competence.toml"
+    assert f'-c "scheduler-competence: --adaptive-config {rec}"' in res.output
+    from adaptive.train.config import load_config
+
+    assert load_config(rec)["adaptive"]["scheduler_law"]["law"] == "competence"
     again = runner.invoke(app, ["compare", str(trace), "-m", "scheduler:gtf", "-q", "-o", str(out)])
     assert again.exit_code == 0, again.output  # one law alone: labelled like any method
     bad = runner.invoke(app, ["compare", str(trace), "-m", "scheduler:nope", "-q"])

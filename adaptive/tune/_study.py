@@ -795,7 +795,7 @@ def _markdown(r: TuneResult, reduce: str) -> str:
                 else row["mean"] < r.best["mean"]
             )
             verdict = "better than the best" if beat else "not better than the best"
-            lines.append(f"- #{row['number']}: {_row_text(row)}; {verdict}")
+            lines.append(f"- {_row_text(row)}; {verdict}")
     lines += ["", "## Frozen and confirmed once on held-out seeds", ""]
     if r.best is not None:
         lines.append(f"- best: {_row_text(r.best)}")

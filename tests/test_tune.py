@@ -249,7 +249,8 @@ def test_tiny_reference_tune_with_confirmation_and_best_toml(tmp_path: Path) -> 
         assert int(prim["n"]) == 2 and math.isfinite(prim["rel_ci_low"])
         assert "80% power to detect" in md and "n = 2" in md
         assert "winner's curse" in md
-        assert (out / "confirm" / "trial.md").is_file()
+        assert res.confirmation.folder.name.startswith("confirm-")
+        assert (res.confirmation.folder / "trial.md").is_file()
     else:
         assert "nothing to confirm" in md
     toml = (out / "best.toml").read_text()

@@ -217,7 +217,9 @@ class TuneResult:
         ]
         if self.best is not None:
             out.append(f"best on the development seeds: {_row_text(self.best)}")
-        if self.best_fixed is not None and self.best_fixed is not self.best:
+        if self.best_fixed is not None and (
+            self.best is None or self.best_fixed["key"] != self.best["key"]
+        ):
             out.append(f"best fixed-only: {_row_text(self.best_fixed)}")
         if self.confirmation is not None:
             out.append("held-out confirmation:")
@@ -630,6 +632,14 @@ def _pick(frame: pd.DataFrame, higher: bool) -> dict[str, Any] | None:
     return r.to_dict()
 
 
+def confirm_folder(
+    folder: Path, best: Mapping[str, Any], best_fixed: Mapping[str, Any] | None
+) -> Path:
+    """Where the held-out trial of these frozen winners goes: `confirm-<their keys>`."""
+    keys = [str(best["key"])[:8]] + ([str(best_fixed["key"])[:8]] if best_fixed else [])
+    return folder / f"{CONFIRM}-{'-'.join(dict.fromkeys(keys))}"
+
+
 def _write_best(
     folder: Path, ad: _Adapter, best: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None
 ) -> None:
@@ -694,9 +704,19 @@ def _confirm(
         cands.append(f"{name}: {body}")
     if not cands:
         return None, None
+    # one folder per frozen winner: the same winner reuses its confirmation; a search that
+    # went on and found another one confirms it in a folder of its own, and says that the
+    # held-out seeds are no longer a first look
+    dest = confirm_folder(folder, best, best_fixed)
+    for other in sorted(folder.glob(f"{CONFIRM}-*")):
+        if other != dest and (other / "trial.md").is_file():
+            notes.append(
+                f"the held-out seeds were already used to confirm another winner ({other}): "
+                "this confirmation is not a first look at them"
+            )
     kw: dict[str, Any] = {"target": target}
     res = run_trial(
-        folder / CONFIRM,
+        dest,
         cands,
         seeds=len(held),
         first_seed=held[0],
@@ -712,8 +732,7 @@ def _confirm(
     h2h = None
     if len(cands) == 2:
         dirs = {
-            name: {s: folder / CONFIRM / name / f"seed{s}" for s in held}
-            for name in ("tuned", "tuned-fixed")
+            name: {s: dest / name / f"seed{s}" for s in held} for name in ("tuned", "tuned-fixed")
         }
         values, _ = _load(dirs, [primary])
         h2h, _ = analyse(values, primary, parse_reduce(reduce), baseline="tuned-fixed")
@@ -837,7 +856,7 @@ def _markdown(r: TuneResult, reduce: str) -> str:
                 tr.summary(),
                 "```",
             ]
-        lines.append(f"\nThe confirmation's full report: {r.folder / CONFIRM / 'trial.md'}")
+        lines.append(f"\nThe confirmation's full report: {c.folder / 'trial.md'}")
     lines += [f"\n- note: {n}" for n in r.notes]
     lines += [
         "",

@@ -71,8 +71,9 @@ def enabled() -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _softmax_times(x: np.ndarray, c: int, out: np.ndarray) -> None:
-    """``c · softmax(x)`` as torch's ``c * torch.softmax(x, -1)`` (max-shifted)."""
+def _softmax_times(x: np.ndarray, c: int, out: np.ndarray, scale: float) -> None:
+    """``scale · softmax(x)`` over the first ``c`` entries, as torch's
+    ``scale * torch.softmax(x, -1)`` (max-shifted; ``scale`` 1.0 is plain softmax, exactly)."""
     mx = x[0]
     for j in range(1, c):
         if x[j] > mx or x[j] != x[j]:
@@ -82,7 +83,7 @@ def _softmax_times(x: np.ndarray, c: int, out: np.ndarray) -> None:
         out[j] = math.exp(x[j] - mx)
         total += out[j]
     for j in range(c):
-        out[j] = c * (out[j] / total)
+        out[j] = scale * (out[j] / total)
 
 
 def _uncertainty(
@@ -189,7 +190,7 @@ def _imtl_l(losses, finite, reset, s, seen, lr, grad_clip, init_first, out_scale
             for j in range(c):
                 s[j] = 0.0
                 seen[j] = 0.0
-        _softmax_times(s, c, out_scales[i])
+        _softmax_times(s, c, out_scales[i], float(c))
         for j in range(c):
             out_s[i, j] = s[j]
         if not finite[i]:
@@ -235,7 +236,7 @@ def _famo(
                 prev[j] = math.nan
             t[0] = 0.0
             b1p, b2p = 1.0, 1.0
-        _softmax_plain(xi, c, z)
+        _softmax_times(xi, c, z, 1.0)
         # scales_at: z / (L + 1e-8), normalised, where every shifted loss is > 0
         ok = finite[i]
         for j in range(c):
@@ -277,20 +278,6 @@ def _famo(
             t[0] = t1
         for j in range(c):
             prev[j] = math.nan
-
-
-def _softmax_plain(x: np.ndarray, c: int, out: np.ndarray) -> None:
-    """``torch.softmax(x, -1)`` (max-shifted)."""
-    mx = x[0]
-    for j in range(1, c):
-        if x[j] > mx or x[j] != x[j]:
-            mx = x[j]
-    total = 0.0
-    for j in range(c):
-        out[j] = math.exp(x[j] - mx)
-        total += out[j]
-    for j in range(c):
-        out[j] = out[j] / total
 
 
 def _gradnorm(
@@ -380,7 +367,7 @@ def _logloss(losses, finite, reset, log_loss, smoothing, out_scales, out_log_los
         for j in range(c):
             if not math.isfinite(z[j]):
                 z[j] = fill
-        _softmax_times(z, c, out_scales[i])
+        _softmax_times(z, c, out_scales[i], float(c))
         if not finite[i]:
             continue
         for j in range(c):
@@ -443,7 +430,7 @@ def controller_outputs(
     return out, int(bad)
 
 
-_HELPERS = ("_softmax_times", "_softmax_plain", "_lerp", "_clamp")  # called by kernels
+_HELPERS = ("_softmax_times", "_lerp", "_clamp")  # called by kernels
 _compiled: dict[str, Callable[..., None]] = {}
 
 

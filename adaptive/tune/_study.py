@@ -461,10 +461,11 @@ def run_tune(
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 continue
         pruned = False
+        got: dict[int, float] = {}
         for i in range(0, len(dev), chunk):
             part = dev[i : i + chunk]
             train(key, arm, part)
-            got = _values(runs, key, dev[: i + len(part)], primary, k)
+            got.update(_values(runs, key, part, primary, k))  # this batch's traces only
             now = float(np.mean(list(got.values())))
             trial.report(now if math.isfinite(now) else _worst(higher_is_better), i + len(part))
             if i + len(part) < len(dev) and trial.should_prune():

@@ -202,11 +202,11 @@ def replay_cmd(
 ) -> None:
     """Replay a controller over a trace in dry-run: the weights / schedule it would have produced.
 
-    Writes replay-<method>.parquet (per-step scales, deltas, proposals) and
-    replay-<method>.png into the run's replays/ folder (never taken for trace parts), and
-    prints a short table; with --param values the file names carry them
-    (replay-dwa-temperature=1.png), so replays of other values sit side by side. A method
-    the run had on is replayed with the settings it recorded, unless --param says otherwise.
+    Writes replay-<method>.parquet (per-step scales, deltas, proposals) and .png into the
+    run's replays/ folder (never taken for trace parts) and prints a short table; several
+    runs also get one table across them (replay-<method>-fleet.parquet and .csv). With
+    --param values the file names carry them (replay-dwa-temperature=1.png), so replays sit
+    side by side. A method the run had on replays its recorded settings; --param overrides.
 
     Example:
 

@@ -73,9 +73,11 @@ def replay_command(
     engine: str = "pool",
 ) -> str:
     """`adaptive replay`: replay `method` over the runs under `path`; the text it prints.
-    With `jobs` (or `engine` ray) the runs are a fleet (`replay._fleet.replay_fleet`): each
-    replayed on its own, `jobs` at a time, into one summary table, with no per-run figure;
-    a trial folder is then read as its `ARM/seedK` runs."""
+    With several runs the summary table across them is written too (`replay_runs`, the
+    runs named from `path` as the fleet names them). With `jobs` (or `engine` ray) the
+    runs are a fleet (`replay._fleet.replay_fleet`): each replayed on its own, `jobs` at a
+    time, into the same summary table, with no per-run figure; a trial folder is then read
+    as its `ARM/seedK` runs."""
     from replay._params import merged_params, parse_params
     from replay._workflow import replay_runs
 
@@ -96,7 +98,7 @@ def replay_command(
     base = out if out is not None else default_out(path, "replays")
     total = sum(len(t.steps) for t in runs.values())
     with StepProgress(total, f"replay {method}", quiet) as bar:
-        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar)
+        res = replay_runs(runs, method, base, params=params, fmt=fmt, progress=bar, source=path)
     return res.text()
 
 

@@ -20,89 +20,32 @@ from typing import Any
 import pandas as pd
 
 from adaptive.errors import UsageError
+from replay._fleet_table import (
+    FRONT,
+    Unit,
+    _relative,
+    clamp_fraction,
+    fleet_table,
+    fleet_units,
+    result_row,
+    run_keys,
+)
 
-__all__ = ["ENGINES", "FleetOutput", "check_options", "fleet_table", "fleet_units", "replay_fleet"]
+__all__ = [
+    "ENGINES",
+    "FRONT",
+    "FleetOutput",
+    "Unit",
+    "check_options",
+    "clamp_fraction",
+    "fleet_table",
+    "fleet_units",
+    "replay_fleet",
+    "result_row",
+    "run_keys",
+]
 
 ENGINES = ("pool", "ray")
-#: Columns every row has, first; the stability metrics follow (their union over runs).
-FRONT = ("run", "run_id", "trace", "method", "steps", "clamp_fraction", "stability_score")
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One trace of the fleet: `key` names its run(s) in the table, `path` is the trace."""
-
-    key: str
-    path: str
-
-
-def _seed_key(d: Path) -> int:
-    return int(d.name[4:])
-
-
-def fleet_units(path: Path) -> list[Unit]:
-    """The traces under `path`, one unit each, in a stable order:
-
-    * a trial folder (`trial-design.json`): its runs `ARM/seedK` (keys `ARM/seedK`);
-    * a folder of run folders (an import's `runs/`, an arm of a trial): each run folder's
-      trace (`RUN/trace.parquet`, parts, or its one `*.parquet`; key: the folder's name);
-    * anything else `load_runs` reads (a trace, a run folder, a hive-partitioned dataset):
-      one unit, whose runs are split by run id where it is replayed.
-
-    Raises `TraceError` in one line when nothing under `path` is a trace, and for a folder
-    of trial folders (name one of them)."""
-    from adaptive.trace import TraceError
-    from adaptive.trace._folders import TRIAL_DESIGN, trial_folder_message
-    from replay._runs import _is_trace_dir, _run_trace_path
-
-    if not path.exists():
-        raise TraceError(f"{path}: no such file or directory")
-    if path.is_file() or _is_trace_dir(path) or (path / "trace.parquet").exists():
-        return [Unit(path.name, str(path))]
-    if any(c.is_dir() and c.name.startswith("run_id=") for c in path.iterdir()):
-        return [Unit(path.name, str(path))]
-    if (path / TRIAL_DESIGN).is_file():
-        arms = sorted(d for d in path.iterdir() if d.is_dir())
-        units = []
-        for arm in arms:
-            seeds = [d for d in arm.glob("seed*") if d.is_dir() and d.name[4:].isdigit()]
-            for seed in sorted(seeds, key=_seed_key):
-                tp = _run_trace_path(seed)
-                if tp is not None:
-                    units.append(Unit(f"{arm.name}/{seed.name}", str(tp)))
-        if not units:
-            raise TraceError(f"{path}: a trial folder ({TRIAL_DESIGN}) with no finished runs")
-        return units
-    units = []
-    for sub in sorted(c for c in path.iterdir() if c.is_dir()):
-        tp = _run_trace_path(sub)
-        if tp is not None:
-            units.append(Unit(sub.name, str(tp)))
-    if not units:
-        message = trial_folder_message(path)  # a folder of trial folders: name one
-        if message is not None:
-            raise TraceError(message)
-        raise TraceError(f"{path}: no trace found (expected a .parquet trace or run folders)")
-    return units
-
-
-def clamp_fraction(result: Any) -> float:
-    """Fraction of steps at the clamp: weighting, steps where any component's scale was
-    clamped to ±r; scheduler, steps with delta pinned at ±adjustment_range."""
-    import numpy as np
-
-    f = result.frame
-    if not len(f):
-        return 0.0
-    if result.kind == "schedule":
-        r = float(result.params.get("adjustment_range", math.nan))
-        if not (math.isfinite(r) and r > 0):
-            return 0.0
-        return float(np.mean(np.abs(f["delta"].to_numpy(np.float64)) >= r - 1e-9))
-    cols = [f"clamped/{c}" for c in result.names if f"clamped/{c}" in f.columns]
-    if not cols:
-        return 0.0
-    return float(f[cols].to_numpy(dtype=bool).any(axis=1).mean())
 
 
 def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -113,7 +56,6 @@ def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, 
 
     from adaptive.errors import InputError
     from replay._engine import replay
-    from replay._stability import stability_metrics, stability_score
 
     def failed(key: str, run_id: str, exc: BaseException) -> dict[str, Any]:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -145,20 +87,7 @@ def _rows(unit: Unit, method: str, params: Mapping[str, Any]) -> list[dict[str, 
         except (InputError, ValueError) as exc:
             rows.append(failed(key, rid, exc))
             continue
-        metrics = stability_metrics(result)
-        row: dict[str, Any] = {
-            "run": key,
-            "run_id": rid,
-            "trace": unit.path,
-            "method": method,
-            "steps": len(result.frame),
-            "clamp_fraction": clamp_fraction(result),
-            "stability_score": stability_score(metrics),
-        }
-        row.update({k: v for k, v in metrics.items() if k != "steps"})
-        row["skipped_parts"] = len(whole.skipped_parts)  # unreadable part files left out
-        row["error"] = None
-        rows.append(row)
+        rows.append(result_row(key, rid, unit.path, method, result, len(whole.skipped_parts)))
     return rows
 
 
@@ -229,23 +158,6 @@ def _map_ray(
         if owned:
             ray.shutdown()
             remove_session(session)
-
-
-def fleet_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per run: `FRONT`, then every stability metric (NaN where a run has none:
-    another component, or an `error`), then `error` (null when the run replayed)."""
-    frame = pd.DataFrame(list(rows))
-    for c in (*FRONT, "error"):
-        if c not in frame.columns:
-            frame[c] = None
-    metrics = [c for c in frame.columns if c not in FRONT and c != "error"]
-    frame = frame[[*FRONT, *metrics, "error"]]
-    for c in ("run", "run_id", "trace", "method", "error"):
-        frame[c] = frame[c].astype("string")
-    frame["steps"] = frame["steps"].astype("Int64")
-    for c in ("clamp_fraction", "stability_score", *metrics):
-        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
-    return frame.reset_index(drop=True)
 
 
 def check_options(jobs: int, engine: str) -> None:
@@ -338,14 +250,6 @@ def replay_fleet(
         lines.append(f"... and {len(failed) - 5} more runs not replayed (the error column)")
     lines.append(f"wrote {files[0]} and {files[1]} (one row per run)")
     return FleetOutput(table, files, lines)
-
-
-def _relative(trace: str, root: Path) -> str:
-    """A trace's path as the table shows it: relative to the fleet's folder where inside."""
-    try:
-        return Path(trace).relative_to(root).as_posix()
-    except ValueError:
-        return Path(trace).as_posix()
 
 
 def _fmt4g(v: float) -> str:

@@ -233,6 +233,7 @@ class ReplayRunsOutput:
     pooled: pd.DataFrame | None  # mean of the summaries over runs (None for one run)
     files: list[Path] = field(default_factory=list)  # per run: the table, then the figure
     lines: list[str] = field(default_factory=list)  # what the CLI prints
+    table: pd.DataFrame | None = None  # one row per run (`fleet_table`; None for one run)
 
     def text(self) -> str:
         """The report: per run the per-epoch scales (weighting) or the changes by reason
@@ -249,11 +250,18 @@ def replay_runs(
     fmt: str = "png",
     progress: Callable[[int], None] | None = None,
     given: Mapping[str, Any] | None = None,
+    source: str | Path | None = None,
 ) -> ReplayRunsOutput:
     """Replay one controller over every run; write `<stem>.parquet` and `<stem>.<fmt>` per
     run (into `out`, or `out/<run id>` with several runs). The stem names the method and
     the parameters given (`given`, default `params`; `output_stem`), so a replay with other
     values writes beside an earlier one instead of over it.
+
+    With several runs, also the summary table across them, `<stem>-fleet.parquet` and
+    `.csv` in `out`: one row per run (`replay._fleet_table.result_row`), the table
+    `adaptive replay --jobs N` writes. `source`, the path the runs were read from, names
+    them as the fleet does (`replay._fleet_table.run_keys`: for a folder of run folders, the
+    run folder and its trace relative to `source`); without it, by run id.
 
     Every run is replayed before anything is written, so a run the method refuses
     (`ReplayError`) or a bad parameter (`ValueError`) leaves `out` untouched. `progress`
@@ -301,11 +309,27 @@ def replay_runs(
         lines.extend(f"input: {note}" for note in result.notes)
         lines.append(f"wrote {table} and {figure}")
     pooled = None
+    fleet = None
     if many:
+        from replay._fleet_table import fleet_table, result_row, run_keys
+
         pooled = pd.concat(summaries.values()).groupby(level=0, sort=False).mean()
         lines.append(f"== pooled over {len(results)} runs (mean)")
         lines.append(pooled.to_string(float_format=_fmt4g))
-    return ReplayRunsOutput(results, summaries, pooled, files, lines)
+        keys = run_keys(traces, Path(source) if source is not None else None)
+        rows = []
+        for rid, result in results.items():
+            key, where = keys[rid]
+            skipped = len(traces[rid].skipped_parts)
+            rows.append(result_row(key, traces[rid].run_id, where, method, result, skipped))
+        fleet = fleet_table(rows)
+        fleet_files = [
+            write_frame(fleet, out / f"{stem}-fleet.parquet"),
+            write_csv(fleet, out / f"{stem}-fleet.csv", index=False),
+        ]
+        files += fleet_files
+        lines.append(f"wrote {fleet_files[0]} and {fleet_files[1]} (one row per run)")
+    return ReplayRunsOutput(results, summaries, pooled, files, lines, fleet)
 
 
 def output_stem(method: str, params: Mapping[str, Any] | None) -> str:

@@ -364,8 +364,11 @@ def test_replay_runs_writes_per_run_outputs_and_a_pooled_summary(tmp_path: Path)
     res = replay_runs(runs, "dwa", tmp_path / "out", params={"temperature": 0.5}, fmt="svg")
     assert sorted(res.results) == ["r0", "r1"]
     names = ["replay-dwa-temperature=0.5.parquet", "replay-dwa-temperature=0.5.svg"]
-    assert [p.name for p in res.files] == names * 2
-    assert all(p.is_file() and p.parent.name in ("r0", "r1") for p in res.files)
+    fleet = ["replay-dwa-temperature=0.5-fleet.parquet", "replay-dwa-temperature=0.5-fleet.csv"]
+    assert [p.name for p in res.files] == names * 2 + fleet  # then the table across runs
+    assert all(p.is_file() and p.parent.name in ("r0", "r1") for p in res.files[:4])
+    assert all(p.is_file() and p.parent == tmp_path / "out" for p in res.files[4:])
+    assert list(res.table["run"]) == ["r0", "r1"] and res.table["error"].isna().all()
     assert res.results["r0"].params["temperature"] == 0.5
     mean = (res.summaries["r0"] + res.summaries["r1"]) / 2
     pd.testing.assert_frame_equal(res.pooled, mean)

@@ -1,7 +1,8 @@
 """`adaptive replay FOLDER -m M --jobs N [--engine ray]`: a fleet of runs replayed each on its
 own into one summary table (issue 27, item 3). The table is checked against replays of the
 runs one by one, read back with DuckDB and Polars (not this package), and it is the same
-table in this process, on the process pool and on Ray."""
+table in this process, on the process pool, on Ray and from the plain `adaptive replay
+FOLDER` (no --jobs), over a fleet of 200 generated traces."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from cli import app
 
 runner = CliRunner()
 COMPS = ["a", "b", "c"]
-N_RUNS = 24
+N_RUNS = 200
 #: a per-step method and a narrow clamp: the fraction of steps at it differs between runs
 METHOD, RANGE = "uncertainty", ["--adjustment-range", "0.1"]
 STEM = "replay-uncertainty-adjustment_range=0.1-fleet"
@@ -42,13 +43,40 @@ def small_trace(path: Path, seed: int, steps: int = 120, run_id: str | None = No
     return path
 
 
+def copy_trace(template: Path, path: Path, seed: int) -> Path:
+    """`small_trace(path, seed)`'s losses, and its folder's name as run id, in a copy of
+    `template`'s Parquet table (one file): a cheap stand-in for a `TraceWriter` per run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(template)
+    rng = np.random.default_rng(seed)
+    rate = 40.0 + 15.0 * (seed % 7)
+    s = table.column("step").to_numpy().astype(np.float64)
+    losses = {
+        "a": np.exp(-s / rate) + 0.05 * rng.random(len(s)),
+        "b": 2.0 * np.exp(-s / (3 * rate)),
+        "c": 0.3 + 0.02 * rng.random(len(s)),
+    }
+    cols = {name: table.column(name) for name in table.column_names}
+    cols["run_id"] = pa.array([path.parent.name] * len(s), type=pa.string())
+    for c, loss in losses.items():
+        cols[f"loss/{c}"] = pa.array(loss.astype(np.float32))
+    cols["loss_total"] = pa.array(sum(losses.values()).astype(np.float32))
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pydict(cols, schema=table.schema), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of N_RUNS run folders, each with its trace.parquet (as `adaptive import`
-    and the reference trainer write them)."""
+    and the reference trainer write them): the first written by `TraceWriter` (a folder of
+    parts), the others copies of its table with their own losses and run id (one file)."""
     root = tmp_path_factory.mktemp("fleet") / "runs"
-    for i in range(N_RUNS):
-        small_trace(root / f"run{i:02d}" / "trace.parquet", seed=i)
+    template = small_trace(root / "run000" / "trace.parquet", seed=0, run_id="run000")
+    for i in range(1, N_RUNS):
+        copy_trace(template, root / f"run{i:03d}" / "trace.parquet", seed=i)
     return root
 
 
@@ -72,18 +100,18 @@ def test_one_row_per_run_with_its_stability_figures(fleet: Path, serial: pd.Data
     from replay import replay, stability_metrics, stability_score
 
     assert len(serial) == N_RUNS
-    assert list(serial["run"]) == [f"run{i:02d}" for i in range(N_RUNS)]
+    assert list(serial["run"]) == [f"run{i:03d}" for i in range(N_RUNS)]
     assert list(serial.columns[:7]) == [
         "run", "run_id", "trace", "method", "steps", "clamp_fraction", "stability_score",
     ]  # fmt: skip
     assert serial["error"].isna().all()
-    assert (serial["trace"] == [f"run{i:02d}/trace.parquet" for i in range(N_RUNS)]).all()
+    assert (serial["trace"] == [f"run{i:03d}/trace.parquet" for i in range(N_RUNS)]).all()
     # the narrow clamp is hit, more in some runs than in others
     assert serial["clamp_fraction"].between(0, 1).all()
     assert serial["clamp_fraction"].max() > 0 and serial["clamp_fraction"].nunique() > 3
     # each row is what replaying its run alone gives
     for i in (0, 5, N_RUNS - 1):
-        trace = read_trace(fleet / f"run{i:02d}" / "trace.parquet")
+        trace = read_trace(fleet / f"run{i:03d}" / "trace.parquet")
         result = replay(trace, METHOD, adjustment_range=0.1)
         row = serial.iloc[i]
         clamped = result.frame[[f"clamped/{c}" for c in COMPS]].to_numpy(bool)
@@ -125,6 +153,43 @@ def test_ray_gives_the_pool_table(fleet: Path, serial: pd.DataFrame, tmp_path: P
     pytest.importorskip("ray")
     on_ray = _replay(fleet, tmp_path, "--engine", "ray", "--jobs", "2")
     pd.testing.assert_frame_equal(on_ray, serial)  # = the pool's (the test above)
+
+
+def test_the_plain_command_writes_the_same_table(
+    fleet: Path, serial: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`adaptive replay FOLDER -m M` (no --jobs) writes, beside each run's table and
+    figure, the summary table the fleet writes: same columns, dtypes and values."""
+    plain = _replay(fleet, tmp_path, "--format", "svg")
+    pd.testing.assert_frame_equal(plain, serial)
+    assert (tmp_path / "run000" / "replay-uncertainty-adjustment_range=0.1.parquet").is_file()
+    csv = pd.read_csv(tmp_path / f"{STEM}.csv")
+    assert list(csv.columns) == list(serial.columns) and len(csv) == N_RUNS
+
+
+def test_the_plain_table_names_runs_as_the_fleet_does(tmp_path: Path) -> None:
+    """Run folders named otherwise than their run ids, and a run folder whose trace holds
+    two runs: `run` is the folder (`FOLDER/RUN_ID` for the two), as with --jobs 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "runs"
+    small_trace(root / "first" / "trace.parquet", seed=1, steps=60, run_id="r1")
+    small_trace(root / "second" / "trace.parquet", seed=2, steps=60, run_id="r2")
+    both = pa.concat_tables(
+        [pq.read_table(root / n / "trace.parquet") for n in ("first", "second")]
+    )
+    (root / "pair").mkdir()
+    pq.write_table(both, root / "pair" / "run.parquet")
+    tables = {}
+    for name, extra in (("plain", []), ("fleet", ["--jobs", "1"])):
+        args = ["replay", str(root), "-m", "dwa", "-o", str(tmp_path / name), "-q", *extra]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        tables[name] = pd.read_parquet(tmp_path / name / "replay-dwa-fleet.parquet")
+    pd.testing.assert_frame_equal(tables["plain"], tables["fleet"])
+    assert list(tables["plain"]["run"]) == ["first", "pair/r1", "pair/r2", "second"]
+    assert list(tables["plain"]["trace"])[:2] == ["first/trace.parquet", "pair/run.parquet"]
 
 
 def _trial_folder(root: Path) -> Path:

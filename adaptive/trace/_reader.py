@@ -83,6 +83,7 @@ class Trace:
                 version=self.version,
                 run=self.run,
                 metadata=self.metadata,
+                skipped_parts=self.skipped_parts,
             )
         return out
 

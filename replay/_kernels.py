@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,9 +119,20 @@ def _uncertainty(
             if ex[j] > mx:
                 mx = ex[j]
         total = 0.0
+        # exp(u) serves the softmax (anchor "first": x = u), the objective and the update
         for j in range(c):
-            ex[j] = math.exp(ex[j] - mx)
-            total += ex[j]
+            eu[j] = math.exp(u[j])
+        if kendall == 0.0 and -300.0 < mx < 300.0:
+            # softmax(u) = exp(u) / sum exp(u): torch shifts by the max first; u is
+            # clamped to [-20, 20], so the unshifted exponentials neither overflow nor
+            # underflow and agree within a few ulps (one exp per component, not two)
+            for j in range(c):
+                ex[j] = eu[j]
+                total += ex[j]
+        else:
+            for j in range(c):
+                ex[j] = math.exp(ex[j] - mx)
+                total += ex[j]
         k = c / total
         objective = 0.0
         for j in range(c):
@@ -127,11 +140,8 @@ def _uncertainty(
             s = log_a[j] - u[j]
             out_log_var[i, j] = s
             # exp(-s) = exp(u) / a (torch: exp(-s); equal within a few ulps for anchors
-            # in float32's range); exp(u) also serves the update below
-            eu[j] = math.exp(u[j])
-            objective += (eu[j] if anchor[j] != anchor[j] else eu[j] / anchor[j]) * losses[
-                i, j
-            ] + s
+            # in float32's range)
+            objective += (eu[j] if anchor[j] != anchor[j] else eu[j] / anchor[j]) * losses[i, j] + s
         out_objective[i] = objective
         for j in range(c):
             out_step_limited[i, j] = 0.0
@@ -225,8 +235,6 @@ def _famo(
     z = np.empty(c)
     d = np.empty(c)
     delta = np.empty(c)
-    # beta**t as running products (torch: a pow per update; equal within a few ulps)
-    b1p, b2p = _BETA1 ** t[0], _BETA2 ** t[0]
     for i in range(n):
         if reset[i]:
             for j in range(c):
@@ -235,7 +243,6 @@ def _famo(
                 v[j] = 0.0
                 prev[j] = math.nan
             t[0] = 0.0
-            b1p, b2p = 1.0, 1.0
         _softmax_times(xi, c, z, 1.0)
         # scales_at: z / (L + 1e-8), normalised, where every shifted loss is > 0
         ok = finite[i]
@@ -266,10 +273,10 @@ def _famo(
             for j in range(c):
                 zd += z[j] * delta[j]
             t1 = t[0] + 1.0
-            b1p *= _BETA1
-            b2p *= _BETA2
-            bc1 = 1.0 - b1p
-            bc2_sqrt = math.sqrt(1.0 - b2p)
+            # beta**t as torch computes it (a pow per update, not a running product: a
+            # replay cut into blocks, or resumed, then gives the same numbers)
+            bc1 = 1.0 - _BETA1**t1
+            bc2_sqrt = math.sqrt(1.0 - _BETA2**t1)
             for j in range(c):
                 grad = z[j] * (delta[j] - zd) + gamma * xi[j]
                 m[j] = _lerp(m[j], grad, 1.0 - _BETA1)
@@ -381,10 +388,11 @@ def _logloss(losses, finite, reset, log_loss, smoothing, out_scales, out_log_los
                 log_loss[j] = smoothing * prev + (1.0 - smoothing) * log
 
 
-def _controller_part(scales, r, base, finite, deltas, clamped, proposed, skipped):
+def _controller_part(scales, r, base, finite, deltas, clamped, proposed, skipped, bad_rows):
     """The controller around the method (`AdaptiveLossWeighting._advance`): non-finite
     scales count and become neutral (1), ``Δ = clamp(s - 1, -r, r)``, the clamp flag,
-    ``w = base·(1 + Δ)``; `scales` is sanitised in place. Returns the non-finite steps."""
+    ``w = base·(1 + Δ)``; `scales` is sanitised in place; `bad_rows` flags the steps whose
+    scales were not finite. Returns their number."""
     n, c = scales.shape
     bad = 0
     for i in range(n):
@@ -405,6 +413,7 @@ def _controller_part(scales, r, base, finite, deltas, clamped, proposed, skipped
             proposed[i, j] = base[i, j] * (1.0 + d)
         if not ok:
             bad += 1
+        bad_rows[i] = not ok
         skipped[i] = not finite[i]
     return bad
 
@@ -425,7 +434,7 @@ def controller_outputs(
     }
     bad = _jit("_controller_part")(
         scales, float(r), base, finite, out["deltas"], out["clamped"], out["proposed"],
-        out["skipped"],
+        out["skipped"], np.empty(n, dtype=np.bool_),
     )  # fmt: skip
     return out, int(bad)
 
@@ -441,8 +450,9 @@ def _jit(name: str) -> Callable[..., None]:
         g = globals()
         for helper in _HELPERS:
             if not hasattr(g[helper], "py_func"):
-                g[helper] = njit(cache=True)(g[helper])
-        _compiled[name] = njit(cache=True)(g[name])
+                g[helper] = njit(cache=True, nogil=True)(g[helper])
+        # nogil: a sweep runs one configuration per thread (replay/_kernel_sweep.py)
+        _compiled[name] = njit(cache=True, nogil=True)(g[name])
     return _compiled[name]
 
 
@@ -471,6 +481,33 @@ class Kernel:
     run: Callable[[Any, np.ndarray, np.ndarray, np.ndarray, Mapping[str, np.ndarray]], KernelRun]
 
 
+_ARENA = threading.local()
+
+
+@contextmanager
+def reuse_buffers(buffers: dict[str, np.ndarray]) -> Iterator[None]:
+    """Within this block (in this thread) the adapters take their output arrays from
+    `buffers`, reused from one call to the next, instead of allocating them: a sweep makes
+    thousands of kernel calls whose outputs it copies out at once, and fresh pages cost
+    more than the recursion."""
+    _ARENA.buffers = buffers
+    try:
+        yield
+    finally:
+        _ARENA.buffers = None
+
+
+def _empty(key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of `shape`: fresh, or this thread's reused one (`reuse_buffers`)."""
+    buffers = getattr(_ARENA, "buffers", None)
+    if buffers is None:
+        return np.empty(shape)
+    a = buffers.get(key)
+    if a is None or a.shape[0] < shape[0] or a.shape[1:] != shape[1:]:
+        a = buffers[key] = np.empty(shape)
+    return a[: shape[0]]
+
+
 def _state(method: Any, *attrs: str) -> list[np.ndarray]:
     """Copies of the method's ``(1, n)`` state tensors as contiguous ``(n,)`` arrays."""
     return [getattr(method, a).detach().cpu().numpy().reshape(-1).copy() for a in attrs]
@@ -486,8 +523,8 @@ _UNC_STATE = ("_u", "_anchor", "_m", "_v", "_t", "_b1_pow", "_b2_pow")
 def _run_uncertainty(method, losses, finite, reset, extras) -> KernelRun:
     n, c = losses.shape
     st = _state(method, *_UNC_STATE)
-    scales, log_var, objective = np.empty((n, c)), np.empty((n, c)), np.empty(n)
-    limited = np.empty((n, c))
+    scales, log_var = _empty("scales", (n, c)), _empty("log_var", (n, c))
+    objective, limited = _empty("objective", (n,)), _empty("limited", (n, c))
     p = method.params()
     _jit("_uncertainty")(
         losses, finite, reset, *st,
@@ -506,7 +543,7 @@ def _run_imtl_l(method, losses, finite, reset, extras) -> KernelRun:
     n, c = losses.shape
     attrs = ("_s", "_seen")
     st = _state(method, *attrs)
-    scales, s_hist = np.empty((n, c)), np.empty((n, c))
+    scales, s_hist = _empty("scales", (n, c)), _empty("s", (n, c))
     p = method.params()
     init_first = 1.0 if p["init"] == "first" else 0.0
     _jit("_imtl_l")(
@@ -520,7 +557,7 @@ def _run_famo(method, losses, finite, reset, extras) -> KernelRun:
     n, c = losses.shape
     attrs = ("_xi", "_m", "_v", "_t", "_prev")
     st = _state(method, *attrs)
-    scales, logit = np.empty((n, c)), np.empty((n, c))
+    scales, logit = _empty("scales", (n, c)), _empty("logit", (n, c))
     p = method.params()
     after = np.ascontiguousarray(extras["loss_after"], dtype=np.float64)
     _jit("_famo")(
@@ -533,7 +570,7 @@ def _run_gradnorm(method, losses, finite, reset, extras) -> KernelRun:
     n, c = losses.shape
     attrs = ("_w", "_l0")
     st = _state(method, *attrs)
-    weight = np.empty((n, c))
+    weight = _empty("weight", (n, c))
     p = method.params()
     g = np.ascontiguousarray(extras["grad_norm"], dtype=np.float64)
     _jit("_gradnorm")(
@@ -547,7 +584,7 @@ def _run_logloss(method, losses, finite, reset, extras) -> KernelRun:
     n, c = losses.shape
     attrs = ("_log_loss",)
     st = _state(method, *attrs)
-    scales, hist = np.empty((n, c)), np.empty((n, c))
+    scales, hist = _empty("scales", (n, c)), _empty("log_loss", (n, c))
     _jit("_logloss")(losses, finite, reset, *st, float(method.params()["smoothing"]), scales, hist)
     return KernelRun(scales, {"log_loss": hist}, _final(attrs, st))
 

@@ -312,6 +312,32 @@ def replay_single(
     )
 
 
+def kernel_schedule(ctrl: Any, inputs: WeightingInputs) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """What a kernel needs from the controller's own calls, made in the trainer's order
+    (`end_epoch`, `set_base_weights`: the same checks and errors as the torch path): the
+    base weights of every step ``(T, C)``, the steps before which the method restarts
+    ``(T,)``, and the number of steps of each epoch."""
+    comps = inputs.components
+    n, c = inputs.losses.shape
+    reset = np.zeros(n, dtype=np.bool_)
+    base = np.empty((n, c))
+    epoch_steps: list[int] = []
+    for new_epoch, restart, a, b, new_base in _segments(
+        inputs.epochs, inputs.base, inputs.restarts
+    ):
+        if new_epoch:
+            epoch_steps.append(0)
+            ctrl.end_epoch()
+        reset[a] = restart  # the kernel starts the method's state afresh there
+        if new_base is not None:
+            ctrl.set_base_weights(dict(zip(comps, new_base.tolist(), strict=True)))
+        base[a:b] = ctrl._base.numpy()
+        if not epoch_steps:
+            epoch_steps.append(0)
+        epoch_steps[-1] += b - a
+    return base, reset, epoch_steps
+
+
 def _kernel_replay(
     ctrl: Any, kernel: Any, inputs: WeightingInputs, progress: Callable[[int], None] | None
 ) -> ReplayArrays:
@@ -325,25 +351,10 @@ def _kernel_replay(
     method = ctrl.method_impl
     # the extras step_block would take, refused the same way
     check_extras(ctrl.method, inputs.extras or None, type(method).after_extras(), ctrl.requires)
-    comps = inputs.components
     losses = inputs.losses.astype(np.float64)
-    n, c = losses.shape
+    n = len(losses)
     finite = np.isfinite(losses).all(axis=1)
-    reset = np.zeros(n, dtype=np.bool_)
-    base = np.empty((n, c))
-    epoch_steps: list[int] = []
-    segments = _segments(inputs.epochs, inputs.base, inputs.restarts)
-    for new_epoch, restart, a, b, new_base in segments:
-        if new_epoch:
-            epoch_steps.append(0)
-            ctrl.end_epoch()
-        reset[a] = restart  # the kernel starts the method's state afresh there
-        if new_base is not None:
-            ctrl.set_base_weights(dict(zip(comps, new_base.tolist(), strict=True)))
-        base[a:b] = ctrl._base.numpy()
-        if not epoch_steps:
-            epoch_steps.append(0)
-        epoch_steps[-1] += b - a
+    base, reset, epoch_steps = kernel_schedule(ctrl, inputs)
     extras = {k: v.astype(np.float64) for k, v in inputs.extras.items()}
     run = kernel.run(method, losses, finite, reset, extras)
     outputs, nonfinite_state = controller_outputs(run.scales, ctrl.adjustment_range, base, finite)
@@ -455,6 +466,7 @@ def sweep_weighting(
     progress: Callable[[int], None] | None = None,
     loss_input: str | None = None,
     restart_on_stage_change: bool | None = None,
+    kernels: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Replay ``K = len(configs)`` configurations of one method over a trace at once.
 
@@ -469,6 +481,13 @@ def sweep_weighting(
     steps × 256 configs × 8 components); pass fewer `outputs` (or none) and an
     `on_block(start, stop, block_output)` callback (a batched `BlockOutput`, ``(T, K, C)``)
     to reduce blocks as they come instead.
+
+    The per-step recursive methods run each configuration's compiled kernel where one
+    applies (`kernels` as in :func:`replay_single`; replay/_kernel_sweep.py), the
+    configurations shared among the machine's cores: then configuration ``k`` is, bit for
+    bit, `replay_weighting_fast` with the kernel, and the torch path within the kernels'
+    contract. Otherwise every configuration advances together through one batched
+    controller (a leading configuration dimension in its state).
     """
     valid = ("proposed", "deltas", "clamped", "scales", "applied", "base")
     bad = [o for o in outputs if o not in valid]
@@ -481,7 +500,19 @@ def sweep_weighting(
         method=method,
     )
     comps, losses_np, epochs = inputs.components, inputs.losses, inputs.epochs
-    ctrl = _controller(method, comps, inputs.base[0], list(configs))
+    ctrl = _controller(method, comps, inputs.base[0], list(configs))  # refuses bad configs
+    from replay._kernel_sweep import kernel_sweep
+
+    fast = kernel_sweep(
+        method, inputs, configs,
+        lambda cfg: _controller(method, comps, inputs.base[0], None, **cfg),
+        lambda ctrl: kernel_schedule(ctrl, inputs),
+        outputs, on_block, progress, kernels=kernels,
+    )  # fmt: skip
+    if fast is not None:
+        fast["step"] = trace.steps["step"].to_numpy()
+        fast["epoch"] = epochs
+        return fast
     n, c = losses_np.shape
     k = ctrl.num_configs
     losses = torch.from_numpy(losses_np.astype(np.float64))

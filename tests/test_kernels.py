@@ -338,3 +338,63 @@ def test_kernel_runs_wherever_it_applies() -> None:
     for method, params in CASES:
         kernel, why = _kernels.select(controller(method, params, inputs, 0.3), force=True)
         assert kernel is not None and kernel.method == method, why
+
+
+# --------------------------------------------------------------------------------------
+# sweeps: each configuration through its kernel, on threads (replay/_kernel_sweep.py)
+# --------------------------------------------------------------------------------------
+
+
+@needs_numba
+@pytest.mark.parametrize("method", _kernels.KERNEL_METHODS)
+def test_a_sweep_is_each_configurations_kernel_replay(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configuration k of a kernel sweep is `replay_weighting_fast` with the kernel, bit for
+    bit, whether kept whole or handed out in blocks, on any number of threads; and the
+    torch path's batched sweep within the contract's tolerance, with the same flags."""
+    import torch
+
+    from replay import _kernel_sweep
+    from replay._weighting_replay import sweep_weighting
+    from tests.test_weighting import _synthetic_trace
+
+    trace = _synthetic_trace(n=300, c=4, epochs=4, seed=3)
+    steps = trace.steps.copy()
+    steps.loc[17, "loss/c1"] = np.nan  # a skipped step
+    steps.loc[101, "loss/c2"] = np.inf
+    trace = type(trace)(**{**trace.__dict__, "steps": steps})
+    extra = {"smoothing": 0.5} if method == "logloss" else {}
+    configs = [{**extra, **cfg} for cfg in method_class(method).sweep_configs]
+    configs += [{**extra, "adjustment_range": r} for r in (0.0, 0.02, 5.0)]
+    whole = sweep_weighting(trace, method, configs)
+    n, k, c = len(trace.steps), len(configs), 4
+    for j, cfg in enumerate(configs):
+        frame = replay_weighting_fast(trace, method, kernels=True, **cfg).frame
+        for key, prefix in (("proposed", "proposed/weight"), ("deltas", "delta"),
+                            ("clamped", "clamped"), ("scales", "scale")):  # fmt: skip
+            for i, comp in enumerate(trace.components):
+                np.testing.assert_array_equal(whole[key][:, j, i], frame[f"{prefix}/{comp}"])
+        np.testing.assert_array_equal(whole["skipped"], frame["skipped"])
+
+    monkeypatch.setattr(_kernel_sweep, "BLOCK_VALUES", 7 * k * c)  # blocks of 64 steps
+    monkeypatch.setattr(_kernel_sweep, "_threads", lambda: 3)
+    blocks: list[Any] = []
+    blocked = sweep_weighting(
+        trace, method, configs, outputs=("deltas",), on_block=lambda a, b, o: blocks.append(
+            (a, b, o.deltas.clone(), o.skipped_steps.clone(), o.base.shape))
+    )  # fmt: skip
+    np.testing.assert_array_equal(blocked["deltas"], whole["deltas"])
+    assert "proposed" not in blocked
+    assert [b[0] for b in blocks] == list(range(0, n, 64)) and blocks[-1][1] == n
+    deltas = torch.cat([b[2] for b in blocks]).numpy()
+    np.testing.assert_array_equal(deltas, whole["deltas"])
+    counts = torch.cat([b[3] for b in blocks]).numpy()
+    np.testing.assert_array_equal(counts, np.cumsum(whole["skipped"]))
+    assert all(b[4] == (b[1] - b[0], k, c) for b in blocks)
+
+    torch_path = sweep_weighting(trace, method, configs, kernels=False)
+    for key in ("proposed", "deltas", "scales"):
+        assert_close(whole[key], torch_path[key], key)
+    np.testing.assert_array_equal(whole["clamped"], torch_path["clamped"])
+    np.testing.assert_array_equal(whole["skipped"], torch_path["skipped"])

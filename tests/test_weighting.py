@@ -1164,7 +1164,8 @@ def test_sweep_equals_separate_fast_replays(method: str) -> None:
 
     trace = _synthetic_trace(n=500, c=3, epochs=5, seed=1)
     configs = list(method_class(method).sweep_configs)
-    res = sweep_weighting(trace, method, configs)
+    # the torch path (a kernel method's compiled sweep: tests/test_kernels.py)
+    res = sweep_weighting(trace, method, configs, kernels=False)
     n, k, c = len(trace.steps), len(configs), 3
     for key in ("proposed", "deltas", "clamped", "scales"):
         assert res[key].shape == (n, k, c)
@@ -1184,6 +1185,7 @@ def test_sweep_equals_separate_fast_replays(method: str) -> None:
         configs,
         outputs=("proposed",),
         on_block=lambda a, b, _: blocks.append((a, b)),
+        kernels=False,
     )
     np.testing.assert_array_equal(lean["proposed"], res["proposed"])
     assert "deltas" not in lean and blocks[0][0] == 0 and blocks[-1][1] == n

@@ -1,0 +1,178 @@
+"""A sweep of a kernel method (`sweep_weighting` of uncertainty, IMTL-L, FAMO, GradNorm or
+log-loss with numba installed): each configuration's compiled recursion and clamp
+(`replay/_kernels.py`, the kernels `replay_weighting_fast` runs), the configurations
+shared among threads. The kernels release the GIL (``nogil``), so a sweep uses every core
+of the machine; one configuration's numbers do not depend on which thread ran it or on
+how the steps were cut into blocks.
+
+Configuration ``k`` equals, bit for bit, `replay_weighting_fast(trace, method,
+**configs[k])` with the kernel, and so the torch path within the kernels' contract
+(1e-6 relative, the same clamp flags: tests/test_kernels.py). Without `on_block` each
+configuration runs over the whole trace, writing straight into the kept ``(T, K, C)``
+outputs; with it, the steps go in blocks of about 2**21 values per output (the method
+state carries over between blocks) and `on_block` sees each block of every configuration
+as a batched `BlockOutput`, as from the torch path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["kernel_sweep"]
+
+#: Values per block and output when a callback reduces blocks as they come.
+BLOCK_VALUES = 1 << 22
+
+
+#: The outputs a kernel sweep computes per configuration (`base`, `applied`: the trace's).
+KERNEL_OUTPUTS = ("proposed", "deltas", "clamped", "scales")
+
+
+def _array(shape: tuple[int, ...], output: str) -> np.ndarray:
+    return np.empty(shape, dtype=np.bool_ if output == "clamped" else np.float64)
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Worker:
+    """One thread's reused arrays: the kernels' outputs and the controller part's
+    outputs that the sweep does not keep."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def scratch(self, key: str, rows: int, *cols: int) -> np.ndarray:
+        a = self.buffers.get(key)
+        if a is None or a.shape[0] < rows:
+            dtype = np.bool_ if key in ("clamped", "skip", "bad") else np.float64
+            a = self.buffers[key] = np.empty((rows, *cols), dtype=dtype)
+        return a[:rows]
+
+
+def kernel_sweep(
+    method: str,
+    inputs: Any,
+    configs: Sequence[Mapping[str, Any]],
+    make: Callable[[Mapping[str, Any]], Any],
+    schedule: Callable[[Any], tuple[np.ndarray, np.ndarray, list[int]]],
+    outputs: Sequence[str],
+    on_block: Callable[[int, int, Any], None] | None,
+    progress: Callable[[int], None] | None,
+    *,
+    kernels: bool | None = None,
+    threads: int | None = None,
+) -> dict[str, np.ndarray] | None:
+    """The sweep's arrays (as `sweep_weighting` returns them, less `step` and `epoch`)
+    through the compiled kernels, or None where any configuration has no kernel (the
+    caller runs the torch path). `make(config)` builds a single-configuration dry-run
+    controller; `schedule(controller)` makes its calls in the trainer's order and gives the
+    base weights, restarts and epoch lengths (`kernel_schedule`); `kernels` as in
+    `replay_single`."""
+    from adaptive.weighting._diagnostics import BlockOutput
+    from adaptive.weighting._validate import check_extras
+    from replay._kernels import _jit, reuse_buffers, select
+
+    if kernels is False or not configs:
+        return None
+    ctrls = [make(cfg) for cfg in configs]
+    chosen = [select(c, force=kernels)[0] for c in ctrls]
+    if any(k is None for k in chosen):
+        return None
+    first = ctrls[0]
+    check_extras(
+        first.method, inputs.extras or None, type(first.method_impl).after_extras(), first.requires
+    )
+    base, reset, epoch_steps = schedule(first)  # the same for every configuration
+    losses = inputs.losses.astype(np.float64)
+    n, c = losses.shape
+    k = len(configs)
+    finite = np.isfinite(losses).all(axis=1)
+    extras = {name: v.astype(np.float64) for name, v in inputs.extras.items()}
+    ranges = [float(ctrl.adjustment_range) for ctrl in ctrls]
+    part = _jit("_controller_part")
+    kept = {o: _array((n, k, c), o) for o in outputs}
+    for o in ("base", "applied"):  # dry run: the base weights are applied
+        if o in kept:
+            kept[o][:] = base[:, None, :]
+    skipped = ~finite
+    if on_block is None:
+        size = max(n, 1)  # one block: each configuration straight into the kept arrays
+        block = {o: kept[o] for o in KERNEL_OUTPUTS if o in kept}
+
+        def view(o: str, j: int, rows: int) -> np.ndarray:
+            return block[o][:rows, j]
+    else:
+        # (K, steps, C): each configuration writes a contiguous slab; `on_block` sees the
+        # (steps, K, C) view of it
+        size = max(64, BLOCK_VALUES // (k * c))
+        block = {o: _array((k, min(size, n), c), o) for o in KERNEL_OUTPUTS}
+
+        def view(o: str, j: int, rows: int) -> np.ndarray:
+            return block[o][j, :rows]
+
+    workers = max(1, min(threads or _threads(), k))
+    per_worker = [_Worker() for _ in range(workers)]
+
+    def work(w: int, a: int, b: int) -> np.ndarray:
+        """Configurations w, w + workers, ... over steps [a, b); the steps where any
+        of their scales were not finite."""
+        me, rows = per_worker[w], b - a
+        bad = np.zeros(rows, dtype=np.bool_)
+        ext = {name: v[a:b] for name, v in extras.items()}
+        with reuse_buffers(me.buffers):
+            for j in range(w, k, workers):
+                impl = ctrls[j].method_impl
+                run = chosen[j].run(impl, losses[a:b], finite[a:b], reset[a:b], ext)
+                for attr, value in run.final.items():  # carried to the next block
+                    setattr(impl, attr, torch.from_numpy(value))
+                out = {o: view(o, j, rows) if o in block else me.scratch(o, rows, c)
+                       for o in ("proposed", "deltas", "clamped")}  # fmt: skip
+                part(run.scales, ranges[j], base[a:b], finite[a:b], out["deltas"],
+                     out["clamped"], out["proposed"], me.scratch("skip", rows),
+                     me.scratch("bad", rows))  # fmt: skip
+                bad |= me.buffers["bad"][:rows]
+                if "scales" in block:
+                    view("scales", j, rows)[:] = run.scales  # sanitised by `part`
+        return bad
+
+    skipped_before = bad_before = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for a in range(0, n, size):
+            b = min(n, a + size)
+            rows = b - a
+            futures = [pool.submit(work, w, a, b) for w in range(workers)]
+            bad = np.logical_or.reduce([f.result() for f in futures])
+            if on_block is None:
+                continue
+            t = {o: torch.from_numpy(v[:, :rows]).permute(1, 0, 2) for o, v in block.items()}
+            for o in kept:
+                if o in block:
+                    kept[o][a:b] = t[o].numpy()
+            base_t = torch.from_numpy(base[a:b])[:, None, :].expand(rows, k, c)
+            skip_t = torch.from_numpy(skipped[a:b])
+            steps = skip_t.to(torch.int64).cumsum(0).add_(skipped_before)
+            nonfinite = torch.from_numpy(bad).to(torch.int64).cumsum(0).add_(bad_before)
+            skipped_before, bad_before = int(steps[-1]), int(nonfinite[-1])
+            on_block(a, b, BlockOutput(
+                start=a, epoch=int(inputs.epochs[a]), method=method, dry_run=True,
+                components=tuple(inputs.components), scales=t["scales"], deltas=t["deltas"],
+                clamped=t["clamped"], base=base_t, applied=base_t, proposed=t["proposed"],
+                skipped=skip_t, skipped_steps=steps, nonfinite_state=nonfinite,
+            ))  # fmt: skip
+    if progress is not None:
+        for steps_in_epoch in epoch_steps:
+            if steps_in_epoch:
+                progress(steps_in_epoch)
+    kept["skipped"] = skipped
+    return kept

@@ -443,9 +443,36 @@ _HELPERS = ("_softmax_times", "_lerp", "_clamp")  # called by kernels
 _compiled: dict[str, Callable[..., None]] = {}
 
 
+#: Set (to ``1``) by the `adaptive` console script: its process calls no numba BLAS
+#: function, so numba's one-time probe for SciPy's BLAS is skipped there (see below).
+LIGHT_START = "ADAPTIVE_KERNELS_LIGHT_START"
+
+
+def _load_registries() -> None:
+    """Load numba's typing and lowering registries now (a process's first kernel call
+    would). In the `adaptive` command (`LIGHT_START`) SciPy's linear algebra is hidden
+    meanwhile: numba imports it only to see whether ``np.dot`` and friends can use BLAS,
+    which costs ~0.2 s of a replay command's start and no kernel here uses. Elsewhere (a
+    notebook, a user's script) numba loads as it always does."""
+    import sys
+
+    from numba.core.registry import cpu_target
+
+    hide = os.environ.get(LIGHT_START) == "1" and "scipy.linalg" not in sys.modules
+    if hide:
+        sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if hide:
+            del sys.modules["scipy.linalg"]
+
+
 def _jit(name: str) -> Callable[..., None]:
     """The compiled kernel `name` (helpers compiled first so the kernels call them)."""
     if name not in _compiled:
+        if not _compiled:
+            _load_registries()
         njit = _NUMBA.njit
         g = globals()
         for helper in _HELPERS:

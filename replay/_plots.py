@@ -138,8 +138,73 @@ def pixel_columns(ax: Axes) -> int:
 
 def line(ax: Axes, x: np.ndarray, y: np.ndarray, *args: object, **kw: object) -> None:
     """`ax.plot` of a per-step series, decimated to the figure's pixel columns when long
-    (`decimate_minmax`: each column's minimum and maximum)."""
-    ax.plot(*decimate_minmax(x, y, pixel_columns(ax)), *args, **kw)
+    (`decimate_minmax`: each column's minimum and maximum) and then drawn as the band
+    between them (`_envelope_line`)."""
+    xs, ys = decimate_minmax(x, y, pixel_columns(ax))
+    solid = kw.get("ls", kw.get("linestyle", "-")) in ("-", "solid")
+    if ys is y or args or "color" not in kw or not solid:
+        ax.plot(xs, ys, *args, **kw)
+        return
+    ax.add_line(_envelope_line()(xs, ys, **kw))
+    ax._request_autoscale_view()  # as ax.plot does
+
+
+_ENVELOPE: list[type] = []
+
+
+def _envelope_line() -> type:
+    """`EnvelopeLine`, a `Line2D` whose data are a decimated series (pairs of a column's
+    minimum and maximum: what tests, legends and limits see) and which draws the band
+    between the minima and the maxima, outlined in the line's colour and width. The
+    same pixels as the zig-zag through them, at a fraction of the cost: Agg strokes a
+    zig-zag of 2 x 1,210 full-height segments in ~0.1 s per line, a band's outline in
+    ~0.005 s (a noisy per-step weight of a 100 k-step trace)."""
+    if _ENVELOPE:
+        return _ENVELOPE[0]
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
+
+    class EnvelopeLine(Line2D):
+        def draw(self, renderer: Any) -> None:
+            if not self.get_visible():
+                return
+            x = np.asarray(self.get_xdata(), dtype=np.float64)
+            y = np.asarray(self.get_ydata(), dtype=np.float64)
+            xc, lo, hi = x[0::2], y[0::2], y[1::2]
+            ok = np.flatnonzero(np.isfinite(lo) & np.isfinite(hi))
+            if len(ok) == 0:
+                self.stale = False
+                return
+            verts, codes = [], []
+            for run in np.split(ok, np.flatnonzero(np.diff(ok) > 1) + 1):  # gaps: NaN columns
+                top = np.column_stack([xc[run], hi[run]])
+                bottom = np.column_stack([xc[run][::-1], lo[run][::-1]])
+                poly = np.vstack([top, bottom, top[:1]])
+                kinds = np.full(len(poly), MplPath.LINETO, dtype=MplPath.code_type)
+                kinds[0], kinds[-1] = MplPath.MOVETO, MplPath.CLOSEPOLY
+                verts.append(poly)
+                codes.append(kinds)
+            color = self.get_color()
+            patch = PathPatch(
+                MplPath(np.vstack(verts), np.concatenate(codes)),
+                facecolor=color,
+                edgecolor=color,
+                lw=self.get_linewidth(),
+                alpha=self.get_alpha(),
+                transform=self.get_transform(),
+                joinstyle="round",
+            )
+            patch.set_figure(self.get_figure())
+            patch.set_clip_box(self.get_clip_box())
+            clip = self.get_clip_path()
+            if clip is not None:
+                patch.set_clip_path(clip)
+            patch.draw(renderer)
+            self.stale = False
+
+    _ENVELOPE.append(EnvelopeLine)
+    return EnvelopeLine
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -149,9 +214,12 @@ def save(fig: Figure, path: Path) -> Path:
     plt = _pyplot()
     _LAST_COLUMNS.clear()
     try:
+        # a figure laid out by constrained layout already fits its legends and labels:
+        # a tight bounding box would draw it twice to measure it again
+        tight = None if fig.get_layout_engine() is not None else "tight"
 
         def write(tmp: Path) -> None:
-            fig.savefig(tmp, dpi=SAVE_DPI, bbox_inches="tight")
+            fig.savefig(tmp, dpi=SAVE_DPI, bbox_inches=tight)
 
         return atomic_write(path, write)
     finally:

@@ -64,7 +64,11 @@ def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write a replay table to Parquet atomically (never a partial file under the name)."""
     from adaptive.util import atomic_write
 
-    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    # dictionary encoding only where values repeat (text); on float columns it is wasted
+    # work (half a 100 k-step replay table's write time) and a larger file
+    text = [str(c) for c, t in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(t)
+            and not pd.api.types.is_bool_dtype(t)]  # fmt: skip
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, use_dictionary=text))
 
 
 def trace_summary(trace: Any, parts: int = 0, path: Path | str | None = None) -> list[str]:

@@ -76,3 +76,31 @@ def test_the_cli_stays_thin() -> None:
     and the libraries. Its bound is 700 lines."""
     lines = len((ROOT / "cli.py").read_text("utf-8").splitlines())
     assert lines <= 700, f"cli.py has {lines} lines (bound 700): move logic out of it"
+
+
+def test_the_console_script_keeps_status_output_and_atexit(tmp_path: Path) -> None:
+    """`adaptive` leaves with `os._exit` after a command (no interpreter teardown): its
+    status, whatever it printed to stdout and stderr, and the `atexit` handlers a command
+    registered all still come through."""
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+        "from adaptive._cli import main\n"
+        "sys.argv = ['adaptive', *sys.argv[1:]]\n"
+        "main()\n"
+        "raise AssertionError('main() returned')\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-c", code, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "Usage" in ok.stdout and marker.read_text() == "yes"
+    marker.unlink()
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "inspect", str(tmp_path / "missing.parquet")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2, (bad.stdout, bad.stderr)
+    assert "missing.parquet" in bad.stderr and "Traceback" not in bad.stderr
+    assert marker.read_text() == "yes"

@@ -17,10 +17,12 @@ Parts (each in a fresh process, so its peak RSS from resource.getrusage is its o
 * sweep: `sweep_weighting` with 256 `uncertainty` configurations (16 lr x 4 adjustment
   ranges x 4 beta1), outputs proposed/deltas/clamped/scales as (T, K, C) arrays. The
   sequential figure is an ESTIMATE: --seq-configs configurations replayed one after
-  another with `replay_weighting_fast`, extrapolated to 256. Targets: <= 10 s, >= 50x.
-  Above 200,000 steps the (T, K, C) outputs would not fit in memory (1.6 GB per array
-  per 100k steps): the sweep then keeps no arrays and reduces each block on the fly
-  (`outputs=()`, `on_block`), which is what is timed.
+  another with `replay_weighting_fast`, extrapolated to 256. Also timed first, streaming:
+  no arrays kept, each block reduced as it comes (`outputs=()`, `on_block`). Targets
+  (issue 27): <= 5 s streaming, <= 10 s keeping outputs; peak RSS of each. Above 200,000
+  steps the (T, K, C) outputs would not fit in memory (1.6 GB per array per 100k steps):
+  the "kept" run then streams too. With numba the sweep runs each configuration's
+  compiled kernel on every core (replay/_kernel_sweep.py).
 
 Usage: python benchmarks/bench_replay_weighting.py [--steps N] [--repeat R] [--compare]
        [--threads T] [--part single|sweep] [--all-methods]
@@ -154,6 +156,10 @@ def part_sweep(args: argparse.Namespace) -> dict[str, Any]:
         s = blk.deltas.abs().sum(dim=(0, 2))
         acc["abs_delta"] = s if "abs_delta" not in acc else acc["abs_delta"] + s
 
+    t0 = time.perf_counter()  # streaming first, so its peak memory is its own
+    sweep_weighting(trace, "uncertainty", configs, outputs=(), on_block=reduce)
+    t_stream = time.perf_counter() - t0
+    rss_stream = peak_rss_mb()
     t0 = time.perf_counter()
     if keep:
         res = sweep_weighting(trace, "uncertainty", configs)
@@ -163,9 +169,6 @@ def part_sweep(args: argparse.Namespace) -> dict[str, Any]:
         sweep_weighting(trace, "uncertainty", configs, outputs=(), on_block=reduce)
     t_batched = time.perf_counter() - t0
     rss_sweep = peak_rss_mb()
-    t0 = time.perf_counter()  # the same sweep keeping no arrays (per-block reduction)
-    sweep_weighting(trace, "uncertainty", configs, outputs=(), on_block=reduce)
-    t_stream = time.perf_counter() - t0
     k = args.seq_configs
     t0 = time.perf_counter()
     for cfg in configs[:k]:
@@ -179,6 +182,7 @@ def part_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "speedup": t_seq / t_batched,
         "outputs_kept": keep,
         "peak_rss_mb": rss_sweep,
+        "streaming_peak_rss_mb": rss_stream,
         "rss_before_mb": rss_before,
     }
 
@@ -247,16 +251,24 @@ def main() -> None:
         if sw["outputs_kept"]
         else ("no arrays kept, per-block reduction (too large to keep)")
     )
-    print(
-        f"sweep {SWEEP_CONFIGS} configs of uncertainty, {kept}: batched {sw['seconds']:.2f} s "
-        f"(target <= 10 s); sequential ESTIMATE {sw['sequential_estimate_s']:.1f} s "
-        f"(extrapolated from {sw['seq_configs_timed']} configs replayed one after another) "
-        f"-> {sw['speedup']:.0f}x (target >= 50x); peak RSS {sw['peak_rss_mb']:,.0f} MB"
-    )
     t_s = sw["streaming_seconds"]
     print(
-        f"sweep without (T, K, C) arrays (per-block reduction): {t_s:.2f} s "
-        f"-> {sw['sequential_estimate_s'] / t_s:.0f}x vs the sequential estimate"
+        f"sweep {SWEEP_CONFIGS} configs of uncertainty, streaming (per-block reduction, no "
+        f"(T, K, C) arrays kept): {t_s:.2f} s (target <= 5 s: "
+        f"{'met' if t_s <= 5 else 'MISSED'}); peak RSS {sw['streaming_peak_rss_mb']:,.0f} MB "
+        f"(before the sweeps {sw['rss_before_mb']:,.0f} MB)"
+    )
+    print(
+        f"sweep {SWEEP_CONFIGS} configs of uncertainty, {kept}: {sw['seconds']:.2f} s "
+        f"(target <= 10 s: {'met' if sw['seconds'] <= 10 else 'MISSED'}); peak RSS "
+        f"{sw['peak_rss_mb']:,.0f} MB"
+    )
+    print(
+        f"  one replay per configuration, one after another: ESTIMATE "
+        f"{sw['sequential_estimate_s']:.1f} s (extrapolated from {sw['seq_configs_timed']} "
+        f"configs; with numba these are kernel replays too) -> the sweep is "
+        f"{sw['sequential_estimate_s'] / sw['seconds']:.1f}x (kept) and "
+        f"{sw['sequential_estimate_s'] / t_s:.1f}x (streaming) faster"
     )
 
 

@@ -8,10 +8,12 @@ how the steps were cut into blocks.
 Configuration ``k`` equals, bit for bit, `replay_weighting_fast(trace, method,
 **configs[k])` with the kernel, and so the torch path within the kernels' contract
 (1e-6 relative, the same clamp flags: tests/test_kernels.py). Without `on_block` each
-configuration runs over the whole trace, writing straight into the kept ``(T, K, C)``
-outputs; with it, the steps go in blocks of about 2**21 values per output (the method
-state carries over between blocks) and `on_block` sees each block of every configuration
-as a batched `BlockOutput`, as from the torch path.
+configuration runs over the whole trace, writing straight into the kept outputs (held as
+``(K, T, C)``, returned as their ``(T, K, C)`` views). With it, the steps go in blocks of
+about 2**21 values per output (each configuration's method state stays in a thread's
+arrays between blocks), the next block is computed while `on_block` reads the last one,
+and it sees every configuration's block as a batched `BlockOutput`, as from the torch
+path.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 __all__ = ["kernel_sweep"]
 
 #: Values per block and output when a callback reduces blocks as they come.
-BLOCK_VALUES = 1 << 22
+BLOCK_VALUES = 1 << 21
 
 
 #: The outputs a kernel sweep computes per configuration (`base`, `applied`: the trace's).
@@ -51,6 +53,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
+        self.states: dict[int, list[np.ndarray]] = {}  # a configuration's method state
 
     def scratch(self, key: str, rows: int, *cols: int) -> np.ndarray:
         a = self.buffers.get(key)
@@ -101,64 +104,72 @@ def kernel_sweep(
     extras = {name: v.astype(np.float64) for name, v in inputs.extras.items()}
     ranges = [float(ctrl.adjustment_range) for ctrl in ctrls]
     part = _jit("_controller_part")
-    kept = {o: _array((n, k, c), o) for o in outputs}
+    # kept outputs live as (K, T, C): each configuration writes one contiguous slab (a
+    # (T, K, C) array would take one row per page, 16 KB apart, for every step); they are
+    # returned as their (T, K, C) views
+    kept = {o: _array((k, n, c), o) for o in outputs}
     for o in ("base", "applied"):  # dry run: the base weights are applied
         if o in kept:
-            kept[o][:] = base[:, None, :]
+            kept[o][:] = base[None, :, :]
     skipped = ~finite
     if on_block is None:
         size = max(n, 1)  # one block: each configuration straight into the kept arrays
-        block = {o: kept[o] for o in KERNEL_OUTPUTS if o in kept}
-
-        def view(o: str, j: int, rows: int) -> np.ndarray:
-            return block[o][:rows, j]
+        buffers = [{o: kept[o] for o in KERNEL_OUTPUTS if o in kept}]
     else:
         # (K, steps, C): each configuration writes a contiguous slab; `on_block` sees the
-        # (steps, K, C) view of it
+        # (steps, K, C) view of it. Two sets: the next block is computed while `on_block`
+        # reads this one.
         size = max(64, BLOCK_VALUES // (k * c))
-        block = {o: _array((k, min(size, n), c), o) for o in KERNEL_OUTPUTS}
-
-        def view(o: str, j: int, rows: int) -> np.ndarray:
-            return block[o][j, :rows]
+        buffers = [{o: _array((k, min(size, n), c), o) for o in KERNEL_OUTPUTS} for _ in "ab"]
 
     workers = max(1, min(threads or _threads(), k))
     per_worker = [_Worker() for _ in range(workers)]
 
-    def work(w: int, a: int, b: int) -> np.ndarray:
-        """Configurations w, w + workers, ... over steps [a, b); the steps where any
-        of their scales were not finite."""
+    def work(w: int, a: int, b: int, block: dict[str, np.ndarray]) -> np.ndarray:
+        """Configurations w, w + workers, ... over steps [a, b) into `block`; the steps
+        where any of their scales were not finite."""
         me, rows = per_worker[w], b - a
         bad = np.zeros(rows, dtype=np.bool_)
         ext = {name: v[a:b] for name, v in extras.items()}
-        with reuse_buffers(me.buffers):
+        with reuse_buffers(me.buffers, me.states):
             for j in range(w, k, workers):
                 impl = ctrls[j].method_impl
+                if "scales" in block:  # the kernel writes its scales in place there
+                    me.buffers["scales"] = block["scales"][j]
+                # the state carries over to the next block in `me.states`
                 run = chosen[j].run(impl, losses[a:b], finite[a:b], reset[a:b], ext)
-                for attr, value in run.final.items():  # carried to the next block
-                    setattr(impl, attr, torch.from_numpy(value))
-                out = {o: view(o, j, rows) if o in block else me.scratch(o, rows, c)
+                out = {o: block[o][j, :rows] if o in block else me.scratch(o, rows, c)
                        for o in ("proposed", "deltas", "clamped")}  # fmt: skip
                 part(run.scales, ranges[j], base[a:b], finite[a:b], out["deltas"],
                      out["clamped"], out["proposed"], me.scratch("skip", rows),
                      me.scratch("bad", rows))  # fmt: skip
                 bad |= me.buffers["bad"][:rows]
-                if "scales" in block:
-                    view("scales", j, rows)[:] = run.scales  # sanitised by `part`
+                if "scales" in block and not np.shares_memory(run.scales, block["scales"]):
+                    block["scales"][j, :rows] = run.scales  # sanitised by `part`
         return bad
 
+    starts = list(range(0, n, size))
     skipped_before = bad_before = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for a in range(0, n, size):
-            b = min(n, a + size)
-            rows = b - a
-            futures = [pool.submit(work, w, a, b) for w in range(workers)]
-            bad = np.logical_or.reduce([f.result() for f in futures])
+
+        def submit(i: int) -> list[Any]:
+            a, b = starts[i], min(n, starts[i] + size)
+            block = buffers[i % len(buffers)]
+            return [pool.submit(work, w, a, b, block) for w in range(workers)]
+
+        pending = submit(0)
+        for i, a in enumerate(starts):
+            bad = np.logical_or.reduce([f.result() for f in pending])
+            if i + 1 < len(starts):  # the workers go on while this block is handed out
+                pending = submit(i + 1)
             if on_block is None:
                 continue
+            b = min(n, a + size)
+            rows, block = b - a, buffers[i % len(buffers)]
             t = {o: torch.from_numpy(v[:, :rows]).permute(1, 0, 2) for o, v in block.items()}
             for o in kept:
                 if o in block:
-                    kept[o][a:b] = t[o].numpy()
+                    kept[o][:, a:b] = block[o][:, :rows]
             base_t = torch.from_numpy(base[a:b])[:, None, :].expand(rows, k, c)
             skip_t = torch.from_numpy(skipped[a:b])
             steps = skip_t.to(torch.int64).cumsum(0).add_(skipped_before)
@@ -174,5 +185,6 @@ def kernel_sweep(
         for steps_in_epoch in epoch_steps:
             if steps_in_epoch:
                 progress(steps_in_epoch)
-    kept["skipped"] = skipped
-    return kept
+    result = {o: v.transpose(1, 0, 2) for o, v in kept.items()}
+    result["skipped"] = skipped
+    return result

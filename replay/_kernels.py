@@ -91,7 +91,7 @@ def _softmax_times(x: np.ndarray, c: int, out: np.ndarray, scale: float) -> None
 def _uncertainty(
     losses, finite, reset, u, anchor, m, v, t, b1p, b2p,
     lr, s_min, s_max, beta1, beta2, eps, grad_clip, kendall, step_limit,
-    out_scales, out_log_var, out_objective, out_step_limited,
+    out_scales, out_log_var, out_objective, out_step_limited, diag,
 ):  # fmt: skip
     n, c = losses.shape
     log_a = np.empty(c)
@@ -134,19 +134,24 @@ def _uncertainty(
                 ex[j] = math.exp(ex[j] - mx)
                 total += ex[j]
         k = c / total
-        objective = 0.0
         for j in range(c):
             out_scales[i, j] = ex[j] * k
+        objective = 0.0
+        for j in range(c if diag else 0):  # the diagnostics (a sweep keeps none)
             s = log_a[j] - u[j]
             out_log_var[i, j] = s
             # exp(-s) = exp(u) / a (torch: exp(-s); equal within a few ulps for anchors
             # in float32's range)
             objective += (eu[j] if anchor[j] != anchor[j] else eu[j] / anchor[j]) * losses[i, j] + s
-        out_objective[i] = objective
-        for j in range(c):
-            out_step_limited[i, j] = 0.0
+        if diag:
+            out_objective[i] = objective
+            for j in range(c):
+                out_step_limited[i, j] = 0.0
         if not finite[i]:
             continue
+        # Adam's bias corrections depend on a component's update count only: computed
+        # once for the components that share it (all of them, unless one was absent)
+        last1, last2, step, f, e = math.nan, math.nan, 0.0, 0.0, 0.0
         for j in range(c):
             loss = losses[i, j]
             if not loss > 0.0:  # absent at this step: the state is left as it is
@@ -157,9 +162,11 @@ def _uncertainty(
                 anchor[j] = loss
                 log_a[j] = math.log(loss)
             neg = -(loss / anchor[j])
-            step = lr / (1.0 - b1p[j])
-            f = 1.0 / (math.sqrt(1.0 - b2p[j]) * step)
-            e = eps / step
+            if b1p[j] != last1 or b2p[j] != last2:
+                last1, last2 = b1p[j], b2p[j]
+                step = lr / (1.0 - b1p[j])
+                f = 1.0 / (math.sqrt(1.0 - b2p[j]) * step)
+                e = eps / step
             grad = 1.0 + eu[j] * neg
             if grad < -grad_clip:  # torch.maximum (a NaN stays NaN)
                 grad = -grad_clip
@@ -168,7 +175,7 @@ def _uncertainty(
             v[j] = _lerp(v[j], grad_sq, w2)
             d = m[j] / (e + math.sqrt(v[j]) * f)
             if step_limit > 0.0:  # at most lr per update
-                if abs(d) > lr:
+                if diag and abs(d) > lr:
                     out_step_limited[i, j] = 1.0
                 d = _clamp(d, -lr, lr)
             u[j] = _clamp(u[j] + d, lo, hi)
@@ -512,16 +519,26 @@ _ARENA = threading.local()
 
 
 @contextmanager
-def reuse_buffers(buffers: dict[str, np.ndarray]) -> Iterator[None]:
+def reuse_buffers(
+    buffers: dict[str, np.ndarray], states: dict[int, list[np.ndarray]] | None = None
+) -> Iterator[None]:
     """Within this block (in this thread) the adapters take their output arrays from
     `buffers`, reused from one call to the next, instead of allocating them: a sweep makes
     thousands of kernel calls whose outputs it copies out at once, and fresh pages cost
-    more than the recursion."""
-    _ARENA.buffers = buffers
+    more than the recursion. With `states`, a method's state arrays are kept there between
+    calls (by method object) instead of copied from its tensors each time: the caller
+    then writes the final state back itself, if it needs it."""
+    _ARENA.buffers, _ARENA.states = buffers, states
     try:
         yield
     finally:
-        _ARENA.buffers = None
+        _ARENA.buffers = _ARENA.states = None
+
+
+def _lean() -> bool:
+    """Whether the calls of this thread keep no per-step diagnostics (in `reuse_buffers`:
+    a sweep keeps the scales only; the arrays are then left unwritten)."""
+    return getattr(_ARENA, "buffers", None) is not None
 
 
 def _empty(key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -536,8 +553,15 @@ def _empty(key: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _state(method: Any, *attrs: str) -> list[np.ndarray]:
-    """Copies of the method's ``(1, n)`` state tensors as contiguous ``(n,)`` arrays."""
-    return [getattr(method, a).detach().cpu().numpy().reshape(-1).copy() for a in attrs]
+    """Copies of the method's ``(1, n)`` state tensors as contiguous ``(n,)`` arrays (in a
+    sweep's `reuse_buffers(..., states)`: the arrays the last call left, updated in place)."""
+    states = getattr(_ARENA, "states", None)
+    if states is not None and id(method) in states:
+        return states[id(method)]
+    arrays = [getattr(method, a).detach().cpu().numpy().reshape(-1).copy() for a in attrs]
+    if states is not None:
+        states[id(method)] = arrays
+    return arrays
 
 
 def _final(attrs: tuple[str, ...], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -558,7 +582,7 @@ def _run_uncertainty(method, losses, finite, reset, extras) -> KernelRun:
         float(p["lr"]), float(p["s_min"]), float(p["s_max"]), float(p["beta1"]),
         float(p["beta2"]), float(p["eps"]), float(p["grad_clip"]),
         1.0 if p["anchor"] == "none" else 0.0, 1.0 if p.get("step_limit", True) else 0.0,
-        scales, log_var, objective, limited,
+        scales, log_var, objective, limited, not _lean(),
     )  # fmt: skip
     state = {"log_var": log_var, "objective": objective}
     if "step_limit" in p:  # the diagnostic came with the setting

@@ -86,8 +86,8 @@ def kernel_sweep(
     from adaptive.weighting._validate import check_extras
     from replay._kernels import _jit, reuse_buffers, select
 
-    if kernels is False or not configs:
-        return None
+    if kernels is False or not configs or not len(inputs.losses):
+        return None  # (no steps: the torch path's empty arrays)
     ctrls = [make(cfg) for cfg in configs]
     chosen = [select(c, force=kernels)[0] for c in ctrls]
     if any(k is None for k in chosen):

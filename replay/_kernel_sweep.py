@@ -31,13 +31,16 @@ __all__ = ["kernel_sweep"]
 #: Values per block and output when a callback reduces blocks as they come.
 BLOCK_VALUES = 1 << 21
 
-
 #: The outputs a kernel sweep computes per configuration (`base`, `applied`: the trace's).
 KERNEL_OUTPUTS = ("proposed", "deltas", "clamped", "scales")
 
 
+#: The dtype of each output.
+_DTYPE = {o: np.bool_ if o == "clamped" else np.float64 for o in KERNEL_OUTPUTS}
+
+
 def _array(shape: tuple[int, ...], output: str) -> np.ndarray:
-    return np.empty(shape, dtype=np.bool_ if output == "clamped" else np.float64)
+    return np.empty(shape, dtype=_DTYPE.get(output, np.float64))
 
 
 def _threads() -> int:
@@ -45,22 +48,6 @@ def _threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-class _Worker:
-    """One thread's reused arrays: the kernels' outputs and the controller part's
-    outputs that the sweep does not keep."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[str, np.ndarray] = {}
-        self.states: dict[int, list[np.ndarray]] = {}  # a configuration's method state
-
-    def scratch(self, key: str, rows: int, *cols: int) -> np.ndarray:
-        a = self.buffers.get(key)
-        if a is None or a.shape[0] < rows:
-            dtype = np.bool_ if key in ("clamped", "skip", "bad") else np.float64
-            a = self.buffers[key] = np.empty((rows, *cols), dtype=dtype)
-        return a[:rows]
 
 
 def kernel_sweep(
@@ -84,7 +71,7 @@ def kernel_sweep(
     `replay_single`."""
     from adaptive.weighting._diagnostics import BlockOutput
     from adaptive.weighting._validate import check_extras
-    from replay._kernels import _jit, reuse_buffers, select
+    from replay._kernels import _empty, _jit, reuse_buffers, select
 
     if kernels is False or not configs or not len(inputs.losses):
         return None  # (no steps: the torch path's empty arrays)
@@ -114,36 +101,39 @@ def kernel_sweep(
     skipped = ~finite
     if on_block is None:
         size = max(n, 1)  # one block: each configuration straight into the kept arrays
-        buffers = [{o: kept[o] for o in KERNEL_OUTPUTS if o in kept}]
+        blocks = [{o: kept[o] for o in KERNEL_OUTPUTS if o in kept}]
     else:
         # (K, steps, C): each configuration writes a contiguous slab; `on_block` sees the
         # (steps, K, C) view of it. Two sets: the next block is computed while `on_block`
         # reads this one.
         size = max(64, BLOCK_VALUES // (k * c))
-        buffers = [{o: _array((k, min(size, n), c), o) for o in KERNEL_OUTPUTS} for _ in "ab"]
+        blocks = [{o: _array((k, min(size, n), c), o) for o in KERNEL_OUTPUTS} for _ in "ab"]
 
     workers = max(1, min(threads or _threads(), k))
-    per_worker = [_Worker() for _ in range(workers)]
+    # each thread's reused arrays (`reuse_buffers`) and its configurations' method state
+    per_worker: list[tuple[dict[str, np.ndarray], dict[int, list[np.ndarray]]]] = [
+        ({}, {}) for _ in range(workers)
+    ]
 
     def work(w: int, a: int, b: int, block: dict[str, np.ndarray]) -> np.ndarray:
         """Configurations w, w + workers, ... over steps [a, b) into `block`; the steps
         where any of their scales were not finite."""
-        me, rows = per_worker[w], b - a
+        (buffers, states), rows = per_worker[w], b - a
         bad = np.zeros(rows, dtype=np.bool_)
         ext = {name: v[a:b] for name, v in extras.items()}
-        with reuse_buffers(me.buffers, me.states):
+        with reuse_buffers(buffers, states):
+            skip, bad_rows = _empty("skip", (rows,), np.bool_), _empty("bad", (rows,), np.bool_)
             for j in range(w, k, workers):
                 impl = ctrls[j].method_impl
                 if "scales" in block:  # the kernel writes its scales in place there
-                    me.buffers["scales"] = block["scales"][j]
-                # the state carries over to the next block in `me.states`
+                    buffers["scales"] = block["scales"][j]
+                # the state carries over to the next block in `states`
                 run = chosen[j].run(impl, losses[a:b], finite[a:b], reset[a:b], ext)
-                out = {o: block[o][j, :rows] if o in block else me.scratch(o, rows, c)
+                out = {o: block[o][j, :rows] if o in block else _empty(o, (rows, c), _DTYPE[o])
                        for o in ("proposed", "deltas", "clamped")}  # fmt: skip
                 part(run.scales, ranges[j], base[a:b], finite[a:b], out["deltas"],
-                     out["clamped"], out["proposed"], me.scratch("skip", rows),
-                     me.scratch("bad", rows))  # fmt: skip
-                bad |= me.buffers["bad"][:rows]
+                     out["clamped"], out["proposed"], skip, bad_rows)  # fmt: skip
+                bad |= bad_rows
                 if "scales" in block and not np.shares_memory(run.scales, block["scales"]):
                     block["scales"][j, :rows] = run.scales  # sanitised by `part`
         return bad
@@ -154,7 +144,7 @@ def kernel_sweep(
 
         def submit(i: int) -> list[Any]:
             a, b = starts[i], min(n, starts[i] + size)
-            block = buffers[i % len(buffers)]
+            block = blocks[i % len(blocks)]
             return [pool.submit(work, w, a, b, block) for w in range(workers)]
 
         pending = submit(0)
@@ -165,7 +155,7 @@ def kernel_sweep(
             if on_block is None:
                 continue
             b = min(n, a + size)
-            rows, block = b - a, buffers[i % len(buffers)]
+            rows, block = b - a, blocks[i % len(blocks)]
             t = {o: torch.from_numpy(v[:, :rows]).permute(1, 0, 2) for o, v in block.items()}
             for o in kept:
                 if o in block:

@@ -541,14 +541,15 @@ def _lean() -> bool:
     return getattr(_ARENA, "buffers", None) is not None
 
 
-def _empty(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float64 array of `shape`: fresh, or this thread's reused one (`reuse_buffers`)."""
+def _empty(key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    """An array of `shape`: fresh, or this thread's reused one named `key` (its first
+    `shape[0]` rows, in `reuse_buffers`)."""
     buffers = getattr(_ARENA, "buffers", None)
     if buffers is None:
-        return np.empty(shape)
+        return np.empty(shape, dtype=dtype)
     a = buffers.get(key)
-    if a is None or a.shape[0] < shape[0] or a.shape[1:] != shape[1:]:
-        a = buffers[key] = np.empty(shape)
+    if a is None or a.shape[0] < shape[0] or a.shape[1:] != shape[1:] or a.dtype != dtype:
+        a = buffers[key] = np.empty(shape, dtype=dtype)
     return a[: shape[0]]
 
 

@@ -30,7 +30,11 @@ from pathlib import Path
 import numpy as np
 
 
-def make_trace(path: Path, steps: int, comps: int = 8, epochs: int = 50) -> None:
+def make_trace(
+    path: Path, steps: int, comps: int = 8, epochs: int = 50, *, extras: bool = False
+) -> None:
+    """The workload's trace; with `extras` also `grad_norm/<c>` and `loss_after/<c>` (what
+    GradNorm and FAMO read), drawn after the other columns so those stay the same."""
     from adaptive.trace import TraceWriter
 
     rng = np.random.default_rng(0)
@@ -39,6 +43,13 @@ def make_trace(path: Path, steps: int, comps: int = 8, epochs: int = 50) -> None
         np.float32
     )
     grad = rng.lognormal(size=steps).astype(np.float32)
+    more: list[dict[str, float] | None] = [None] * steps
+    if extras:
+        gnorm = (np.sqrt(losses) * rng.lognormal(0, 0.2, losses.shape)).astype(np.float32)
+        after = (losses * rng.uniform(0.95, 1.01, losses.shape)).astype(np.float32)
+        keys = [f"grad_norm/{c}" for c in names] + [f"loss_after/{c}" for c in names]
+        more = [dict(zip(keys, [*g, *a], strict=True)) for g, a in zip(
+            gnorm.tolist(), after.tolist(), strict=True)]  # fmt: skip
     per = steps // epochs
     base = {"tf_ratio": 0.5, "freerun_horizon": 10.0, "freerun_weight": 1.0}
     with TraceWriter(path, components=names, metrics=["YawAbsDeg"], flush_rows=100_000) as w:
@@ -51,6 +62,7 @@ def make_trace(path: Path, steps: int, comps: int = 8, epochs: int = 50) -> None
                 loss_total=sum(row),
                 grad_norm=float(grad[s]),
                 schedule_base=base,
+                extra=more[s],
             )
             if (s + 1) % per == 0:
                 e = s // per

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TARGET = 1.3
 COMPS = [f"c{i}" for i in range(8)]
@@ -105,36 +105,14 @@ import atexit; atexit._run_exitfuncs(); os._exit(0)  # as the console script lea
 """
 
 
-def make_trace(path: Path, steps: int, epochs: int = 50) -> None:
-    """The workload's trace (see the module docstring)."""
-    from adaptive.trace import TraceWriter, compact_trace
+def make_trace(path: Path, steps: int) -> None:
+    """The workload's trace (see the module docstring): `bench_cli.py`'s, with the extras,
+    compacted to one part."""
+    from bench_cli import make_trace as write
 
-    rng = np.random.default_rng(0)
-    losses = rng.lognormal(size=(steps, len(COMPS))) * np.linspace(1, 0.1, steps)[:, None]
-    losses = losses.astype(np.float32)
-    gnorm = (np.sqrt(losses) * rng.lognormal(0, 0.2, losses.shape)).astype(np.float32)
-    after = (losses * rng.uniform(0.95, 1.01, losses.shape)).astype(np.float32)
-    grad = rng.lognormal(size=steps).astype(np.float32)
-    per = steps // epochs
-    base = {"tf_ratio": 0.5, "freerun_horizon": 10.0, "freerun_weight": 1.0}
-    names = [f"grad_norm/{c}" for c in COMPS] + [f"loss_after/{c}" for c in COMPS]
-    with TraceWriter(path, components=COMPS, metrics=["YawAbsDeg"], flush_rows=100_000) as w:
-        for s in range(steps):
-            row = losses[s].tolist()
-            extra = dict(zip(names, gnorm[s].tolist() + after[s].tolist(), strict=True))
-            w.log_step(
-                step=s,
-                epoch=s // per,
-                losses=dict(zip(COMPS, row, strict=True)),
-                loss_total=sum(row),
-                grad_norm=float(grad[s]),
-                schedule_base=base,
-                extra=extra,
-            )
-            if (s + 1) % per == 0:
-                e = s // per
-                w.log_epoch(split="val", epoch=e, step=s + 1, metrics={"YawAbsDeg": 10 - e / 10})
-                w.log_epoch(split="valfree", epoch=e, step=s + 1, metrics={"YawAbsDeg": 10 + e})
+    from adaptive.trace import compact_trace
+
+    write(path, steps, len(COMPS), extras=True)
     compact_trace(path)
 
 

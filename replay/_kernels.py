@@ -525,9 +525,10 @@ def reuse_buffers(
     """Within this block (in this thread) the adapters take their output arrays from
     `buffers`, reused from one call to the next, instead of allocating them: a sweep makes
     thousands of kernel calls whose outputs it copies out at once, and fresh pages cost
-    more than the recursion. With `states`, a method's state arrays are kept there between
-    calls (by method object) instead of copied from its tensors each time: the caller
-    then writes the final state back itself, if it needs it."""
+    more than the recursion. The kernels then write no per-step diagnostics (`_lean`: a
+    sweep keeps the scales only). With `states`, a method's state arrays are kept there
+    between calls (by method object) instead of copied from its tensors each time: the
+    caller then writes the final state back itself, if it needs it."""
     _ARENA.buffers, _ARENA.states = buffers, states
     try:
         yield
